@@ -1,0 +1,104 @@
+//! Shared helpers for the end-to-end tests live here.
+//!
+//! Everything here works on the development key pair in
+//! `keys/development/` (kid `coditect-dev`), whose private half is public:
+//! tokens made with it are only ever trusted by test and development builds.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use verifier::{
+    Entitlements, HardwareId, KeyRing, LicenseClaims, ProjectLimit, TokenSigner,
+};
+
+/// The key id of the development key pair.
+pub const DEV_KID: &str = "coditect-dev";
+
+/// A fixed "now" for tests that pass time to the verifier:
+/// 2026-01-01T00:00:00Z.
+pub const FIXED_NOW: u64 = 1_767_225_600;
+
+/// One hour, one day, in seconds.
+pub const HOUR: u64 = 3_600;
+/// One day in seconds.
+pub const DAY: u64 = 24 * HOUR;
+
+/// The workspace root (the parent of this package).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package lives inside the workspace")
+        .to_path_buf()
+}
+
+/// A file of the workspace, by its path relative to the root.
+pub fn repo_file(relative: &str) -> PathBuf {
+    repo_root().join(relative)
+}
+
+/// Reads a file of the workspace as UTF-8, with a clear message on failure.
+pub fn read_repo_file(relative: &str) -> String {
+    let path = repo_file(relative);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Path of the development private key (PKCS#8 PEM).
+pub fn dev_private_pem_path() -> PathBuf {
+    repo_file("keys/development/coditect-dev.private.pem")
+}
+
+/// Path of the development public key (SPKI PEM).
+pub fn dev_public_pem_path() -> PathBuf {
+    repo_file("keys/development/coditect-dev.public.pem")
+}
+
+/// Path of the development JWK Set (public key only).
+pub fn dev_jwks_path() -> PathBuf {
+    repo_file("keys/development/coditect-dev.jwks.json")
+}
+
+/// The development signing key, loaded from its PKCS#8 PEM file.
+pub fn dev_signing_key() -> SigningKey {
+    let pem = read_repo_file("keys/development/coditect-dev.private.pem");
+    SigningKey::from_pkcs8_pem(&pem).expect("the development key is a PKCS#8 Ed25519 PEM")
+}
+
+/// A token signer with the development key and kid `coditect-dev`.
+pub fn dev_signer() -> TokenSigner {
+    TokenSigner::new(DEV_KID, dev_signing_key()).expect("the development key is a valid signer")
+}
+
+/// A key ring that trusts only the development key.
+pub fn dev_key_ring() -> KeyRing {
+    let public = dev_signing_key().verifying_key().to_bytes();
+    KeyRing::new()
+        .with_key(DEV_KID, &public)
+        .expect("the development public key is acceptable to a key ring")
+}
+
+/// Realistic claims of a token issued at `iat` for the machine whose id is
+/// `machine_id`: valid 72 h, renewal due after 24 h, license valid a year.
+pub fn sample_claims(iat: u64, machine_id: &str, max_projects: ProjectLimit) -> LicenseClaims {
+    LicenseClaims {
+        issuer: "https://licenses.coditect.ai".to_owned(),
+        license_id: "lic_01J9Z3QX8M4V7K2N5P6R8T0W1Y".to_owned(),
+        expires_at: iat + 72 * HOUR,
+        not_before: iat,
+        issued_at: iat,
+        token_id: *b"\x8f\x12\x04\xa7\x3c\xe9\x55\x01\xbe\x77\x60\x0d\x2a\x91\xc4\x3e",
+        tier: "pilot-professional".to_owned(),
+        entitlements: Entitlements {
+            max_projects,
+            ai_requests: 10_000,
+            max_devices: 3,
+        },
+        hardware_id: HardwareId::from_machine_id(machine_id),
+        license_expires_at: iat + 365 * DAY,
+        renew_after: iat + DAY,
+        organization: "Acme Robotics GmbH".to_owned(),
+        email: "jane.doe@acme-robotics.example".to_owned(),
+        devices_used: 1,
+    }
+}
