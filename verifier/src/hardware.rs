@@ -27,7 +27,8 @@ pub enum HardwareIdError {
 
 impl HardwareId {
     /// Derives the hardware id from this machine's id (e.g. the contents of
-    /// `/etc/machine-id`). Surrounding white space is ignored.
+    /// `/etc/machine-id`). Surrounding ASCII white space (the file's newline)
+    /// is ignored; nothing else is changed.
     pub fn from_machine_id(machine_id: &str) -> Self {
         // HMAC pads a key shorter than the block with zeros, so this 64-byte
         // array is the same key as `HARDWARE_ID_KEY` itself.
@@ -36,14 +37,14 @@ impl HardwareId {
             *dst = *src;
         }
         let mut mac = <Hmac<Sha256> as KeyInit>::new(&key.into());
-        mac.update(machine_id.trim().as_bytes());
+        mac.update(trim_ascii_space(machine_id).as_bytes());
         HardwareId(mac.finalize().into_bytes().into())
     }
 
     /// Like [`HardwareId::from_machine_id`], but refuses an empty machine id,
     /// which would give every such machine the same fingerprint.
     pub fn try_from_machine_id(machine_id: &str) -> Result<Self, HardwareIdError> {
-        if machine_id.trim().is_empty() {
+        if trim_ascii_space(machine_id).is_empty() {
             return Err(HardwareIdError::EmptyMachineId);
         }
         Ok(Self::from_machine_id(machine_id))
@@ -82,6 +83,10 @@ impl HardwareId {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
     }
+}
+
+fn trim_ascii_space(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_ascii_whitespace())
 }
 
 impl fmt::Debug for HardwareId {

@@ -18,7 +18,7 @@ impl TrustedKey {
     /// Checks the key id and the public key. Small-order ("weak") keys are
     /// refused: anyone can forge signatures under them.
     pub fn new(kid: &str, public_key: &[u8; 32]) -> Result<Self, KeyError> {
-        if !is_valid_kid(kid.as_bytes()) {
+        if !is_valid_kid(kid) {
             return Err(KeyError::InvalidKid);
         }
         let key = VerifyingKey::from_bytes(public_key).map_err(|_| KeyError::InvalidKey)?;
@@ -91,8 +91,13 @@ impl KeyRing {
     }
 }
 
+/// Whether `kid` is an acceptable key id: 1–64 characters of `[A-Za-z0-9._-]`.
+pub fn is_valid_kid(kid: &str) -> bool {
+    is_valid_kid_bytes(kid.as_bytes())
+}
+
 /// Key ids are short ASCII names: 1–64 bytes of `[A-Za-z0-9._-]`.
-pub(crate) fn is_valid_kid(kid: &[u8]) -> bool {
+pub(crate) fn is_valid_kid_bytes(kid: &[u8]) -> bool {
     !kid.is_empty()
         && kid.len() <= 64
         && kid

@@ -59,7 +59,7 @@ pub use clock::{DEFAULT_CLOCK_TOLERANCE, check_clock, next_high_water};
 pub use cose::{verify_cose_sign1, verify_ed25519};
 pub use error::{KeyError, Malformed, VerifyError};
 pub use hardware::{HardwareId, HardwareIdError};
-pub use keyring::{KeyRing, TrustedKey};
+pub use keyring::{KeyRing, TrustedKey, is_valid_kid};
 pub use renewal::{RenewalState, renewal_state};
 #[cfg(feature = "sign")]
 pub use sign::{SignError, TokenSigner};

@@ -8,7 +8,7 @@ use crate::claims::LicenseClaims;
 use crate::cose::{Sign1, decode_strict};
 use crate::error::{Malformed, VerifyError};
 use crate::hardware::HardwareId;
-use crate::keyring::{KeyRing, is_valid_kid};
+use crate::keyring::{KeyRing, is_valid_kid_bytes};
 
 /// `external_aad` of every license token: a signature made by the issuer's key
 /// for any other purpose can never pass as a license token.
@@ -62,7 +62,7 @@ pub fn authenticate(token: &[u8], keys: &KeyRing) -> Result<VerifiedToken, Verif
     sign1.require_eddsa()?;
     let kid_bytes = sign1.protected().key_id.as_slice();
     let kid = match core::str::from_utf8(kid_bytes) {
-        Ok(kid) if is_valid_kid(kid_bytes) => kid,
+        Ok(kid) if is_valid_kid_bytes(kid_bytes) => kid,
         _ => return Err(Malformed::ProtectedHeader.into()),
     };
     if sign1.protected_bytes() != protected_header_bytes(kid)?.as_slice() {

@@ -1,0 +1,316 @@
+//! Accounts: organizations and users, password hashing, login sessions and
+//! the JWTs that name them.
+//!
+//! Passwords are hashed with Argon2id, m = 19 MiB, t = 2, p = 1 (the OWASP
+//! minimum recommendation). A login creates a session row; the JWT carries
+//! its id, and logout ends the session server-side.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::db::DbError;
+
+/// Argon2id parameters, documented in the README.
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+pub const ARGON2_ITERATIONS: u32 = 2;
+pub const ARGON2_PARALLELISM: u32 = 1;
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM, None)
+        .unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password (slow on purpose: call it on a blocking thread).
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| AccountError::Internal(e.to_string()))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Internal(e.to_string()))?;
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Internal(e.to_string()))
+}
+
+/// Checks a password against a stored hash. With no hash (unknown user) a
+/// dummy hash is checked instead, so both cases cost the same time.
+pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| hash_password("dummy password for timing").unwrap_or_default());
+    let hash = stored.unwrap_or(dummy);
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    argon2()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+        && stored.is_some()
+}
+
+/// Why an account operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("pilot signup is closed")]
+    SignupClosed,
+    #[error("the pilot is full")]
+    SignupFull,
+    #[error("email or password is wrong")]
+    InvalidCredentials,
+    #[error("not signed in, or the session has ended")]
+    Unauthorized,
+    #[error("internal: {0}")]
+    Internal(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<rusqlite::Error> for AccountError {
+    fn from(e: rusqlite::Error) -> Self {
+        AccountError::Db(DbError::Sqlite(e))
+    }
+}
+
+/// A user with their organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub organization_id: String,
+    pub organization_name: String,
+    pub role: String,
+}
+
+/// Creates an organization and its first user (role `owner`). `users_limit`
+/// caps the number of users (the pilot's size).
+pub fn signup(
+    conn: &mut Connection,
+    email: &str,
+    password_hash: &str,
+    company_name: &str,
+    users_limit: Option<u32>,
+    now: i64,
+) -> Result<User, AccountError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(limit) = users_limit {
+        let users: u32 = tx.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+        if users >= limit {
+            return Err(AccountError::SignupFull);
+        }
+    }
+    let taken: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE email = ?1)",
+        [email],
+        |r| r.get(0),
+    )?;
+    if taken {
+        return Err(AccountError::EmailTaken);
+    }
+    let org_id = uuid::Uuid::new_v4().to_string();
+    let user_id = uuid::Uuid::new_v4().to_string();
+    tx.execute(
+        "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3)",
+        params![org_id, company_name, now],
+    )?;
+    tx.execute(
+        "INSERT INTO users (id, email, password_hash, organization_id, role, created_at)
+         VALUES (?1, ?2, ?3, ?4, 'owner', ?5)",
+        params![user_id, email, password_hash, org_id, now],
+    )?;
+    tx.commit()?;
+    Ok(User {
+        id: user_id,
+        email: email.to_owned(),
+        organization_id: org_id,
+        organization_name: company_name.to_owned(),
+        role: "owner".into(),
+    })
+}
+
+const USER_COLUMNS: &str = "u.id, u.email, u.organization_id, o.name, u.role";
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        organization_id: r.get(2)?,
+        organization_name: r.get(3)?,
+        role: r.get(4)?,
+    })
+}
+
+/// The user with this email (any case) and their password hash.
+pub fn find_by_email(
+    conn: &Connection,
+    email: &str,
+) -> Result<Option<(User, String)>, AccountError> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {USER_COLUMNS}, u.password_hash FROM users u
+                 JOIN organizations o ON o.id = u.organization_id WHERE u.email = ?1"
+            ),
+            [email],
+            |r| Ok((user_from_row(r)?, r.get(5)?)),
+        )
+        .optional()?)
+}
+
+/// Starts a session for the user; returns its id.
+pub fn create_session(
+    conn: &Connection,
+    user_id: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<String, AccountError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    conn.execute(
+        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![id, user_id, now, expires_at],
+    )?;
+    Ok(id)
+}
+
+/// The user of a live session (not revoked, not expired at `now`).
+pub fn session_user(
+    conn: &Connection,
+    session_id: &str,
+    now: i64,
+) -> Result<Option<User>, AccountError> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {USER_COLUMNS} FROM sessions s
+                 JOIN users u ON u.id = s.user_id
+                 JOIN organizations o ON o.id = u.organization_id
+                 WHERE s.id = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2"
+            ),
+            params![session_id, now],
+            user_from_row,
+        )
+        .optional()?)
+}
+
+/// Ends a session.
+pub fn end_session(conn: &Connection, session_id: &str, now: i64) -> Result<(), AccountError> {
+    conn.execute(
+        "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![session_id, now],
+    )?;
+    Ok(())
+}
+
+/// The claims of an access token (HS256 JWT).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// User id.
+    pub sub: String,
+    /// Session id.
+    pub sid: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Signs an access token.
+pub fn encode_jwt(secret: &[u8], claims: &AccessClaims) -> Result<String, AccountError> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AccountError::Internal(e.to_string()))
+}
+
+/// Checks an access token's signature and expiry at `now` (the library's own
+/// clock is not used).
+pub fn decode_jwt(secret: &[u8], token: &str, now: i64) -> Result<AccessClaims, AccountError> {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<AccessClaims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(secret),
+        &validation,
+    )
+    .map_err(|_| AccountError::Unauthorized)?;
+    if data.claims.exp <= now {
+        return Err(AccountError::Unauthorized);
+    }
+    Ok(data.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    const NOW: i64 = 1_796_256_000;
+
+    #[test]
+    fn passwords_verify_and_unknown_users_never_do() {
+        let h = hash_password("correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password(Some(&h), "correct horse battery"));
+        assert!(!verify_password(Some(&h), "wrong"));
+        assert!(!verify_password(None, "dummy password for timing"));
+        assert!(!verify_password(Some("not a hash"), "x"));
+    }
+
+    #[test]
+    fn signup_respects_the_limit_and_unique_emails() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let mut conn = db.conn().unwrap();
+        let u = signup(&mut conn, "a@x.io", "h", "Acme", Some(2), NOW).unwrap();
+        assert_eq!(u.organization_name, "Acme");
+        assert!(matches!(
+            signup(&mut conn, "A@X.IO", "h", "Acme", Some(2), NOW),
+            Err(AccountError::EmailTaken)
+        ));
+        signup(&mut conn, "b@x.io", "h", "B", Some(2), NOW).unwrap();
+        assert!(matches!(
+            signup(&mut conn, "c@x.io", "h", "C", Some(2), NOW),
+            Err(AccountError::SignupFull)
+        ));
+        assert_eq!(find_by_email(&conn, "a@X.io").unwrap().unwrap().0.id, u.id);
+    }
+
+    #[test]
+    fn sessions_end_at_logout_and_at_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let mut conn = db.conn().unwrap();
+        let u = signup(&mut conn, "a@x.io", "h", "Acme", None, NOW).unwrap();
+        let sid = create_session(&conn, &u.id, NOW, NOW + 60).unwrap();
+        assert_eq!(session_user(&conn, &sid, NOW).unwrap(), Some(u.clone()));
+        assert_eq!(session_user(&conn, &sid, NOW + 60).unwrap(), None);
+        end_session(&conn, &sid, NOW).unwrap();
+        assert_eq!(session_user(&conn, &sid, NOW).unwrap(), None);
+    }
+
+    #[test]
+    fn jwts_check_signature_and_expiry_against_the_given_time() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let claims = AccessClaims {
+            sub: "u".into(),
+            sid: "s".into(),
+            iat: NOW,
+            exp: NOW + 60,
+        };
+        let t = encode_jwt(secret, &claims).unwrap();
+        assert_eq!(decode_jwt(secret, &t, NOW).unwrap(), claims);
+        assert!(decode_jwt(secret, &t, NOW + 60).is_err());
+        assert!(decode_jwt(b"another secret another secret!!", &t, NOW).is_err());
+        assert!(decode_jwt(secret, "not.a.jwt", NOW).is_err());
+        let none_alg = format!(
+            "eyJhbGciOiJub25lIn0.{}.",
+            t.split('.').nth(1).unwrap()
+        );
+        assert!(decode_jwt(secret, &none_alg, NOW).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! The HTTP API (`/api/v1`), health probes, the OpenAPI spec and `/docs`.
+
+pub mod auth;
+pub mod health;
+pub mod licenses;
+pub mod problem;
+pub mod public_keys;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use poem::http::StatusCode;
+use poem::middleware::AddData;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::config::Config;
+use crate::db::Db;
+use problem::{ApiError, Problem};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+}
+
+impl AppState {
+    pub fn token_policy(&self) -> crate::tokens::TokenPolicy {
+        crate::tokens::TokenPolicy {
+            lifetime: self.config.token_lifetime,
+            renew_after: self.config.token_renew_after,
+        }
+    }
+}
+
+/// Current Unix time. Handlers read the clock here and hand it to the logic.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 form of a Unix time, for JSON bodies.
+pub fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Accounts: signup, login, logout.
+    Auth,
+    /// Licenses: activate machines, renew tokens, free seats, entitlements.
+    Licenses,
+    /// Public keys that verify license tokens.
+    Keys,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+/// The OpenAPI service (also used by `coditect-issuer openapi`).
+pub fn service() -> OpenApiService<
+    (
+        health::HealthApi,
+        auth::AuthApi,
+        licenses::LicensesApi,
+        public_keys::KeysApi,
+    ),
+    (),
+> {
+    OpenApiService::new(
+        (
+            health::HealthApi,
+            auth::AuthApi,
+            licenses::LicensesApi,
+            public_keys::KeysApi,
+        ),
+        "CODITECT Licensing API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Issues and renews signed, offline-verifiable license tokens (COSE_Sign1 / CWT, Ed25519). \
+         Errors are application/problem+json with a stable `code`.",
+    )
+}
+
+/// The spec as served at `/openapi.json`.
+pub fn spec_json() -> String {
+    service().spec()
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> impl Endpoint {
+    let api = service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .with(AddData::new(state))
+        .around(|ep, req| async move { Ok(respond(ep, req).await) })
+}
+
+/// Turns every error the framework raises (unknown route, wrong method,
+/// unparsable body, missing credentials) into a problem response, and tags
+/// responses with a request id.
+async fn respond<E: Endpoint>(ep: Arc<E>, req: Request) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = match ep.call(req).await {
+        Ok(r) => r.into_response(),
+        // Our own problem responses (ApiError) travel as errors made from a
+        // response: keep them as they are.
+        Err(err) if err.is_from_response() => err.into_response(),
+        Err(err) => error_response(&err, &request_id),
+    };
+    if resp.content_type() == Some("application/problem+json") {
+        resp = with_request_id(resp, &request_id).await;
+    }
+    if let Ok(v) = request_id.parse() {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(%request_id, %method, %path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+/// Adds the request id to a problem body that lacks one, so every error a
+/// user reports can be found in the log.
+async fn with_request_id(mut resp: Response, request_id: &str) -> Response {
+    let body = resp.take_body().into_vec().await.unwrap_or_default();
+    let body = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.entry("request_id")
+                .or_insert_with(|| serde_json::Value::String(request_id.to_owned()));
+            serde_json::to_vec(&map).unwrap_or(body)
+        }
+        _ => body,
+    };
+    resp.set_body(body);
+    resp
+}
+
+fn error_response(err: &poem::Error, request_id: &str) -> Response {
+    let status = err.status();
+    let (code, title, detail) = match status {
+        StatusCode::NOT_FOUND => (
+            "not_found",
+            "Not found",
+            "There is no such resource. The API is under /api/v1; see /docs.",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "Method not allowed",
+            "This resource does not accept this HTTP method; see /docs.",
+        ),
+        StatusCode::UNAUTHORIZED => (
+            "unauthorized",
+            "Not signed in",
+            "Sign in with POST /api/v1/auth/login and send the access token as `Authorization: Bearer <token>`.",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "Unsupported media type",
+            "Send the request body as application/json.",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "Request too large",
+            "The request body is too large.",
+        ),
+        s if s.is_client_error() => (
+            "invalid_request",
+            "Invalid request",
+            "The request could not be read: send a JSON body with the fields this operation documents (see /docs).",
+        ),
+        _ => {
+            tracing::error!(%request_id, error = %err, "unhandled error");
+            (
+                "internal_error",
+                "Internal error",
+                "Something went wrong on our side. Try again; if it persists, contact support with the request id.",
+            )
+        }
+    };
+    let status = if status.is_client_error() {
+        status
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let mut problem = Problem::new(status, code, title, detail);
+    problem.request_id = Some(request_id.to_owned());
+    problem_response(&problem)
+}
+
+/// A problem as an HTTP response.
+pub fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(serde_json::to_vec(problem).unwrap_or_default())
+}
+
+/// Results of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,253 @@
+//! Errors as `application/problem+json` (RFC 9457) with a stable `code`.
+//!
+//! The body says what happened and what to do; it never carries internals
+//! (SQL, paths, library messages). A 500 carries only the request id, which
+//! the log pairs with the cause.
+
+use poem::http::StatusCode;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::accounts::AccountError;
+use crate::licensing::{LicenseError, LicenseStatus};
+
+/// A problem report.
+#[derive(Debug, Clone, Object, serde::Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:coditect:problem:<code>`.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened here and what to do.
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `too_many_activations`.
+    pub code: String,
+    /// The request field at fault, when there is one.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Id of the request, as in the `X-Request-Id` header and the log.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            type_: format!("urn:coditect:problem:{code}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            field: None,
+            request_id: None,
+        }
+    }
+}
+
+/// Every error response of the API.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed (not JSON, wrong types, unknown fields).
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Not signed in, bad credentials, or the session has ended.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// The license or account does not allow this.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    /// No such license or activation.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// Conflicts with existing state (e.g. the email is taken).
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// A field is invalid; `field` names it.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// Something failed on our side; quote `request_id` to support.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The service cannot answer right now.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+impl ApiError {
+    pub fn from_problem(p: Problem) -> Self {
+        match p.status {
+            400 => ApiError::BadRequest(Json(p)),
+            401 => ApiError::Unauthorized(Json(p)),
+            403 => ApiError::Forbidden(Json(p)),
+            404 => ApiError::NotFound(Json(p)),
+            409 => ApiError::Conflict(Json(p)),
+            422 => ApiError::Unprocessable(Json(p)),
+            503 => ApiError::Unavailable(Json(p)),
+            _ => ApiError::Internal(Json(p)),
+        }
+    }
+
+    pub fn problem(&self) -> &Problem {
+        match self {
+            ApiError::BadRequest(p)
+            | ApiError::Unauthorized(p)
+            | ApiError::Forbidden(p)
+            | ApiError::NotFound(p)
+            | ApiError::Conflict(p)
+            | ApiError::Unprocessable(p)
+            | ApiError::Internal(p)
+            | ApiError::Unavailable(p) => &p.0,
+        }
+    }
+
+    /// A field failed validation.
+    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "A field is invalid",
+            detail,
+        );
+        p.field = Some(field.to_owned());
+        ApiError::from_problem(p)
+    }
+
+    /// An unexpected failure: logged here with its cause, answered with only
+    /// a request id.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        tracing::error!(%request_id, error = %cause, "internal error");
+        let mut p = Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error",
+            "Something went wrong on our side. Try again; if it persists, contact support with the request id.",
+        );
+        p.request_id = Some(request_id);
+        ApiError::from_problem(p)
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError::from_problem(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Not signed in",
+            "Sign in with POST /api/v1/auth/login and send the access token as `Authorization: Bearer <token>`.",
+        ))
+    }
+}
+
+impl From<LicenseError> for ApiError {
+    fn from(e: LicenseError) -> Self {
+        use StatusCode as S;
+        let p = match e {
+            LicenseError::NotFound => Problem::new(
+                S::NOT_FOUND,
+                "license_not_found",
+                "License not found",
+                "No license has this key. Check the key in your confirmation email.",
+            ),
+            LicenseError::NotActivated => Problem::new(
+                S::FORBIDDEN,
+                "not_activated",
+                "Machine not activated",
+                "This machine is not activated on the license. Run `coditect activate` first.",
+            ),
+            LicenseError::TooManyActivations { max } => Problem::new(
+                S::FORBIDDEN,
+                "too_many_activations",
+                "Too many activations",
+                format!(
+                    "The license allows {max} machine(s) and all are in use. Run `coditect deactivate` on a machine you no longer use, or upgrade your plan."
+                ),
+            ),
+            LicenseError::Inactive(status) => {
+                let (code, title, detail) = match status {
+                    LicenseStatus::Suspended => (
+                        "license_suspended",
+                        "License suspended",
+                        "The license is suspended, usually because a payment failed. Update your payment method in the billing portal.",
+                    ),
+                    LicenseStatus::Revoked => (
+                        "license_revoked",
+                        "License revoked",
+                        "The license has been revoked. Contact support if you think this is a mistake.",
+                    ),
+                    LicenseStatus::Canceled => (
+                        "license_canceled",
+                        "License canceled",
+                        "The subscription behind this license was canceled. Subscribe again to continue.",
+                    ),
+                    LicenseStatus::Active | LicenseStatus::Expired => (
+                        "license_expired",
+                        "License expired",
+                        "The license has expired. Renew your subscription to continue.",
+                    ),
+                };
+                Problem::new(S::FORBIDDEN, code, title, detail)
+            }
+            LicenseError::Expired { .. } => Problem::new(
+                S::FORBIDDEN,
+                "license_expired",
+                "License expired",
+                "The license has expired. Renew your subscription to continue.",
+            ),
+            LicenseError::ActivationNotFound => Problem::new(
+                S::NOT_FOUND,
+                "activation_not_found",
+                "Activation not found",
+                "No activation with this id belongs to the license.",
+            ),
+            LicenseError::Db(e) => return ApiError::internal(&e),
+        };
+        ApiError::from_problem(p)
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        use StatusCode as S;
+        let p = match e {
+            AccountError::EmailTaken => Problem::new(
+                S::CONFLICT,
+                "email_taken",
+                "Email already registered",
+                "An account with this email exists. Sign in instead.",
+            ),
+            AccountError::SignupClosed => Problem::new(
+                S::FORBIDDEN,
+                "signup_closed",
+                "Signup closed",
+                "Pilot signup is closed at the moment.",
+            ),
+            AccountError::SignupFull => Problem::new(
+                S::FORBIDDEN,
+                "signup_full",
+                "Pilot full",
+                "The pilot has reached its number of users.",
+            ),
+            AccountError::InvalidCredentials => Problem::new(
+                S::UNAUTHORIZED,
+                "invalid_credentials",
+                "Invalid credentials",
+                "The email or password is wrong.",
+            ),
+            AccountError::Unauthorized => return ApiError::unauthorized(),
+            AccountError::Internal(cause) => return ApiError::internal(&cause),
+            AccountError::Db(e) => return ApiError::internal(&e),
+        };
+        ApiError::from_problem(p)
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        ApiError::internal(&e)
+    }
+}

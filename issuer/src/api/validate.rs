@@ -1,0 +1,113 @@
+//! Input checks shared by the endpoints. Each refusal names the field and
+//! says what is expected.
+
+use verifier::HardwareId;
+
+use super::problem::ApiError;
+use crate::license_key::LicenseKey;
+
+pub const MAX_EMAIL: usize = 254;
+pub const MIN_PASSWORD: usize = 10;
+pub const MAX_PASSWORD: usize = 128;
+pub const MAX_NAME: usize = 255;
+pub const MAX_VERSION: usize = 64;
+
+/// A plausible email address, trimmed; compared case-insensitively later.
+pub fn email(field: &str, value: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    let bad = || ApiError::invalid_field(field, "must be an email address such as name@example.com");
+    if v.len() < 3 || v.len() > MAX_EMAIL || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = v.rsplit_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || local.contains('@')
+        || domain.len() < 3
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+    {
+        return Err(bad());
+    }
+    Ok(v.to_owned())
+}
+
+pub fn password(field: &str, value: &str) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n < MIN_PASSWORD || value.len() > MAX_PASSWORD {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long"),
+        ));
+    }
+    Ok(())
+}
+
+/// A name people typed (company, machine): trimmed, 1–255 bytes, no control
+/// characters.
+pub fn name(field: &str, value: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > MAX_NAME || v.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("must be 1 to {MAX_NAME} characters, without control characters"),
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+pub fn optional_name(field: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => name(field, v).map(Some),
+    }
+}
+
+pub fn license_key(field: &str, value: &str) -> Result<LicenseKey, ApiError> {
+    LicenseKey::parse(value).map_err(|_| {
+        ApiError::invalid_field(field, "must look like CODITECT-PILOT-XXXX-YYYY-ZZZZ")
+    })
+}
+
+pub fn hardware_id(field: &str, value: &str) -> Result<HardwareId, ApiError> {
+    HardwareId::from_hex(value.trim())
+        .map_err(|_| ApiError::invalid_field(field, "must be 64 hexadecimal characters"))
+}
+
+pub fn client_version(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > MAX_VERSION || v.chars().any(char::is_control) => Err(
+            ApiError::invalid_field(field, format!("must be at most {MAX_VERSION} characters")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        for ok in ["a@b.co", " hal@az1.ai ", "first.last+tag@sub.example.org"] {
+            assert!(email("email", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a@b.", "a b@c.de", "a@b..c", "a@@b.co"] {
+            let err = email("email", bad).unwrap_err();
+            assert_eq!(err.problem().field.as_deref(), Some("email"), "{bad}");
+        }
+        assert!(email("email", &format!("{}@x.io", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn names_and_passwords() {
+        assert_eq!(name("company_name", "  Acme ").unwrap(), "Acme");
+        assert!(name("company_name", "   ").is_err());
+        assert!(name("company_name", "a\u{0}b").is_err());
+        assert!(name("company_name", &"x".repeat(256)).is_err());
+        assert!(password("password", "short").is_err());
+        assert!(password("password", "long enough!").is_ok());
+        assert!(password("password", &"p".repeat(129)).is_err());
+    }
+}

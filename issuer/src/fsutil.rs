@@ -1,0 +1,23 @@
+//! Writing files that hold secrets or state: readable by the owner only, and
+//! replaced atomically so a crash never leaves half a file.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to `path` via a temporary file in the same directory and a
+/// rename; the file is created with mode 0600.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! The CODITECT license issuer: accounts, licenses, activations and signed
+//! license tokens over an HTTP API, plus the operator's admin commands.
+//!
+//! The binary `coditect-issuer` is a thin command line over this library;
+//! the library form lets tests drive the API in-process.
+
+pub mod accounts;
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod fsutil;
+pub mod keys;
+pub mod license_key;
+pub mod licensing;
+pub mod plans;
+pub mod serve;
+pub mod tokens;

@@ -1,0 +1,108 @@
+//! `coditect-issuer serve`: logging, start-up checks, the listener and a
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+
+use crate::admin::AdminError;
+use crate::api::{self, AppState};
+use crate::config::{Config, DatabaseLocation, Overrides, ProcessEnv};
+use crate::db::Db;
+
+/// Logs go to stderr; `LOG_FORMAT=json` for structured logs, `RUST_LOG` for
+/// the level (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Loads the configuration and logs its notices.
+pub fn load_config(overrides: &Overrides) -> Result<Config, AdminError> {
+    let mut notices = Vec::new();
+    let config = Config::load(&ProcessEnv, overrides, &mut notices)?;
+    for n in &notices {
+        tracing::warn!("{n}");
+    }
+    Ok(config)
+}
+
+/// Opens the configured database, applying migrations.
+pub fn open_db(config: &Config) -> Result<Db, AdminError> {
+    let DatabaseLocation::Sqlite(path) = &config.database;
+    Ok(Db::open(path)?)
+}
+
+pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
+    let config = load_config(&Overrides { bind })?;
+    let db = open_db(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AdminError::Unexpected(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let acceptor = TcpListener::bind(config.bind)
+            .into_acceptor()
+            .await
+            .map_err(|e| AdminError::User(format!("cannot listen on {}: {e}", config.bind)))?;
+        let local = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(config.bind);
+        tracing::info!(
+            kid = config.signer.kid(),
+            database = %db.path().display(),
+            environment = ?config.environment,
+            "listening on http://{local}"
+        );
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+        };
+        poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                api::app(state),
+                shutdown_signal(),
+                Some(std::time::Duration::from_secs(10)),
+            )
+            .await
+            .map_err(|e| AdminError::Unexpected(format!("server stopped: {e}")))
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
