@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
-use verifier::{
-    Entitlements, HardwareId, KeyRing, LicenseClaims, ProjectLimit, TokenSigner,
-};
+use verifier::{Entitlements, HardwareId, KeyRing, LicenseClaims, ProjectLimit, TokenSigner};
 
 /// The key id of the development key pair.
 pub const DEV_KID: &str = "coditect-dev";
@@ -40,8 +38,7 @@ pub fn repo_file(relative: &str) -> PathBuf {
 /// Reads a file of the workspace as UTF-8, with a clear message on failure.
 pub fn read_repo_file(relative: &str) -> String {
     let path = repo_file(relative);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 /// Path of the development private key (PKCS#8 PEM).
