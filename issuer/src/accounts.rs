@@ -20,8 +20,13 @@ pub const ARGON2_ITERATIONS: u32 = 2;
 pub const ARGON2_PARALLELISM: u32 = 1;
 
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM, None)
-        .unwrap_or_default();
+    let params = Params::new(
+        ARGON2_MEMORY_KIB,
+        ARGON2_ITERATIONS,
+        ARGON2_PARALLELISM,
+        None,
+    )
+    .unwrap_or_default();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -40,7 +45,8 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
 /// dummy hash is checked instead, so both cases cost the same time.
 pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| hash_password("dummy password for timing").unwrap_or_default());
+    let dummy =
+        DUMMY.get_or_init(|| hash_password("dummy password for timing").unwrap_or_default());
     let hash = stored.unwrap_or(dummy);
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
@@ -307,10 +313,7 @@ mod tests {
         assert!(decode_jwt(secret, &t, NOW + 60).is_err());
         assert!(decode_jwt(b"another secret another secret!!", &t, NOW).is_err());
         assert!(decode_jwt(secret, "not.a.jwt", NOW).is_err());
-        let none_alg = format!(
-            "eyJhbGciOiJub25lIn0.{}.",
-            t.split('.').nth(1).unwrap()
-        );
+        let none_alg = format!("eyJhbGciOiJub25lIn0.{}.", t.split('.').nth(1).unwrap());
         assert!(decode_jwt(secret, &none_alg, NOW).is_err());
     }
 }

@@ -82,7 +82,11 @@ pub fn migrate() -> Result<(), AdminError> {
     Ok(())
 }
 
-pub fn keys_generate(kid: Option<&str>, out: Option<PathBuf>, json: bool) -> Result<(), AdminError> {
+pub fn keys_generate(
+    kid: Option<&str>,
+    out: Option<PathBuf>,
+    json: bool,
+) -> Result<(), AdminError> {
     let key = keys::generate()?;
     let kid = match kid {
         Some(k) if verifier::is_valid_kid(k) => k.to_owned(),
@@ -98,9 +102,8 @@ pub fn keys_generate(kid: Option<&str>, out: Option<PathBuf>, json: bool) -> Res
         None => {
             let config = load_config(&Overrides::default())?;
             let dir = config.data_dir.join("keys");
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                AdminError::User(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| AdminError::User(format!("cannot create {}: {e}", dir.display())))?;
             dir.join(format!("{kid}.pem"))
         }
     };
@@ -110,7 +113,10 @@ pub fn keys_generate(kid: Option<&str>, out: Option<PathBuf>, json: bool) -> Res
         return print_json(&json!({ "kid": kid, "private_key_file": path, "jwk": jwk }));
     }
     println!("kid: {kid}");
-    println!("private key: {} (mode 0600; keep it secret)", path.display());
+    println!(
+        "private key: {} (mode 0600; keep it secret)",
+        path.display()
+    );
     println!("public JWK (add to keys/trusted.jwks.json for CLI releases):");
     println!(
         "{}",
@@ -131,7 +137,10 @@ pub fn keys_list(json: bool) -> Result<(), AdminError> {
     if let Ok(entries) = std::fs::read_dir(&dir) {
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
-        for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "pem")) {
+        for path in paths
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "pem"))
+        {
             match keys::read_pem_file(&path) {
                 Ok(k) => {
                     let kid = path
@@ -250,7 +259,11 @@ fn print_license(l: &License, activations: &[licensing::Activation]) {
         println!(
             "  machine {} {} {} last seen {}",
             a.id,
-            if a.active { "active     " } else { "deactivated" },
+            if a.active {
+                "active     "
+            } else {
+                "deactivated"
+            },
             a.machine_name.as_deref().unwrap_or("(unnamed)"),
             rfc3339(a.last_validated_at)
         );
@@ -273,7 +286,9 @@ pub fn license_create(args: &CreateArgs) -> Result<(), AdminError> {
         None => now.saturating_add(365 * 86_400),
     };
     if expires_at <= now {
-        return Err(AdminError::User("--expires: the date is in the past".into()));
+        return Err(AdminError::User(
+            "--expires: the date is in the past".into(),
+        ));
     }
     let org = args
         .org
@@ -341,7 +356,9 @@ pub fn license_list(json: bool) -> Result<(), AdminError> {
     }
     if json {
         return print_json(&json!(
-            rows.iter().map(|(l, a)| license_json(l, a)).collect::<Vec<_>>()
+            rows.iter()
+                .map(|(l, a)| license_json(l, a))
+                .collect::<Vec<_>>()
         ));
     }
     if rows.is_empty() {
@@ -419,7 +436,11 @@ pub struct OfflineToken {
     pub expires_at: String,
 }
 
-pub fn issue_offline(request: &Path, out: &Path, valid_for: Option<&str>) -> Result<(), AdminError> {
+pub fn issue_offline(
+    request: &Path,
+    out: &Path,
+    valid_for: Option<&str>,
+) -> Result<(), AdminError> {
     let text = std::fs::read_to_string(request)
         .map_err(|e| AdminError::User(format!("cannot read {}: {e}", request.display())))?;
     let req: OfflineRequest = serde_json::from_str(&text).map_err(|e| {
@@ -468,7 +489,8 @@ pub fn issue_offline(request: &Path, out: &Path, valid_for: Option<&str>) -> Res
         license_id: grant.license.id.clone(),
         expires_at: rfc3339(i64::try_from(expires_at).unwrap_or(i64::MAX)),
     };
-    let body = serde_json::to_vec_pretty(&file).map_err(|e| AdminError::Unexpected(e.to_string()))?;
+    let body =
+        serde_json::to_vec_pretty(&file).map_err(|e| AdminError::Unexpected(e.to_string()))?;
     crate::fsutil::write_private_file(out, &body)
         .map_err(|e| AdminError::User(format!("cannot write {}: {e}", out.display())))?;
     println!(

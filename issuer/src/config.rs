@@ -77,7 +77,10 @@ impl std::fmt::Debug for Config {
             .field("database", &self.database)
             .field("public_base_url", &self.public_base_url)
             .field("kid", &self.signer.kid())
-            .field("signing_key_is_development", &self.signing_key_is_development)
+            .field(
+                "signing_key_is_development",
+                &self.signing_key_is_development,
+            )
             .field("token_lifetime", &self.token_lifetime)
             .field("token_renew_after", &self.token_renew_after)
             .finish_non_exhaustive()
@@ -180,7 +183,9 @@ impl Config {
             Some(_) if production => return Err(ConfigError::WeakJwtSecret),
             None if production => return Err(ConfigError::WeakJwtSecret),
             Some(s) => {
-                notices.push("JWT_SECRET is shorter than 32 bytes; acceptable only in development".into());
+                notices.push(
+                    "JWT_SECRET is shorter than 32 bytes; acceptable only in development".into(),
+                );
                 Zeroizing::new(s.as_bytes().to_vec())
             }
             None => {
@@ -274,7 +279,9 @@ fn secret(env: &dyn Env, name: &'static str) -> Result<Option<Zeroizing<String>>
                 var: name,
                 reason: format!("cannot read {file_var} ({path}): {e}"),
             })?;
-            Ok(Some(Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned())))
+            Ok(Some(Zeroizing::new(
+                text.trim_end_matches(['\n', '\r']).to_owned(),
+            )))
         }
         (None, None) => Ok(None),
     }
@@ -321,7 +328,8 @@ fn signer(
             ),
             (None, Some(path)) => {
                 let path = PathBuf::from(path);
-                let key = keys::read_pem_file(&path).map_err(|e| ConfigError::Key(e.to_string()))?;
+                let key =
+                    keys::read_pem_file(&path).map_err(|e| ConfigError::Key(e.to_string()))?;
                 (key, path.display().to_string(), kid_from_file_name(&path))
             }
             (None, None) if production => return Err(ConfigError::MissingSigningKey),
@@ -372,10 +380,10 @@ fn development_jwt_secret(data_dir: &Path) -> Result<Zeroizing<Vec<u8>>, ConfigE
         var: "JWT_SECRET",
         reason: format!("cannot keep a generated secret in {}: {e}", path.display()),
     };
-    if let Ok(existing) = std::fs::read(&path) {
-        if existing.len() >= 32 {
-            return Ok(Zeroizing::new(existing));
-        }
+    if let Ok(existing) = std::fs::read(&path)
+        && existing.len() >= 32
+    {
+        return Ok(Zeroizing::new(existing));
     }
     std::fs::create_dir_all(data_dir).map_err(io)?;
     let mut secret = Zeroizing::new(vec![0u8; 32]);
@@ -398,8 +406,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
         let mut notices = Vec::new();
-        let cfg = Config::load(&[("CODITECT_DATA_DIR", d)], &Overrides::default(), &mut notices)
-            .unwrap();
+        let cfg = Config::load(
+            &[("CODITECT_DATA_DIR", d)],
+            &Overrides::default(),
+            &mut notices,
+        )
+        .unwrap();
         assert_eq!(cfg.environment, Environment::Development);
         assert!(cfg.signing_key_is_development);
         assert_eq!(cfg.signer.kid(), keys::DEVELOPMENT_KID);
@@ -516,14 +528,22 @@ mod tests {
         let d = dir.path().to_str().unwrap();
         let f = dir.path().join("jwt");
         std::fs::write(&f, "0123456789abcdef0123456789abcdef-from-file\n").unwrap();
-        let cfg = load(&[("CODITECT_DATA_DIR", d), ("JWT_SECRET_FILE", f.to_str().unwrap())])
-            .unwrap();
-        assert_eq!(&*cfg.jwt_secret, b"0123456789abcdef0123456789abcdef-from-file");
-        assert!(load(&[
+        let cfg = load(&[
             ("CODITECT_DATA_DIR", d),
             ("JWT_SECRET_FILE", f.to_str().unwrap()),
-            ("JWT_SECRET", "x")
         ])
-        .is_err());
+        .unwrap();
+        assert_eq!(
+            &*cfg.jwt_secret,
+            b"0123456789abcdef0123456789abcdef-from-file"
+        );
+        assert!(
+            load(&[
+                ("CODITECT_DATA_DIR", d),
+                ("JWT_SECRET_FILE", f.to_str().unwrap()),
+                ("JWT_SECRET", "x")
+            ])
+            .is_err()
+        );
     }
 }

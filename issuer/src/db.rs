@@ -77,10 +77,10 @@ impl Db {
             path: path.display().to_string(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
-            }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
         }
         let mut first = Connection::open(path).map_err(|e| open_err(Box::new(e)))?;
         configure(&mut first).map_err(|e| open_err(Box::new(e)))?;
@@ -179,9 +179,13 @@ mod tests {
         let db = Db::open(&path).unwrap();
         let conn = db.conn().unwrap();
         assert_eq!(schema_version(&conn).unwrap(), latest_version());
-        let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(fk, 1);
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         drop(conn);
         drop(db);
@@ -220,6 +224,10 @@ mod tests {
                     .ends_with(".sql")
             })
             .count();
-        assert_eq!(on_disk, MIGRATIONS.len(), "every migrations/*.sql is embedded");
+        assert_eq!(
+            on_disk,
+            MIGRATIONS.len(),
+            "every migrations/*.sql is embedded"
+        );
     }
 }

@@ -175,8 +175,11 @@ mod tests {
 
     #[test]
     fn garbage_key_files_are_refused_without_echoing_them() {
-        let err = parse_pem("-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----", "x.pem")
-            .unwrap_err();
+        let err = parse_pem(
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----",
+            "x.pem",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("x.pem") && !msg.contains("c2VjcmV0"), "{msg}");
     }

@@ -96,9 +96,11 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(LicenseKey::parse(a.expose()).unwrap(), a);
         assert_eq!(a.expose().len(), KEY_LEN);
-        assert!(!a.expose()[PREFIX.len()..]
-            .chars()
-            .any(|c| "01OIL".contains(c)));
+        assert!(
+            !a.expose()[PREFIX.len()..]
+                .chars()
+                .any(|c| "01OIL".contains(c))
+        );
     }
 
     #[test]

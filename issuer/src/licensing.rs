@@ -258,7 +258,10 @@ pub fn find_by_key(conn: &Connection, key: &LicenseKey) -> Result<Option<License
 }
 
 /// All licenses, newest first, or those of one organization.
-pub fn list(conn: &Connection, organization_id: Option<&str>) -> Result<Vec<License>, LicenseError> {
+pub fn list(
+    conn: &Connection,
+    organization_id: Option<&str>,
+) -> Result<Vec<License>, LicenseError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {LICENSE_COLUMNS} FROM licenses l
          LEFT JOIN organizations o ON o.id = l.organization_id
@@ -561,7 +564,8 @@ mod tests {
             Err(LicenseError::Expired { .. })
         ));
         for status in ["suspended", "canceled", "revoked"] {
-            conn.execute("UPDATE licenses SET status = ?1", [status]).unwrap();
+            conn.execute("UPDATE licenses SET status = ?1", [status])
+                .unwrap();
             match validate(&mut conn, &key, &hw(1), NOW) {
                 Err(LicenseError::Inactive(s)) => assert_eq!(s.as_str(), status),
                 other => panic!("{status}: {other:?}"),

@@ -47,8 +47,12 @@ pub fn issue(
 ) -> Result<IssuedToken, IssueError> {
     let now = u64::try_from(now).map_err(|_| IssueError::Clock)?;
     let license_end = u64::try_from(grant.license.expires_at).unwrap_or(0);
-    let expires_at = now.saturating_add(policy.lifetime.as_secs()).min(license_end);
-    let renew_after = now.saturating_add(policy.renew_after.as_secs()).min(expires_at);
+    let expires_at = now
+        .saturating_add(policy.lifetime.as_secs())
+        .min(license_end);
+    let renew_after = now
+        .saturating_add(policy.renew_after.as_secs())
+        .min(expires_at);
     issue_until(signer, grant, now, expires_at, renew_after)
 }
 

@@ -188,7 +188,8 @@ pub fn summary(license: &License, devices_used: u32, now: i64) -> LicenseSummary
     LicenseSummary {
         id: license.id.clone(),
         tier: license.tier.clone(),
-        plan_name: plans::find(&license.tier).map_or_else(|| license.tier.clone(), |p| p.name.to_owned()),
+        plan_name: plans::find(&license.tier)
+            .map_or_else(|| license.tier.clone(), |p| p.name.to_owned()),
         status: status_at(license, now).to_owned(),
         email: license.email.clone(),
         organization: license.organization_name.clone(),
@@ -238,7 +239,11 @@ impl LicensesApi {
     ///
     /// The license's `max_activations` holds under concurrent requests; the
     /// same machine again gets its existing activation (200) and a fresh token.
-    #[oai(path = "/licenses/activate", method = "post", operation_id = "activate")]
+    #[oai(
+        path = "/licenses/activate",
+        method = "post",
+        operation_id = "activate"
+    )]
     async fn activate(
         &self,
         state: Data<&AppState>,
@@ -264,7 +269,11 @@ impl LicensesApi {
     ///
     /// Refused with its own code when the license is suspended, revoked,
     /// canceled or expired, or the machine is not activated.
-    #[oai(path = "/licenses/validate", method = "post", operation_id = "validate")]
+    #[oai(
+        path = "/licenses/validate",
+        method = "post",
+        operation_id = "validate"
+    )]
     async fn validate(
         &self,
         state: Data<&AppState>,
@@ -282,7 +291,11 @@ impl LicensesApi {
     }
 
     /// Free a seat.
-    #[oai(path = "/licenses/deactivate", method = "post", operation_id = "deactivate")]
+    #[oai(
+        path = "/licenses/deactivate",
+        method = "post",
+        operation_id = "deactivate"
+    )]
     async fn deactivate(
         &self,
         state: Data<&AppState>,

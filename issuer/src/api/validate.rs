@@ -15,8 +15,10 @@ pub const MAX_VERSION: usize = 64;
 /// A plausible email address, trimmed; compared case-insensitively later.
 pub fn email(field: &str, value: &str) -> Result<String, ApiError> {
     let v = value.trim();
-    let bad = || ApiError::invalid_field(field, "must be an email address such as name@example.com");
-    if v.len() < 3 || v.len() > MAX_EMAIL || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    let bad =
+        || ApiError::invalid_field(field, "must be an email address such as name@example.com");
+    if v.len() < 3 || v.len() > MAX_EMAIL || v.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(bad());
     }
     let (local, domain) = v.rsplit_once('@').ok_or_else(bad)?;
@@ -65,9 +67,8 @@ pub fn optional_name(field: &str, value: Option<&str>) -> Result<Option<String>,
 }
 
 pub fn license_key(field: &str, value: &str) -> Result<LicenseKey, ApiError> {
-    LicenseKey::parse(value).map_err(|_| {
-        ApiError::invalid_field(field, "must look like CODITECT-PILOT-XXXX-YYYY-ZZZZ")
-    })
+    LicenseKey::parse(value)
+        .map_err(|_| ApiError::invalid_field(field, "must look like CODITECT-PILOT-XXXX-YYYY-ZZZZ"))
 }
 
 pub fn hardware_id(field: &str, value: &str) -> Result<HardwareId, ApiError> {
@@ -93,7 +94,9 @@ mod tests {
         for ok in ["a@b.co", " hal@az1.ai ", "first.last+tag@sub.example.org"] {
             assert!(email("email", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a@b.", "a b@c.de", "a@b..c", "a@@b.co"] {
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@.co", "a@b.", "a b@c.de", "a@b..c", "a@@b.co",
+        ] {
             let err = email("email", bad).unwrap_err();
             assert_eq!(err.problem().field.as_deref(), Some("email"), "{bad}");
         }

@@ -1,0 +1,639 @@
+//! In-process tests of every endpoint, through the same app the server runs.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coditect_issuer::api::{self, AppState};
+use coditect_issuer::config::{Config, Overrides};
+use coditect_issuer::db::Db;
+use coditect_issuer::licensing::{self, NewLicense};
+use coditect_issuer::plans;
+use poem::http::StatusCode;
+use poem::test::{TestClient, TestResponse};
+use serde_json::{Value, json};
+use verifier::{HardwareId, KeyRing};
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    state: AppState,
+}
+
+fn harness_with(extra: &[(&str, &str)]) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let mut vars: Vec<(String, String)> = vec![
+        ("CODITECT_DATA_DIR".into(), data),
+        (
+            "JWT_SECRET".into(),
+            "test-secret-test-secret-test-secret!".into(),
+        ),
+    ];
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    struct VecEnv(Vec<(String, String)>);
+    impl coditect_issuer::config::Env for VecEnv {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+    let config = Config::load(&VecEnv(vars), &Overrides::default(), &mut Vec::new()).unwrap();
+    let coditect_issuer::config::DatabaseLocation::Sqlite(path) = &config.database;
+    let db = Db::open(path).unwrap();
+    Harness {
+        _dir: dir,
+        state: AppState {
+            config: Arc::new(config),
+            db,
+        },
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(&[])
+}
+
+impl Harness {
+    fn client(&self) -> TestClient<impl poem::Endpoint> {
+        TestClient::new(api::app(self.state.clone()))
+    }
+
+    fn license(&self, plan: &str, devices: Option<u32>) -> (String, String) {
+        let conn = self.state.db.conn().unwrap();
+        let (lic, key) = licensing::create(
+            &conn,
+            &NewLicense {
+                email: "hal@az1.ai",
+                plan: plans::find(plan).unwrap(),
+                expires_at: api::now() + 90 * 86_400,
+                max_devices: devices,
+                organization_id: None,
+                stripe_subscription_id: None,
+            },
+            api::now(),
+        )
+        .unwrap();
+        (lic.id, key.expose().to_owned())
+    }
+
+    fn ring(&self) -> KeyRing {
+        KeyRing::new()
+            .with_key(
+                self.state.config.signer.kid(),
+                &self.state.config.signer.public_key(),
+            )
+            .unwrap()
+    }
+}
+
+async fn json_of(resp: TestResponse) -> Value {
+    resp.json().await.value().deserialize::<Value>()
+}
+
+async fn problem(resp: TestResponse, status: StatusCode, code: &str) -> Value {
+    resp.assert_status(status);
+    resp.assert_content_type("application/problem+json");
+    let body = json_of(resp).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["request_id"].is_string(), "{body}");
+    body
+}
+
+fn hw(n: u32) -> String {
+    HardwareId::from_machine_id(&format!("machine-{n}")).to_hex()
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let h = harness();
+    let c = h.client();
+    let r = c.get("/healthz").send().await;
+    r.assert_status_is_ok();
+    assert_eq!(json_of(r).await["status"], "ok");
+    let r = c.get("/readyz").send().await;
+    r.assert_status_is_ok();
+    assert_eq!(json_of(r).await["status"], "ready");
+}
+
+#[tokio::test]
+async fn keys_are_published_as_a_jwk_set() {
+    let h = harness();
+    let r = h.client().get("/api/v1/keys").send().await;
+    r.assert_status_is_ok();
+    let body = json_of(r).await;
+    let key = &body["keys"][0];
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert_eq!(key["alg"], "EdDSA");
+    assert_eq!(key["use"], "sig");
+    assert_eq!(key["kid"], "coditect-dev");
+    let x = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap();
+    assert_eq!(x, h.state.config.signer.public_key());
+}
+
+#[tokio::test]
+async fn activate_returns_a_token_that_verifies_and_reuses_the_seat() {
+    let h = harness();
+    let c = h.client();
+    let (id, key) = h.license("pilot-professional", None);
+    let body = json!({"license_key": key, "hardware_id": hw(1), "machine_name": "MacBook Pro"});
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&body)
+        .send()
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let first = json_of(r).await;
+    assert_eq!(first["license"]["id"], id);
+    assert_eq!(first["license"]["devices_used"], 1);
+    assert_eq!(first["license"]["plan_name"], "Pilot Professional");
+    assert_eq!(
+        first["license"]["entitlements"]["max_projects"],
+        Value::Null
+    );
+    assert_eq!(first["activation"]["machine_name"], "MacBook Pro");
+
+    let token = URL_SAFE_NO_PAD
+        .decode(first["token"]["token"].as_str().unwrap())
+        .unwrap();
+    let now = u64::try_from(api::now()).unwrap();
+    let hw1 = HardwareId::from_hex(&hw(1)).unwrap();
+    let claims = verifier::verify(&token, &h.ring(), now, &hw1).unwrap();
+    assert_eq!(claims.license_id, id);
+    assert_eq!(claims.expires_at - claims.issued_at, 72 * 3600);
+    assert_eq!(claims.renew_after - claims.issued_at, 24 * 3600);
+    assert_eq!(claims.devices_used, 1);
+    assert_eq!(
+        verifier::verify(
+            &token,
+            &h.ring(),
+            now,
+            &HardwareId::from_hex(&hw(2)).unwrap()
+        ),
+        Err(verifier::VerifyError::HardwareMismatch)
+    );
+
+    // The same machine again: its existing activation, no new seat.
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&body)
+        .send()
+        .await;
+    r.assert_status_is_ok();
+    let again = json_of(r).await;
+    assert_eq!(again["activation"]["id"], first["activation"]["id"]);
+    assert_eq!(again["license"]["devices_used"], 1);
+}
+
+#[tokio::test]
+async fn activation_beyond_the_seat_limit_is_refused() {
+    let h = harness();
+    let c = h.client();
+    let (_, key) = h.license("pilot-starter", None);
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
+        .send()
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(2)}))
+        .send()
+        .await;
+    let body = problem(r, StatusCode::FORBIDDEN, "too_many_activations").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("coditect deactivate")
+    );
+}
+
+#[tokio::test]
+async fn validate_renews_only_activated_machines_of_usable_licenses() {
+    let h = harness();
+    let c = h.client();
+    let (id, key) = h.license("pilot-professional", None);
+    c.post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
+        .send()
+        .await
+        .assert_status(StatusCode::CREATED);
+    let validate = |machine: String| {
+        let body = json!({"license_key": key, "hardware_id": machine, "client_version": "1.0.0"});
+        c.post("/api/v1/licenses/validate").body_json(&body).send()
+    };
+    let r = validate(hw(1)).await;
+    r.assert_status_is_ok();
+    let body = json_of(r).await;
+    assert!(body["token"]["token"].as_str().unwrap().len() > 100);
+
+    problem(
+        validate(hw(2)).await,
+        StatusCode::FORBIDDEN,
+        "not_activated",
+    )
+    .await;
+
+    for (status, code) in [
+        ("suspended", "license_suspended"),
+        ("canceled", "license_canceled"),
+        ("revoked", "license_revoked"),
+    ] {
+        h.state
+            .db
+            .conn()
+            .unwrap()
+            .execute(
+                "UPDATE licenses SET status = ?1 WHERE id = ?2",
+                [status, id.as_str()],
+            )
+            .unwrap();
+        problem(validate(hw(1)).await, StatusCode::FORBIDDEN, code).await;
+    }
+    h.state
+        .db
+        .conn()
+        .unwrap()
+        .execute(
+            "UPDATE licenses SET status = 'active', expires_at = 1 WHERE id = ?1",
+            [id.as_str()],
+        )
+        .unwrap();
+    problem(
+        validate(hw(1)).await,
+        StatusCode::FORBIDDEN,
+        "license_expired",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deactivate_frees_a_seat_by_machine_or_by_activation_id() {
+    let h = harness();
+    let c = h.client();
+    let (_, key) = h.license("pilot-starter", Some(1));
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
+        .send()
+        .await;
+    let activation_id = json_of(r).await["activation"]["id"].clone();
+    let r = c
+        .post("/api/v1/licenses/deactivate")
+        .body_json(&json!({"license_key": key, "activation_id": activation_id}))
+        .send()
+        .await;
+    r.assert_status_is_ok();
+    let body = json_of(r).await;
+    assert_eq!(body["activation"]["status"], "deactivated");
+    assert_eq!(body["license"]["devices_used"], 0);
+    // The seat is free for another machine.
+    c.post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(2)}))
+        .send()
+        .await
+        .assert_status(StatusCode::CREATED);
+    let r = c
+        .post("/api/v1/licenses/deactivate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(2)}))
+        .send()
+        .await;
+    r.assert_status_is_ok();
+    // Neither or both selectors: refused, naming the field.
+    let r = c
+        .post("/api/v1/licenses/deactivate")
+        .body_json(&json!({"license_key": key}))
+        .send()
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    let r = c
+        .post("/api/v1/licenses/deactivate")
+        .body_json(&json!({"license_key": key, "activation_id": "nope"}))
+        .send()
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "activation_not_found").await;
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field() {
+    let h = harness();
+    let c = h.client();
+    let (_, key) = h.license("pilot-starter", None);
+    for (body, field) in [
+        (
+            json!({"license_key": "CODITECT-PILOT-0000", "hardware_id": hw(1)}),
+            "license_key",
+        ),
+        (
+            json!({"license_key": key, "hardware_id": "xyz"}),
+            "hardware_id",
+        ),
+        (
+            json!({"license_key": key, "hardware_id": hw(1), "machine_name": "a\u{7}b"}),
+            "machine_name",
+        ),
+    ] {
+        let r = c
+            .post("/api/v1/licenses/activate")
+            .body_json(&body)
+            .send()
+            .await;
+        let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+        assert_eq!(p["field"], field);
+    }
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": "CODITECT-PILOT-AAAA-BBBB-CCCC", "hardware_id": hw(1)}))
+        .send()
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "license_not_found").await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_problems_not_500s() {
+    let h = harness();
+    let c = h.client();
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .content_type("application/json")
+        .body("{not json")
+        .send()
+        .await;
+    problem(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": 5, "hardware_id": []}))
+        .send()
+        .await;
+    problem(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .content_type("text/plain")
+        .body("hello")
+        .send()
+        .await;
+    problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": "k".repeat(65), "hardware_id": hw(1)}))
+        .send()
+        .await;
+    problem(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    problem(
+        c.get("/api/v1/nothing").send().await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    problem(
+        c.get("/api/v1/licenses/activate").send().await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn signup_login_list_and_logout() {
+    let h = harness();
+    let c = h.client();
+    let signup = json!({"email": "hal@az1.ai", "password": "correct horse battery", "company_name": "AZ1.AI"});
+    let r = c
+        .post("/api/v1/auth/signup")
+        .body_json(&signup)
+        .send()
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let created = json_of(r).await;
+    let r = c
+        .post("/api/v1/auth/signup")
+        .body_json(&signup)
+        .send()
+        .await;
+    problem(r, StatusCode::CONFLICT, "email_taken").await;
+
+    let r = c
+        .post("/api/v1/auth/login")
+        .body_json(&json!({"email": "HAL@az1.ai", "password": "correct horse battery"}))
+        .send()
+        .await;
+    r.assert_status_is_ok();
+    let login = json_of(r).await;
+    assert_eq!(login["token_type"], "Bearer");
+    assert_eq!(login["expires_in"], 86_400);
+    let bearer = format!("Bearer {}", login["access_token"].as_str().unwrap());
+
+    // A license of the organization, with one machine.
+    let conn = h.state.db.conn().unwrap();
+    let (_, key) = licensing::create(
+        &conn,
+        &NewLicense {
+            email: "hal@az1.ai",
+            plan: plans::find("pilot-starter").unwrap(),
+            expires_at: api::now() + 86_400,
+            max_devices: None,
+            organization_id: created["organization_id"].as_str(),
+            stripe_subscription_id: None,
+        },
+        api::now(),
+    )
+    .unwrap();
+    c.post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key.expose(), "hardware_id": hw(1)}))
+        .send()
+        .await
+        .assert_status(StatusCode::CREATED);
+    let r = c
+        .get("/api/v1/licenses")
+        .header("authorization", &bearer)
+        .send()
+        .await;
+    r.assert_status_is_ok();
+    let list = json_of(r).await;
+    assert_eq!(list["licenses"][0]["license"]["organization"], "AZ1.AI");
+    assert_eq!(list["licenses"][0]["activations"][0]["hardware_id"], hw(1));
+    assert!(
+        !list.to_string().contains(key.expose()),
+        "keys are never listed"
+    );
+
+    let r = c
+        .post("/api/v1/auth/logout")
+        .header("authorization", &bearer)
+        .send()
+        .await;
+    r.assert_status(StatusCode::NO_CONTENT);
+    let r = c
+        .get("/api/v1/licenses")
+        .header("authorization", &bearer)
+        .send()
+        .await;
+    problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    problem(
+        c.get("/api/v1/licenses").send().await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    let r = c
+        .get("/api/v1/licenses")
+        .header("authorization", "Bearer not-a-jwt")
+        .send()
+        .await;
+    problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_look_the_same() {
+    let h = harness();
+    let c = h.client();
+    c.post("/api/v1/auth/signup")
+        .body_json(
+            &json!({"email": "a@b.io", "password": "correct horse battery", "company_name": "B"}),
+        )
+        .send()
+        .await
+        .assert_status(StatusCode::CREATED);
+    let mut bodies = Vec::new();
+    for (email, password) in [
+        ("a@b.io", "wrong password!"),
+        ("nobody@b.io", "correct horse battery"),
+    ] {
+        let r = c
+            .post("/api/v1/auth/login")
+            .body_json(&json!({"email": email, "password": password}))
+            .send()
+            .await;
+        let mut body = problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        body.as_object_mut().unwrap().remove("request_id");
+        bodies.push(body);
+    }
+    assert_eq!(bodies[0], bodies[1]);
+}
+
+#[tokio::test]
+async fn signup_validates_fields_and_honours_the_pilot_switches() {
+    let h = harness();
+    let c = h.client();
+    for (body, field) in [
+        (
+            json!({"email": "nope", "password": "correct horse battery", "company_name": "A"}),
+            "email",
+        ),
+        (
+            json!({"email": "a@b.io", "password": "short", "company_name": "A"}),
+            "password",
+        ),
+        (
+            json!({"email": "a@b.io", "password": "correct horse battery", "company_name": "  "}),
+            "company_name",
+        ),
+    ] {
+        let r = c.post("/api/v1/auth/signup").body_json(&body).send().await;
+        let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+        assert_eq!(p["field"], field);
+    }
+
+    let closed = harness_with(&[("ENABLE_PILOT_SIGNUP", "false")]);
+    let body = json!({"email": "a@b.io", "password": "correct horse battery", "company_name": "A"});
+    let r = closed
+        .client()
+        .post("/api/v1/auth/signup")
+        .body_json(&body)
+        .send()
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "signup_closed").await;
+
+    let full = harness_with(&[("PILOT_USERS_LIMIT", "1")]);
+    let fc = full.client();
+    fc.post("/api/v1/auth/signup")
+        .body_json(&body)
+        .send()
+        .await
+        .assert_status(StatusCode::CREATED);
+    let other =
+        json!({"email": "c@d.io", "password": "correct horse battery", "company_name": "C"});
+    let r = fc
+        .post("/api/v1/auth/signup")
+        .body_json(&other)
+        .send()
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "signup_full").await;
+}
+
+#[tokio::test]
+async fn features_need_a_valid_license_key_header() {
+    let h = harness();
+    let c = h.client();
+    let (id, key) = h.license("pilot-starter", None);
+    let r = c
+        .get("/api/v1/licenses/features")
+        .header("x-license-key", &key)
+        .send()
+        .await;
+    r.assert_status_is_ok();
+    let body = json_of(r).await;
+    assert_eq!(body["license_id"], id);
+    assert_eq!(body["entitlements"]["max_projects"], 3);
+    assert_eq!(body["entitlements"]["ai_requests"], 100);
+    assert_eq!(body["entitlements"]["max_devices"], 1);
+    problem(
+        c.get("/api/v1/licenses/features").send().await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    let r = c
+        .get("/api/v1/licenses/features")
+        .header("x-license-key", "CODITECT-PILOT-AAAA-BBBB-CCCC")
+        .send()
+        .await;
+    problem(r, StatusCode::NOT_FOUND, "license_not_found").await;
+}
+
+#[tokio::test]
+async fn the_committed_spec_is_what_the_server_serves() {
+    let h = harness();
+    let r = h.client().get("/openapi.json").send().await;
+    r.assert_status_is_ok();
+    let served: Value =
+        serde_json::from_str(&r.0.into_body().into_string().await.unwrap()).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi.json");
+    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        std::fs::write(path, format!("{}\n", api::spec_json())).unwrap();
+    }
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(
+        served == committed,
+        "schemas/openapi.json is out of date: run `UPDATE_SCHEMAS=1 cargo test -p coditect-issuer --test api` and commit it"
+    );
+    // Every operation documents a summary, a tag and its error responses.
+    for (path, ops) in served["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(op["summary"].is_string(), "{method} {path} has no summary");
+            assert!(op["tags"].is_array(), "{method} {path} has no tag");
+            if path.starts_with("/api/v1/licenses/") || path.starts_with("/api/v1/auth/") {
+                assert!(
+                    op["responses"]["500"]["content"]["application/problem+json"].is_object(),
+                    "{method} {path} does not document its errors"
+                );
+            }
+        }
+    }
+    assert!(served["components"]["securitySchemes"]["BearerAuth"].is_object());
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up what the tests need on a fresh machine, then runs them all.
+# Usage: scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Python peers for the interop tests (pycose, cwt) and the spec validator.
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    -r tests/python/requirements.txt
+
+# The committed OpenAPI spec is a valid OpenAPI document (the api tests check
+# that it is exactly what the server serves).
+openapi-spec-validator schemas/openapi.json
+
+cargo test --workspace --locked "$@"
