@@ -11,7 +11,7 @@ use verifier::{
 };
 
 const KID: &str = "test-key-1";
-/// 2026-11-28T00:00:00Z.
+/// 2026-12-03T00:00:00Z.
 const NOW: u64 = 1_796_256_000;
 const HOUR: u64 = 3600;
 

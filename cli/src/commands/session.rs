@@ -1,0 +1,164 @@
+//! `coditect login`, `coditect logout`, `coditect license machines`.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+
+use serde_json::json;
+
+use super::server_or_default;
+use crate::api::{self, Client, Reply};
+use crate::error::{CliError, CliResult};
+use crate::license::Context;
+use crate::state::{self, Session};
+
+fn prompt_line(label: &str) -> CliResult<String> {
+    if std::io::stdin().is_terminal() {
+        print!("{label}");
+        let _ = std::io::stdout().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::user("input", format!("cannot read input: {e}"), None))?;
+    Ok(line.trim().to_owned())
+}
+
+pub fn login(ctx: &Context<'_>, email: Option<&str>, password_stdin: bool) -> CliResult<()> {
+    let email = match email {
+        Some(e) => e.trim().to_owned(),
+        None => prompt_line("Email: ")?,
+    };
+    let password = if password_stdin {
+        let mut p = String::new();
+        std::io::stdin()
+            .read_to_string(&mut p)
+            .map_err(|e| CliError::user("input", format!("cannot read the password: {e}"), None))?;
+        p.trim_end_matches(['\n', '\r']).to_owned()
+    } else if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Password: ")
+            .map_err(|e| CliError::user("input", format!("cannot read the password: {e}"), None))?
+    } else {
+        return Err(CliError::user(
+            "input",
+            "no terminal to ask for the password",
+            Some("pipe it in with --password-stdin".to_owned()),
+        ));
+    };
+    if email.is_empty() || password.is_empty() {
+        return Err(CliError::user(
+            "input",
+            "email and password are required",
+            None,
+        ));
+    }
+    let server = server_or_default(ctx.server);
+    let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
+    let reply = ctx.printer.spin("Signing in…", || {
+        client.post(
+            "/auth/login",
+            &json!({ "email": email, "password": password }),
+        )
+    })?;
+    match reply {
+        Reply::Ok(body) => {
+            let token = body["access_token"].as_str().unwrap_or_default().to_owned();
+            let expires = body["expires_at"].as_str().unwrap_or_default().to_owned();
+            state::save_session(
+                ctx.paths,
+                &Session::new(server, email.clone(), token, expires.clone()),
+            )?;
+            ctx.printer.success(&format!("Signed in as {email}"));
+            ctx.printer
+                .json(&json!({ "signed_in": true, "email": email, "expires_at": expires }));
+            Ok(())
+        }
+        Reply::Refused { code, detail, .. } => Err(CliError::user(
+            &code,
+            detail,
+            Some("check your email and password; `coditect login` to try again".to_owned()),
+        )),
+    }
+}
+
+pub fn logout(ctx: &Context<'_>) -> CliResult<()> {
+    let Some(session) = state::load_session(ctx.paths)? else {
+        ctx.printer.success("Not signed in");
+        ctx.printer.json(&json!({ "signed_in": false }));
+        return Ok(());
+    };
+    let client = Client::new(&session.server, api::BACKGROUND_TIMEOUT);
+    // Ending the session server-side is best effort; forgetting it here is not.
+    let ended = matches!(
+        client.post_authorized("/auth/logout", &session.access_token),
+        Ok(Reply::Ok(_))
+    );
+    state::remove_session(ctx.paths)?;
+    ctx.printer
+        .success(&format!("Signed out {}", session.email));
+    if !ended {
+        ctx.printer
+            .warn("the server could not be told; the session ends on its own when it expires");
+    }
+    ctx.printer
+        .json(&json!({ "signed_in": false, "server_session_ended": ended }));
+    Ok(())
+}
+
+pub fn machines(ctx: &Context<'_>) -> CliResult<()> {
+    let not_signed_in = || {
+        CliError::user(
+            "not_signed_in",
+            "listing machines needs your account",
+            Some("run `coditect login` first".to_owned()),
+        )
+    };
+    let session = state::load_session(ctx.paths)?.ok_or_else(not_signed_in)?;
+    let server = ctx.server.map_or(session.server.clone(), str::to_owned);
+    let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
+    let reply = ctx.printer.spin("Loading…", || {
+        client.get_authorized("/licenses", &session.access_token)
+    })?;
+    let body = match reply {
+        Reply::Ok(body) => body,
+        Reply::Refused { status: 401, .. } => {
+            state::remove_session(ctx.paths)?;
+            return Err(CliError::user(
+                "not_signed_in",
+                "your session has ended",
+                Some("run `coditect login` again".to_owned()),
+            ));
+        }
+        Reply::Refused { code, detail, .. } => {
+            return Err(api::refusal_error(&code, &detail, &server));
+        }
+    };
+    let licenses = body["licenses"].as_array().cloned().unwrap_or_default();
+    if licenses.is_empty() {
+        ctx.printer.line("No licenses on this account.");
+    }
+    for entry in &licenses {
+        let l = &entry["license"];
+        ctx.printer.line(&format!(
+            "{} ({}), {}/{} devices, key …{}",
+            l["plan_name"].as_str().unwrap_or_default(),
+            l["status"].as_str().unwrap_or_default(),
+            l["devices_used"],
+            l["entitlements"]["max_devices"],
+            l["key_hint"].as_str().unwrap_or_default()
+        ));
+        for a in entry["activations"].as_array().into_iter().flatten() {
+            if a["status"] == "active" {
+                ctx.printer.line(&format!(
+                    "  {}  {}  last seen {}",
+                    a["id"].as_str().unwrap_or_default(),
+                    a["machine_name"].as_str().unwrap_or("(unnamed)"),
+                    a["last_validated_at"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    ctx.printer
+        .line("Free a seat with `coditect deactivate --machine <id>`.");
+    ctx.printer.json(&body);
+    Ok(())
+}
