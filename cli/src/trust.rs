@@ -102,7 +102,7 @@ mod tests {
                 kid: DEVELOPMENT_KID.into()
             })
         );
-        assert!(!TRUSTS_DEVELOPMENT_KEY);
+        const { assert!(!TRUSTS_DEVELOPMENT_KEY) };
     }
 
     #[cfg(feature = "dev-keys")]

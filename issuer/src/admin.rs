@@ -278,6 +278,12 @@ pub fn license_create(args: &CreateArgs) -> Result<(), AdminError> {
             plans::ids()
         ))
     })?;
+    if args.max_devices == Some(0) {
+        return Err(AdminError::User(
+            "--max-devices must be at least 1 (a license with no devices could never be activated)"
+                .into(),
+        ));
+    }
     let email = crate::api::validate::email("email", &args.email)
         .map_err(|e| AdminError::User(format!("--email: {}", e.problem().detail)))?;
     let now = now();

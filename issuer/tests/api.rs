@@ -370,12 +370,47 @@ async fn malformed_requests_get_problems_not_500s() {
         .send()
         .await;
     problem(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    // Fields that do not fit the schema are named.
+    for (body, field) in [
+        (json!({"license_key": 5, "hardware_id": []}), "hardware_id"),
+        (
+            json!({"license_key": "CODITECT-PILOT-AAAA-BBBB-CCCC"}),
+            "hardware_id",
+        ),
+        (
+            json!({"license_key": "k".repeat(65), "hardware_id": hw(1)}),
+            "license_key",
+        ),
+        (
+            json!({"license_key": "CODITECT-PILOT-AAAA-BBBB-CCCC", "hardware_id": "a".repeat(65)}),
+            "hardware_id",
+        ),
+        (
+            json!({"license_key": "CODITECT-PILOT-AAAA-BBBB-CCCC", "hardware_id": hw(1), "machine_name": "m".repeat(256)}),
+            "machine_name",
+        ),
+    ] {
+        let r = c
+            .post("/api/v1/licenses/activate")
+            .body_json(&body)
+            .send()
+            .await;
+        let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+        assert_eq!(p["field"], field, "{body}");
+    }
     let r = c
         .post("/api/v1/licenses/activate")
-        .body_json(&json!({"license_key": 5, "hardware_id": []}))
+        .body_json(&json!([1, 2]))
         .send()
         .await;
     problem(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .content_type("application/json")
+        .body(format!("{{\"license_key\": \"{}\"}}", "x".repeat(20_000)))
+        .send()
+        .await;
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     let r = c
         .post("/api/v1/licenses/activate")
         .content_type("text/plain")
@@ -388,12 +423,6 @@ async fn malformed_requests_get_problems_not_500s() {
         "unsupported_media_type",
     )
     .await;
-    let r = c
-        .post("/api/v1/licenses/activate")
-        .body_json(&json!({"license_key": "k".repeat(65), "hardware_id": hw(1)}))
-        .send()
-        .await;
-    problem(r, StatusCode::BAD_REQUEST, "invalid_request").await;
     problem(
         c.get("/api/v1/nothing").send().await,
         StatusCode::NOT_FOUND,

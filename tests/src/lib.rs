@@ -4,6 +4,8 @@
 //! `keys/development/` (kid `coditect-dev`), whose private half is public:
 //! tokens made with it are only ever trusted by test and development builds.
 
+pub mod issuer;
+
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;

@@ -15,7 +15,8 @@
 //! - `stages/parse_headers`: structure, header profile and key lookup only
 //!   (`authenticate` with a ring that lacks the token's kid stops right there);
 //! - `stages/cose_sign1`: `verify_cose_sign1`, i.e. parse + Sig_structure +
-//!   signature, but no claims;
+//!   signature, but no claims (it also decompresses the public key, which
+//!   `verify` does not: the key ring holds it decompressed);
 //! - `stages/ed25519_tbs`: `verify_strict` of the exact Sig_structure bytes;
 //! - `stages/claims_cbor`: strict decoding of the claims payload as the
 //!   verifier does it (ciborium decode, duplicate-key walk skipped, re-encode,

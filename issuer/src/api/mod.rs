@@ -5,6 +5,7 @@ pub mod health;
 pub mod licenses;
 pub mod problem;
 pub mod public_keys;
+mod request_check;
 pub mod validate;
 
 use std::sync::Arc;
@@ -109,6 +110,9 @@ pub fn app(state: AppState) -> impl Endpoint {
         .around(|ep, req| async move { Ok(respond(ep, req).await) })
 }
 
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
 /// Turns every error the framework raises (unknown route, wrong method,
 /// unparsable body, missing credentials) into a problem response, and tags
 /// responses with a request id.
@@ -121,12 +125,47 @@ async fn respond<E: Endpoint>(ep: Arc<E>, req: Request) -> Response {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // Bodies are small JSON documents: read them here, with a cap, so that a
+    // body that does not fit its schema can be explained field by field.
+    let mut req = req;
+    let body = match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            let mut p = Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Request too large",
+                format!("The request body must be at most {MAX_BODY_BYTES} bytes."),
+            );
+            p.request_id = Some(request_id.clone());
+            return problem_response(&p);
+        }
+    };
+    req.set_body(body.clone());
     let mut resp = match ep.call(req).await {
         Ok(r) => r.into_response(),
         // Our own problem responses (ApiError) travel as errors made from a
         // response: keep them as they are.
         Err(err) if err.is_from_response() => err.into_response(),
-        Err(err) => error_response(&err, &request_id),
+        Err(err) => {
+            let explained = err
+                .downcast_ref::<poem_openapi::error::ParseRequestPayloadError>()
+                .and_then(|_| request_check::explain(method.as_str(), &path, &body));
+            match explained {
+                Some((field, detail)) => {
+                    let mut p = Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_field",
+                        "A field is invalid",
+                        format!("`{field}` {detail}"),
+                    );
+                    p.field = Some(field);
+                    p.request_id = Some(request_id.clone());
+                    problem_response(&p)
+                }
+                None => error_response(&err, &request_id),
+            }
+        }
     };
     if resp.content_type() == Some("application/problem+json") {
         resp = with_request_id(resp, &request_id).await;
@@ -154,7 +193,41 @@ async fn with_request_id(mut resp: Response, request_id: &str) -> Response {
     resp
 }
 
+/// For a body that parsed as JSON but not as the operation's request: the
+/// field at fault and what is wrong with it, in our words.
+fn field_problem(err: &poem::Error) -> Option<Problem> {
+    let reason = &err
+        .downcast_ref::<poem_openapi::error::ParseRequestPayloadError>()?
+        .reason;
+    let start = reason.find("field `")? + "field `".len();
+    let field = reason.get(start..)?.split('`').next()?;
+    let detail = if reason.contains("maxLength(") {
+        let max = reason
+            .split("maxLength(")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap_or("the allowed number of");
+        format!("must be at most {max} characters")
+    } else if reason.contains("expected input") || reason.contains("is missing") {
+        "is required".to_owned()
+    } else {
+        "has the wrong type or format".to_owned()
+    };
+    let mut p = Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "A field is invalid",
+        format!("`{field}` {detail}"),
+    );
+    p.field = Some(field.to_owned());
+    Some(p)
+}
+
 fn error_response(err: &poem::Error, request_id: &str) -> Response {
+    if let Some(mut p) = field_problem(err) {
+        p.request_id = Some(request_id.to_owned());
+        return problem_response(&p);
+    }
     let status = err.status();
     let (code, title, detail) = match status {
         StatusCode::NOT_FOUND => (
