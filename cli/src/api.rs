@@ -149,7 +149,7 @@ pub fn refusal_error(code: &str, detail: &str, server: &str) -> CliError {
         "license_suspended" | "license_expired" | "license_canceled" => format!(
             "renew or update your subscription in the billing portal (sign in at {server}), then run `coditect license renew`"
         ),
-        "license_revoked" => "contact support@coditect.ai if you think this is a mistake".to_owned(),
+        "license_revoked" => "`coditect license renew` checks again; `coditect activate NEW-KEY` replaces the license on this machine".to_owned(),
         "not_activated" => "this machine's seat was freed; run `coditect activate` to use it here again".to_owned(),
         "invalid_field" => "check the value and try again".to_owned(),
         "rate_limited" => "wait a minute and try again".to_owned(),

@@ -126,8 +126,20 @@ pub enum LicenseCommand {
 
 /// Runs the CLI with `args`; returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() && args.iter().any(|a| a == "--json") => {
+            // Under --json even a usage error is one JSON document.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            Printer::new(true, false).error(&error::CliError::user(
+                "usage",
+                first.trim_start_matches("error: "),
+                Some("see `coditect --help`".to_owned()),
+            ));
+            return 1;
+        }
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
             let _ = e.print();

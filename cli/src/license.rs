@@ -97,8 +97,10 @@ pub fn ago(now: u64, then: u64) -> String {
     }
 }
 
-fn clock_error(behind_by: u64) -> CliError {
-    let amount = if behind_by >= 7200 {
+pub(crate) fn clock_error(behind_by: u64) -> CliError {
+    let amount = if behind_by >= 48 * 3600 {
+        format!("{} days", behind_by / 86_400)
+    } else if behind_by >= 7200 {
         format!("{} hours", behind_by / 3600)
     } else {
         format!("{} minutes", behind_by.div_ceil(60))
@@ -110,43 +112,53 @@ fn clock_error(behind_by: u64) -> CliError {
     )
 }
 
-/// Verifies a freshly received token for this machine and turns it into
-/// the new state.
+/// Where a token being accepted came from, for the words of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// Just signed by the issuer: its clock is the reference.
+    Server,
+    /// A token file (offline activation), judged at `now`.
+    File(&'a std::path::Path),
+}
+
+/// Verifies a freshly received token for this machine.
 pub fn accept_token(
     token_b64: &str,
     hardware_id: &HardwareId,
     now: u64,
+    source: Source<'_>,
 ) -> CliResult<VerifiedToken> {
-    let bytes = decode_token(token_b64).ok_or_else(|| {
-        CliError::user(
-            "bad_token",
-            "the license server sent a token that is not base64url",
-            Some("check --server points at the CODITECT license server".to_owned()),
-        )
-    })?;
+    let (origin, fix) = match source {
+        Source::Server => (
+            "the license server sent a token".to_owned(),
+            "check --server points at the CODITECT license server".to_owned(),
+        ),
+        Source::File(path) => (
+            format!("{} holds a token", path.display()),
+            "use the file made by `coditect-issuer license issue-offline` for this machine's request"
+                .to_owned(),
+        ),
+    };
+    let refuse =
+        |why: String| CliError::user("bad_token", format!("{origin} {why}"), Some(fix.clone()));
+    let bytes = decode_token(token_b64).ok_or_else(|| refuse("that is not base64url".into()))?;
     let ring = trust::key_ring()?;
     let verified = verifier::authenticate(&bytes, &ring).map_err(|e| {
-        CliError::user(
-            "bad_token",
-            format!("the license server sent a token this build refuses: {e}"),
-            Some(if trust::TRUSTS_DEVELOPMENT_KEY {
-                "check --server points at the CODITECT license server".to_owned()
-            } else {
-                "check --server points at the CODITECT license server (this release build trusts only production keys)".to_owned()
-            }),
-        )
+        refuse(if trust::TRUSTS_DEVELOPMENT_KEY {
+            format!("that this build refuses: {e}")
+        } else {
+            format!("that this build refuses (it trusts only production keys): {e}")
+        })
     })?;
-    // The issuer's clock is the reference here: a token it just signed must
-    // be good now, unless our clock is off.
+    // A token the issuer just signed must be good now, unless our clock is
+    // off (which the clock guard reports on its own); a file is judged now.
+    let at = match source {
+        Source::Server => now.max(verified.claims.issued_at),
+        Source::File(_) => now,
+    };
     verified
-        .check(now.max(verified.claims.issued_at), hardware_id)
-        .map_err(|e| {
-            CliError::user(
-                "bad_token",
-                format!("the license server sent a token that is not good for this machine: {e}"),
-                None,
-            )
-        })?;
+        .check(at, hardware_id)
+        .map_err(|e| refuse(format!("that is not good for this machine now: {e}")))?;
     Ok(verified)
 }
 
@@ -193,7 +205,7 @@ fn try_renew(
         }
         Ok(Reply::Ok(body)) => {
             let token = body["token"]["token"].as_str().unwrap_or_default();
-            let verified = accept_token(token, hardware_id, now)?;
+            let verified = accept_token(token, hardware_id, now, Source::Server)?;
             let mut next = state.clone();
             next.token = token.to_owned();
             next.server = Some(server);
@@ -208,7 +220,13 @@ fn try_renew(
 }
 
 fn refusal_from_state(r: &Refusal, server: &str) -> CliError {
-    api::refusal_error(&r.code, &r.message, server)
+    let mut err = api::refusal_error(&r.code, &r.message, server);
+    err.message = format!(
+        "on {} the license server refused this license: {}",
+        crate::commands::format_time(r.at),
+        r.message
+    );
+    err
 }
 
 /// The check: the license of this machine, renewed if due and possible.
@@ -285,7 +303,11 @@ pub fn ensure(ctx: &Context<'_>, renew: Renew) -> CliResult<Licensed> {
                             "the license was last verified {} ({}), and this machine has been offline past its {}-hour grace period (it ended {})",
                             crate::commands::format_time(state.last_verified_at),
                             ago(now, state.last_verified_at),
-                            verified.claims.expires_at.saturating_sub(verified.claims.issued_at) / 3600,
+                            verified
+                                .claims
+                                .expires_at
+                                .saturating_sub(verified.claims.issued_at)
+                                / 3600,
                             crate::commands::format_time(since),
                         ),
                         Some(format!(
@@ -295,11 +317,11 @@ pub fn ensure(ctx: &Context<'_>, renew: Renew) -> CliResult<Licensed> {
                     ),
                     Err(VerifyError::LicenseExpired { since }) => CliError::user(
                         "license_expired",
-                        format!(
-                            "the license ended {}",
-                            crate::commands::format_time(since)
-                        ),
-                        Some("renew your subscription, then connect and run `coditect license renew`".to_owned()),
+                        format!("the license ended {}", crate::commands::format_time(since)),
+                        Some(format!(
+                            "renew your subscription in the billing portal (sign in at {}), then connect and run `coditect license renew`",
+                            ctx.server_for(&state)
+                        )),
                     ),
                     _ => err,
                 });
@@ -308,6 +330,13 @@ pub fn ensure(ctx: &Context<'_>, renew: Renew) -> CliResult<Licensed> {
         }
     }
 
+    if renewed && verified.claims.issued_at > now.saturating_add(DEFAULT_CLOCK_TOLERANCE) {
+        // The license is renewed and stored, but this machine's clock is
+        // behind the issuer's: every command would refuse it, so say so now.
+        return Err(clock_error(verified.claims.issued_at - now).with_hint(
+            "the license was renewed, but set the system clock to the correct time before using coditect",
+        ));
+    }
     let fresh_check = verified.check(now.max(verified.claims.issued_at), &hardware_id);
     if let Err(e) = fresh_check {
         return Err(stored_token_error(&e));

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{format_date, plan_name, rfc3339, server_or_default};
 use crate::api::{self, Client, Reply};
 use crate::error::{CliError, CliResult};
-use crate::license::{Context, accept_token};
+use crate::license::{Context, Source, accept_token};
 use crate::state::{self, LicenseState};
 use crate::{ActivateArgs, system};
 
@@ -41,8 +41,9 @@ fn normalize_key(input: &str) -> CliResult<String> {
 fn ask_for_key() -> CliResult<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        print!("Enter your license key: ");
-        let _ = std::io::stdout().flush();
+        // On stderr, so that `--json` output stays one JSON document.
+        eprint!("Enter your license key: ");
+        let _ = std::io::stderr().flush();
     }
     let mut line = String::new();
     stdin
@@ -92,7 +93,7 @@ pub fn run(ctx: &Context<'_>, args: &ActivateArgs) -> CliResult<()> {
     };
     let token = body["token"]["token"].as_str().unwrap_or_default();
     let now = system::now();
-    let verified = accept_token(token, &hardware_id, now)?;
+    let verified = accept_token(token, &hardware_id, now, Source::Server)?;
     let mut st = LicenseState::new(
         Some(key),
         token.to_owned(),
@@ -177,9 +178,25 @@ fn import(ctx: &Context<'_>, file: &Path, key: Option<String>) -> CliResult<()> 
         .ok_or_else(|| bad("it has no token".to_owned()))?;
     let hardware_id = system::hardware_id()?;
     let now = system::now();
-    let verified = accept_token(token, &hardware_id, now).map_err(|e| bad(e.message))?;
+    // Importing must not reset the clock guard: a machine whose clock was
+    // set back stays refused, whatever file it imports.
+    let previous_high_water = state::load_license(ctx.paths)
+        .ok()
+        .flatten()
+        .map_or(0, |s| s.high_water);
+    verifier::check_clock(now, previous_high_water, verifier::DEFAULT_CLOCK_TOLERANCE).map_err(
+        |e| match e {
+            verifier::VerifyError::ClockRolledBack { behind_by } => {
+                crate::license::clock_error(behind_by)
+            }
+            other => bad(other.to_string()),
+        },
+    )?;
+    let verified = accept_token(token, &hardware_id, now, Source::File(file))
+        .map_err(|e| CliError::user("bad_token_file", e.message, e.hint))?;
     let mut st = LicenseState::new(key, token.to_owned(), None, None, verified.claims.issued_at);
-    st.high_water = now.max(verified.claims.issued_at);
+    st.high_water =
+        verifier::next_high_water(previous_high_water, now, Some(verified.claims.issued_at));
     state::save_license(ctx.paths, &st)?;
     let c = &verified.claims;
     ctx.printer.success("License token verified");

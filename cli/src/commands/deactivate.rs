@@ -14,7 +14,7 @@ pub fn run(ctx: &Context<'_>, other_machine: Option<&str>) -> CliResult<()> {
         CliError::user(
             "not_activated",
             "this machine has no CODITECT license to deactivate",
-            None,
+            Some("nothing to do here; to free another machine's seat, run `coditect deactivate --machine ID` on an activated machine (see `coditect license machines`)".to_owned()),
         )
     })?;
     let key = st.license_key.clone().ok_or_else(|| {

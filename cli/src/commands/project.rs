@@ -41,21 +41,16 @@ pub fn init(ctx: &Context<'_>, dir: Option<&Path>) -> CliResult<()> {
     let dir = resolve(dir)?;
     let mut projects = state::load_projects(ctx.paths)?;
     // Projects whose folder is gone no longer count.
-    projects
-        .projects
-        .retain(|p| is_project(&p.path) && p.path != dir);
-    if is_project(&dir) {
-        projects.projects.push(Project {
-            path: dir.clone(),
-            created_at: system::now(),
-        });
-        state::save_projects(ctx.paths, &projects)?;
+    projects.projects.retain(|p| is_project(&p.path));
+    if projects.projects.iter().any(|p| p.path == dir) {
         ctx.printer
             .success(&format!("{} is already a CODITECT project", dir.display()));
         ctx.printer
             .json(&json!({ "initialized": true, "path": dir, "already": true }));
         return Ok(());
     }
+    // A folder that already has a project marker (copied, or set up with
+    // another state directory) still takes a place on this license.
     let existing = u32::try_from(projects.projects.len()).unwrap_or(u32::MAX);
     let limit = l.claims.entitlements.max_projects;
     if !limit.allows(existing) {
@@ -81,6 +76,18 @@ pub fn init(ctx: &Context<'_>, dir: Option<&Path>) -> CliResult<()> {
                 "upgrade to Pilot Professional for unlimited projects, or remove a project's {MARKER_DIR} folder to free its place"
             )),
         ));
+    }
+    if is_project(&dir) {
+        projects.projects.push(Project {
+            path: dir.clone(),
+            created_at: system::now(),
+        });
+        state::save_projects(ctx.paths, &projects)?;
+        ctx.printer
+            .success(&format!("{} is already a CODITECT project", dir.display()));
+        ctx.printer
+            .json(&json!({ "initialized": true, "path": dir, "already": true }));
+        return Ok(());
     }
     let now = system::now();
     let marker = dir.join(MARKER_DIR).join(MARKER_FILE);

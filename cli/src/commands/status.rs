@@ -95,19 +95,28 @@ pub fn license_status(ctx: &Context<'_>) -> CliResult<()> {
                 format_time(c.expires_at.min(c.license_expires_at))
             ),
         ),
-        (
+    ];
+    if l.state.license_key.is_none() && l.state.server.is_none() {
+        // Imported from a token file: never checked online, never renewed.
+        rows.push(("Renews:".to_owned(), "never (offline license)".to_owned()));
+        rows.push((
+            "Checked:".to_owned(),
+            "imported from a token file".to_owned(),
+        ));
+    } else {
+        rows.push((
             "Renews:".to_owned(),
             if now >= c.renew_after {
                 "now due".to_owned()
             } else {
                 format!("after {}", format_time(c.renew_after))
             },
-        ),
-        (
+        ));
+        rows.push((
             "Checked:".to_owned(),
             format!("online {}", ago(now, l.state.last_verified_at)),
-        ),
-    ];
+        ));
+    }
     if trust::TRUSTS_DEVELOPMENT_KEY {
         rows.push((
             "Build:".to_owned(),
