@@ -57,6 +57,9 @@ pub enum DbError {
 pub struct Db {
     pool: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
+    /// Our own writers take turns here rather than in SQLite's busy handler,
+    /// which sleeps in steps of milliseconds.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,6 +98,7 @@ impl Db {
         Ok(Db {
             pool,
             path: path.to_path_buf(),
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -122,6 +126,17 @@ impl Db {
         })
         .await
         .map_err(|e| E::from(DbError::Task(e.to_string())))?
+    }
+
+    /// Like [`Db::run`], for work that writes: one writer at a time.
+    pub async fn run_write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let _turn = self.writer.lock().await;
+        self.run(f).await
     }
 
     /// Whether the database answers (for `/readyz`).

@@ -246,14 +246,11 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<License>, LicenseError>
 /// The license with this key.
 pub fn find_by_key(conn: &Connection, key: &LicenseKey) -> Result<Option<License>, LicenseError> {
     Ok(conn
-        .query_row(
-            &format!(
-                "SELECT {LICENSE_COLUMNS} FROM licenses l
-                 LEFT JOIN organizations o ON o.id = l.organization_id WHERE l.key_hash = ?1"
-            ),
-            [key.hash()],
-            license_from_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {LICENSE_COLUMNS} FROM licenses l
+             LEFT JOIN organizations o ON o.id = l.organization_id WHERE l.key_hash = ?1"
+        ))?
+        .query_row([key.hash()], license_from_row)
         .optional()?)
 }
 
@@ -283,11 +280,10 @@ pub fn activations(conn: &Connection, license_id: &str) -> Result<Vec<Activation
 }
 
 fn active_count(conn: &Connection, license_id: &str) -> rusqlite::Result<u32> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT count(*) FROM activations WHERE license_id = ?1 AND status = 'active'",
-        [license_id],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([license_id], |r| r.get(0))
 }
 
 fn activation_for(
@@ -295,13 +291,10 @@ fn activation_for(
     license_id: &str,
     hardware_id: &HardwareId,
 ) -> rusqlite::Result<Option<Activation>> {
-    conn.query_row(
-        &format!(
-            "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = ?1 AND hardware_id = ?2"
-        ),
-        params![license_id, hardware_id.to_hex()],
-        activation_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = ?1 AND hardware_id = ?2"
+    ))?
+    .query_row(params![license_id, hardware_id.to_hex()], activation_from_row)
     .optional()
 }
 
@@ -362,11 +355,11 @@ fn grant(
     activation_id: &str,
     already_active: bool,
 ) -> Result<Grant, LicenseError> {
-    let activation = conn.query_row(
-        &format!("SELECT {ACTIVATION_COLUMNS} FROM activations WHERE id = ?1"),
-        [activation_id],
-        activation_from_row,
-    )?;
+    let activation = conn
+        .prepare_cached(&format!(
+            "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE id = ?1"
+        ))?
+        .query_row([activation_id], activation_from_row)?;
     let devices_used = active_count(conn, &license.id)?;
     Ok(Grant {
         license,
@@ -376,26 +369,39 @@ fn grant(
     })
 }
 
+/// `last_validated_at` is kept to this many seconds: validations in
+/// between write nothing, so renewals are reads and scale across connections.
+pub const VALIDATION_TIME_RESOLUTION: i64 = 60;
+
 /// Renews an activated machine's standing: only a machine with an active
-/// activation on a usable license passes; `last_validated_at` moves to `now`.
+/// activation on a usable license passes; `last_validated_at` moves to `now`
+/// (to the minute).
 pub fn validate(
     conn: &mut Connection,
     key: &LicenseKey,
     hardware_id: &HardwareId,
     now: i64,
 ) -> Result<Grant, LicenseError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let license = usable_license(&tx, key, now)?;
-    let activation = activation_for(&tx, &license.id, hardware_id)?
+    let license = usable_license(conn, key, now)?;
+    let mut activation = activation_for(conn, &license.id, hardware_id)?
         .filter(|a| a.active)
         .ok_or(LicenseError::NotActivated)?;
-    tx.execute(
-        "UPDATE activations SET last_validated_at = ?2 WHERE id = ?1",
-        params![activation.id, now],
-    )?;
-    let grant = grant(&tx, license, &activation.id, true)?;
-    tx.commit()?;
-    Ok(grant)
+    if now.saturating_sub(activation.last_validated_at) >= VALIDATION_TIME_RESOLUTION {
+        // Only ever moves forward, and only while the machine is active.
+        conn.prepare_cached(
+            "UPDATE activations SET last_validated_at = ?2
+             WHERE id = ?1 AND status = 'active' AND last_validated_at < ?2",
+        )?
+        .execute(params![activation.id, now])?;
+        activation.last_validated_at = now;
+    }
+    let devices_used = active_count(conn, &license.id)?;
+    Ok(Grant {
+        license,
+        activation,
+        devices_used,
+        already_active: true,
+    })
 }
 
 /// Which activation to free.
@@ -553,8 +559,15 @@ mod tests {
         let mut conn = db.conn().unwrap();
         let (lic, key) = new_license(&conn, "pilot-professional", None);
         activate(&mut conn, &key, &hw(1), None, NOW).unwrap();
+        // Within the resolution nothing is written; past it the time moves.
+        let v = validate(&mut conn, &key, &hw(1), NOW + 30).unwrap();
+        assert_eq!(v.activation.last_validated_at, NOW);
         let v = validate(&mut conn, &key, &hw(1), NOW + 100).unwrap();
         assert_eq!(v.activation.last_validated_at, NOW + 100);
+        assert_eq!(
+            activations(&conn, &v.license.id).unwrap()[0].last_validated_at,
+            NOW + 100
+        );
         assert!(matches!(
             validate(&mut conn, &key, &hw(9), NOW),
             Err(LicenseError::NotActivated)

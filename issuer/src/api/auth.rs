@@ -30,6 +30,22 @@ impl BearerAuth {
     }
 }
 
+/// Runs a password hash on a blocking thread, at most one per spare core at
+/// a time: Argon2 is slow and memory-hungry on purpose, and an unbounded
+/// number of logins would take every core (and 19 MiB each) from the
+/// license renewals that share the machine.
+async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+    });
+    let _slot = slots.acquire().await.map_err(|e| ApiError::internal(&e))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(&e))
+}
+
 /// A new account.
 #[derive(Debug, Object)]
 pub struct SignupRequest {
@@ -110,14 +126,12 @@ impl AuthApi {
         validate::password("password", &body.password)?;
         let company = validate::name("company_name", &body.company_name)?;
         let password = zeroize::Zeroizing::new(body.0.password);
-        let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))
-            .await
-            .map_err(|e| ApiError::internal(&e))??;
+        let hash = hashing(move || accounts::hash_password(&password)).await??;
         let limit = Some(cfg.pilot_users_limit);
         let now = now();
         let user = state
             .db
-            .run(move |c| accounts::signup(c, &email, &hash, &company, limit, now))
+            .run_write(move |c| accounts::signup(c, &email, &hash, &company, limit, now))
             .await?;
         Ok(SignupResult::Created(Json(SignupResponse {
             user_id: user.id,
@@ -144,11 +158,7 @@ impl AuthApi {
             None => (None, None),
         };
         // Unknown users cost one Argon2 check too (see verify_password).
-        let ok = tokio::task::spawn_blocking(move || {
-            accounts::verify_password(hash.as_deref(), &password)
-        })
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+        let ok = hashing(move || accounts::verify_password(hash.as_deref(), &password)).await?;
         let user = match (ok, user) {
             (true, Some(u)) => u,
             _ => return Err(AccountError::InvalidCredentials.into()),
@@ -159,7 +169,7 @@ impl AuthApi {
         let user_id = user.id.clone();
         let sid = state
             .db
-            .run(move |c| accounts::create_session(c, &user_id, now, expires_at))
+            .run_write(move |c| accounts::create_session(c, &user_id, now, expires_at))
             .await?;
         let token = accounts::encode_jwt(
             &state.config.jwt_secret,
@@ -185,7 +195,7 @@ impl AuthApi {
         let now = now();
         state
             .db
-            .run(move |c| accounts::end_session(c, &sid, now))
+            .run_write(move |c| accounts::end_session(c, &sid, now))
             .await?;
         Ok(LogoutResult::Ended)
     }

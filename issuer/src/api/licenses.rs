@@ -255,7 +255,7 @@ impl LicensesApi {
         let now = now();
         let grant = state
             .db
-            .run(move |c| licensing::activate(c, &key, &hw, name.as_deref(), now))
+            .run_write(move |c| licensing::activate(c, &key, &hw, name.as_deref(), now))
             .await?;
         let response = Json(grant_response(&state, &grant, now)?);
         Ok(if grant.already_active {
@@ -315,7 +315,7 @@ impl LicensesApi {
         let now = now();
         let (license, activation, used) = state
             .db
-            .run(move |c| {
+            .run_write(move |c| {
                 let seat = match &seat {
                     SeatInput::Machine(hw) => Seat::Machine(hw),
                     SeatInput::Activation(id) => Seat::Activation(id),
