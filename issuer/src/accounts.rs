@@ -1,61 +1,13 @@
 //! Accounts: organizations and users, password hashing, login sessions and
 //! the JWTs that name them.
 //!
-//! Passwords are hashed with Argon2id, m = 19 MiB, t = 2, p = 1 (the OWASP
-//! minimum recommendation). A login creates a session row; the JWT carries
-//! its id, and logout ends the session server-side.
+//! Passwords are hashed by [`crate::passwords`]. A login creates a session
+//! row; the JWT carries its id, and logout ends the session server-side.
 
-use std::sync::OnceLock;
-
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::db::DbError;
-
-/// Argon2id parameters, documented in the README.
-pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
-pub const ARGON2_ITERATIONS: u32 = 2;
-pub const ARGON2_PARALLELISM: u32 = 1;
-
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(
-        ARGON2_MEMORY_KIB,
-        ARGON2_ITERATIONS,
-        ARGON2_PARALLELISM,
-        None,
-    )
-    .unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
-/// Hashes a password (slow on purpose: call it on a blocking thread).
-pub fn hash_password(password: &str) -> Result<String, AccountError> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| AccountError::Internal(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Internal(e.to_string()))?;
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AccountError::Internal(e.to_string()))
-}
-
-/// Checks a password against a stored hash. With no hash (unknown user) a
-/// dummy hash is checked instead, so both cases cost the same time.
-pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    let dummy =
-        DUMMY.get_or_init(|| hash_password("dummy password for timing").unwrap_or_default());
-    let hash = stored.unwrap_or(dummy);
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    argon2()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
-        && stored.is_some()
-}
 
 /// Why an account operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -256,16 +208,6 @@ mod tests {
     use crate::db::Db;
 
     const NOW: i64 = 1_796_256_000;
-
-    #[test]
-    fn passwords_verify_and_unknown_users_never_do() {
-        let h = hash_password("correct horse battery").unwrap();
-        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify_password(Some(&h), "correct horse battery"));
-        assert!(!verify_password(Some(&h), "wrong"));
-        assert!(!verify_password(None, "dummy password for timing"));
-        assert!(!verify_password(Some("not a hash"), "x"));
-    }
 
     #[test]
     fn signup_respects_the_limit_and_unique_emails() {

@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod keys;
 pub mod license_key;
 pub mod licensing;
+pub mod passwords;
 pub mod plans;
 pub mod serve;
 pub mod tokens;

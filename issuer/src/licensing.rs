@@ -294,7 +294,10 @@ fn activation_for(
     conn.prepare_cached(&format!(
         "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = ?1 AND hardware_id = ?2"
     ))?
-    .query_row(params![license_id, hardware_id.to_hex()], activation_from_row)
+    .query_row(
+        params![license_id, hardware_id.to_hex()],
+        activation_from_row,
+    )
     .optional()
 }
 
@@ -382,10 +385,14 @@ pub fn validate(
     hardware_id: &HardwareId,
     now: i64,
 ) -> Result<Grant, LicenseError> {
-    let license = usable_license(conn, key, now)?;
-    let mut activation = activation_for(conn, &license.id, hardware_id)?
+    // One read transaction for the three reads: one snapshot, one lock.
+    let read = conn.transaction()?;
+    let license = usable_license(&read, key, now)?;
+    let mut activation = activation_for(&read, &license.id, hardware_id)?
         .filter(|a| a.active)
         .ok_or(LicenseError::NotActivated)?;
+    let devices_used = active_count(&read, &license.id)?;
+    read.commit()?;
     if now.saturating_sub(activation.last_validated_at) >= VALIDATION_TIME_RESOLUTION {
         // Only ever moves forward, and only while the machine is active.
         conn.prepare_cached(
@@ -395,7 +402,6 @@ pub fn validate(
         .execute(params![activation.id, now])?;
         activation.last_validated_at = now;
     }
-    let devices_used = active_count(conn, &license.id)?;
     Ok(Grant {
         license,
         activation,

@@ -30,22 +30,6 @@ impl BearerAuth {
     }
 }
 
-/// Runs a password hash on a blocking thread, at most one per spare core at
-/// a time: Argon2 is slow and memory-hungry on purpose, and an unbounded
-/// number of logins would take every core (and 19 MiB each) from the
-/// license renewals that share the machine.
-async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    let slots = SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
-    });
-    let _slot = slots.acquire().await.map_err(|e| ApiError::internal(&e))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(&e))
-}
-
 /// A new account.
 #[derive(Debug, Object)]
 pub struct SignupRequest {
@@ -126,7 +110,9 @@ impl AuthApi {
         validate::password("password", &body.password)?;
         let company = validate::name("company_name", &body.company_name)?;
         let password = zeroize::Zeroizing::new(body.0.password);
-        let hash = hashing(move || accounts::hash_password(&password)).await??;
+        let hash = crate::passwords::hash(password)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
         let limit = Some(cfg.pilot_users_limit);
         let now = now();
         let user = state
@@ -157,8 +143,8 @@ impl AuthApi {
             Some((u, h)) => (Some(u), Some(h)),
             None => (None, None),
         };
-        // Unknown users cost one Argon2 check too (see verify_password).
-        let ok = hashing(move || accounts::verify_password(hash.as_deref(), &password)).await?;
+        // Unknown users cost one Argon2 check too.
+        let ok = crate::passwords::verify(hash, password).await;
         let user = match (ok, user) {
             (true, Some(u)) => u,
             _ => return Err(AccountError::InvalidCredentials.into()),
