@@ -666,3 +666,75 @@ async fn the_committed_spec_is_what_the_server_serves() {
     }
     assert!(served["components"]["securitySchemes"]["BearerAuth"].is_object());
 }
+
+#[tokio::test]
+async fn security_headers_are_on_every_response_errors_included() {
+    let h = harness();
+    let c = h.client();
+    let (_, key) = h.license("pilot-starter", None);
+    let responses = vec![
+        ("/healthz", c.get("/healthz").send().await),
+        ("/api/v1/keys", c.get("/api/v1/keys").send().await),
+        ("/docs", c.get("/docs").send().await),
+        ("/openapi.json", c.get("/openapi.json").send().await),
+        ("/nope", c.get("/nope").send().await),
+        (
+            "/api/v1/licenses/activate",
+            c.post("/api/v1/licenses/activate")
+                .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
+                .send()
+                .await,
+        ),
+        (
+            "/api/v1/licenses/validate",
+            c.post("/api/v1/licenses/validate")
+                .body_json(&json!({"license_key": key, "hardware_id": "bad"}))
+                .send()
+                .await,
+        ),
+        (
+            "/api/v1/auth/login",
+            c.post("/api/v1/auth/login")
+                .content_type("application/json")
+                .body("{")
+                .send()
+                .await,
+        ),
+        ("/api/v1/licenses", c.get("/api/v1/licenses").send().await),
+    ];
+    for (path, r) in &responses {
+        let hv = |name: &str| {
+            r.0.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            hv("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(hv("x-frame-options").as_deref(), Some("DENY"), "{path}");
+        assert!(
+            hv("strict-transport-security").is_some_and(|v| v.contains("max-age=")),
+            "{path}"
+        );
+        assert_eq!(
+            hv("referrer-policy").as_deref(),
+            Some("no-referrer"),
+            "{path}"
+        );
+        let csp = hv("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        if path.starts_with("/api/v1/") && *path != "/api/v1/keys" {
+            assert_eq!(hv("cache-control").as_deref(), Some("no-store"), "{path}");
+        }
+        if *path == "/docs" {
+            assert!(csp.contains("script-src 'self' 'sha256-"), "{csp}");
+            assert!(!csp.contains("unsafe-eval"), "{csp}");
+        }
+    }
+}

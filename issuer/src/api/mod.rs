@@ -1,6 +1,7 @@
 //! The HTTP API (`/api/v1`), health probes, the OpenAPI spec and `/docs`.
 
 pub mod auth;
+pub mod headers;
 pub mod health;
 pub mod licenses;
 pub mod problem;
@@ -138,7 +139,9 @@ async fn respond<E: Endpoint>(ep: Arc<E>, req: Request) -> Response {
                 format!("The request body must be at most {MAX_BODY_BYTES} bytes."),
             );
             p.request_id = Some(request_id.clone());
-            return problem_response(&p);
+            let mut resp = problem_response(&p);
+            headers::apply(&mut resp, &path);
+            return resp;
         }
     };
     req.set_body(body.clone());
@@ -173,6 +176,7 @@ async fn respond<E: Endpoint>(ep: Arc<E>, req: Request) -> Response {
     if let Ok(v) = request_id.parse() {
         resp.headers_mut().insert("x-request-id", v);
     }
+    headers::apply(&mut resp, &path);
     tracing::info!(%request_id, %method, %path, status = resp.status().as_u16(), "request");
     resp
 }
