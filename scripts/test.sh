@@ -13,3 +13,10 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 openapi-spec-validator schemas/openapi.json
 
 cargo test --workspace --locked "$@"
+
+# The distribution build of the CLI (no dev-keys) on its own: it must refuse
+# tokens signed with the public development key.
+cargo test --locked -p coditect-cli
+
+# Property-based test of the running API against its spec.
+scripts/schemathesis.sh

@@ -22,6 +22,8 @@ pub enum AccountError {
     InvalidCredentials,
     #[error("not signed in, or the session has ended")]
     Unauthorized,
+    #[error("too many failed sign-ins")]
+    Locked { until: i64 },
     #[error("internal: {0}")]
     Internal(String),
     #[error(transparent)]
@@ -32,6 +34,58 @@ impl From<rusqlite::Error> for AccountError {
     fn from(e: rusqlite::Error) -> Self {
         AccountError::Db(DbError::Sqlite(e))
     }
+}
+
+/// Failed sign-ins that lock an email.
+pub const LOCKOUT_THRESHOLD: u32 = 5;
+/// How long a lock lasts, and how long failures are remembered.
+pub const LOCKOUT_SECONDS: i64 = 15 * 60;
+
+/// Until when sign-ins for `email` are locked at `now`, if they are.
+pub fn locked_until(conn: &Connection, email: &str, now: i64) -> Result<Option<i64>, AccountError> {
+    let until: Option<Option<i64>> = conn
+        .prepare_cached("SELECT locked_until FROM login_throttle WHERE email = ?1")?
+        .query_row([email], |r| r.get(0))
+        .optional()?;
+    Ok(until.flatten().filter(|u| *u > now))
+}
+
+/// Counts a failed sign-in for `email` (whether or not it has an account);
+/// returns the end of the lock when this failure locks it.
+pub fn record_failure(
+    conn: &Connection,
+    email: &str,
+    now: i64,
+) -> Result<Option<i64>, AccountError> {
+    let row: Option<(u32, i64)> = conn
+        .prepare_cached("SELECT failures, updated_at FROM login_throttle WHERE email = ?1")?
+        .query_row([email], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    // Failures older than the window are forgotten.
+    let previous = row
+        .filter(|(_, at)| now - at < LOCKOUT_SECONDS)
+        .map_or(0, |(f, _)| f);
+    let failures = previous + 1;
+    let (failures, lock) = if failures >= LOCKOUT_THRESHOLD {
+        (0, Some(now + LOCKOUT_SECONDS))
+    } else {
+        (failures, None)
+    };
+    conn.prepare_cached(
+        "INSERT INTO login_throttle (email, failures, locked_until, updated_at)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (email) DO UPDATE SET failures = ?2,
+             locked_until = coalesce(?3, locked_until), updated_at = ?4",
+    )?
+    .execute(params![email, failures, lock, now])?;
+    Ok(lock)
+}
+
+/// Forgets failed sign-ins after a successful one.
+pub fn clear_failures(conn: &Connection, email: &str) -> Result<(), AccountError> {
+    conn.prepare_cached("DELETE FROM login_throttle WHERE email = ?1")?
+        .execute([email])?;
+    Ok(())
 }
 
 /// A user with their organization.
@@ -226,6 +280,45 @@ mod tests {
             Err(AccountError::SignupFull)
         ));
         assert_eq!(find_by_email(&conn, "a@X.io").unwrap().unwrap().0.id, u.id);
+    }
+
+    #[test]
+    fn five_failures_lock_for_fifteen_minutes_and_then_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let conn = db.conn().unwrap();
+        for i in 0..4 {
+            assert_eq!(record_failure(&conn, "a@x.io", NOW + i).unwrap(), None);
+            assert_eq!(locked_until(&conn, "a@x.io", NOW + i).unwrap(), None);
+        }
+        let until = record_failure(&conn, "A@x.io", NOW + 4).unwrap();
+        assert_eq!(until, Some(NOW + 4 + LOCKOUT_SECONDS));
+        assert_eq!(locked_until(&conn, "a@x.io", NOW + 5).unwrap(), until);
+        // The lock lives in the database: a new connection (a restarted
+        // server) sees it too.
+        drop(conn);
+        let conn = Db::open(&dir.path().join("t.db")).unwrap().conn().unwrap();
+        assert_eq!(locked_until(&conn, "a@x.io", NOW + 600).unwrap(), until);
+        assert_eq!(
+            locked_until(&conn, "a@x.io", NOW + 4 + LOCKOUT_SECONDS).unwrap(),
+            None
+        );
+        // Old failures are forgotten; a success clears the count.
+        record_failure(&conn, "b@x.io", NOW).unwrap();
+        for i in 0..4 {
+            record_failure(&conn, "b@x.io", NOW + LOCKOUT_SECONDS + i).unwrap();
+        }
+        assert_eq!(
+            locked_until(&conn, "b@x.io", NOW + LOCKOUT_SECONDS + 5).unwrap(),
+            None
+        );
+        clear_failures(&conn, "b@x.io").unwrap();
+        for i in 0..4 {
+            assert_eq!(
+                record_failure(&conn, "b@x.io", NOW + LOCKOUT_SECONDS + 10 + i).unwrap(),
+                None
+            );
+        }
     }
 
     #[test]

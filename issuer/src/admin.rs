@@ -329,6 +329,14 @@ pub fn license_create(args: &CreateArgs) -> Result<(), AdminError> {
         },
         now,
     )?;
+    crate::audit::record(
+        &conn,
+        &crate::audit::Event::new(now, "license_created", "ok")
+            .actor("admin")
+            .subject("license", license.id.clone())
+            .detail(format!("tier {}", license.tier)),
+    )
+    .map_err(DbError::from)?;
     if args.json {
         let mut v = license_json(&license, &[]);
         v["key"] = json!(key.expose());
@@ -404,7 +412,15 @@ pub fn license_revoke(which: &str, reason: Option<&str>, json: bool) -> Result<(
     let db = open_db(&config)?;
     let conn = db.conn()?;
     let license = find_license(&conn, which)?;
-    let revoked = licensing::revoke(&conn, &license.id, reason, now())?;
+    let now = now();
+    let revoked = licensing::revoke(&conn, &license.id, reason, now)?;
+    let mut event = crate::audit::Event::new(now, "license_revoked", "ok")
+        .actor("admin")
+        .subject("license", revoked.id.clone());
+    if let Some(r) = reason {
+        event = event.detail(r.chars().take(200).collect::<String>());
+    }
+    crate::audit::record(&conn, &event).map_err(DbError::from)?;
     let acts = licensing::activations(&conn, &revoked.id)?;
     if json {
         return print_json(&license_json(&revoked, &acts));
@@ -413,6 +429,64 @@ pub fn license_revoke(which: &str, reason: Option<&str>, json: bool) -> Result<(
         "license {} revoked: renewals are refused from now on; tokens already issued lapse within their lifetime",
         revoked.id
     );
+    Ok(())
+}
+
+/// `audit`: prints the audit log, oldest first.
+pub fn audit_list(
+    since: Option<&str>,
+    event: Option<&str>,
+    limit: u32,
+    json: bool,
+) -> Result<(), AdminError> {
+    let now = now();
+    let since = since
+        .map(|s| match humantime::parse_duration(s.trim()) {
+            Ok(d) => Ok(now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
+            Err(_) => parse_expiry(s, now).map_err(|_| {
+                AdminError::User(format!(
+                    "--since: `{s}` is not a date (2026-11-28), an RFC 3339 time or a duration (24h)"
+                ))
+            }),
+        })
+        .transpose()?;
+    let config = load_config(&Overrides::default())?;
+    let db = open_db(&config)?;
+    let conn = db.conn()?;
+    let events = crate::audit::query(&conn, since, event, limit).map_err(DbError::from)?;
+    if json {
+        return print_json(&json!(
+            events
+                .iter()
+                .map(|e| {
+                    let mut v = serde_json::to_value(e).unwrap_or_default();
+                    v["at"] = json!(rfc3339(e.at));
+                    v
+                })
+                .collect::<Vec<_>>()
+        ));
+    }
+    if events.is_empty() {
+        println!("no audit events");
+    }
+    for e in &events {
+        println!(
+            "{}  {:<16} {:<22} {:<44} ip={} {}{}",
+            rfc3339(e.at),
+            e.event,
+            e.outcome,
+            e.actor.as_deref().unwrap_or("-"),
+            e.ip.as_deref().unwrap_or("-"),
+            match (&e.subject_type, &e.subject_id) {
+                (Some(t), Some(id)) => format!("{t}={id}"),
+                _ => String::new(),
+            },
+            e.detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        );
+    }
     Ok(())
 }
 

@@ -12,11 +12,18 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// The numbered migrations in `migrations/`, embedded at build time.
 /// Schema version N is the state after applying the first N.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "0001_initial.sql",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_initial.sql",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_security.sql",
+        include_str!("../../migrations/0002_security.sql"),
+    ),
+];
 
 /// The schema version this build writes.
 pub fn latest_version() -> u32 {

@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod fsutil;

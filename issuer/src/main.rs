@@ -37,6 +37,20 @@ enum Command {
     License(LicenseCommand),
     /// Print the OpenAPI spec (JSON) that the server serves at /openapi.json.
     Openapi,
+    /// Show the audit log (oldest first).
+    Audit {
+        /// Only events since then: a duration back from now (24h), a date or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this event (signup, login, failed_login, lockout, activate, …).
+        #[arg(long)]
+        event: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +137,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { bind } => serve::run(bind),
         Command::Migrate => admin::migrate(),
+        Command::Audit {
+            since,
+            event,
+            limit,
+            json,
+        } => admin::audit_list(since.as_deref(), event.as_deref(), limit, json),
         Command::Openapi => {
             println!("{}", api::spec_json());
             Ok(())

@@ -2,7 +2,6 @@
 //! graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
 
@@ -67,10 +66,7 @@ pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
             environment = ?config.environment,
             "listening on http://{local}"
         );
-        let state = AppState {
-            config: Arc::new(config),
-            db,
-        };
+        let state = AppState::new(config, db);
         poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
                 api::app(state),

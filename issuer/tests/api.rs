@@ -1,7 +1,5 @@
 //! In-process tests of every endpoint, through the same app the server runs.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coditect_issuer::api::{self, AppState};
@@ -29,6 +27,17 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
             "test-secret-test-secret-test-secret!".into(),
         ),
     ];
+    // These tests are not about rate limits (tests/rate_limits.rs is): all
+    // their requests come from one unknown peer, so lift the limits.
+    for var in [
+        "RATE_LIMIT_LOGIN",
+        "RATE_LIMIT_SIGNUP",
+        "RATE_LIMIT_VALIDATE",
+        "RATE_LIMIT_ACTIVATE",
+        "RATE_LIMIT_LICENSE_IP",
+    ] {
+        vars.push((var.into(), "1000000/sec".into()));
+    }
     vars.extend(
         extra
             .iter()
@@ -49,10 +58,7 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
     let db = Db::open(path).unwrap();
     Harness {
         _dir: dir,
-        state: AppState {
-            config: Arc::new(config),
-            db,
-        },
+        state: AppState::new(config, db),
     }
 }
 
@@ -290,7 +296,9 @@ async fn deactivate_frees_a_seat_by_machine_or_by_activation_id() {
     let activation_id = json_of(r).await["activation"]["id"].clone();
     let r = c
         .post("/api/v1/licenses/deactivate")
-        .body_json(&json!({"license_key": key, "activation_id": activation_id}))
+        .body_json(
+            &json!({"license_key": key, "hardware_id": hw(9), "activation_id": activation_id}),
+        )
         .send()
         .await;
     r.assert_status_is_ok();
@@ -309,16 +317,17 @@ async fn deactivate_frees_a_seat_by_machine_or_by_activation_id() {
         .send()
         .await;
     r.assert_status_is_ok();
-    // Neither or both selectors: refused, naming the field.
+    // The asking machine is always named.
     let r = c
         .post("/api/v1/licenses/deactivate")
         .body_json(&json!({"license_key": key}))
         .send()
         .await;
-    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field").await;
+    assert_eq!(p["field"], "hardware_id");
     let r = c
         .post("/api/v1/licenses/deactivate")
-        .body_json(&json!({"license_key": key, "activation_id": "nope"}))
+        .body_json(&json!({"license_key": key, "hardware_id": hw(1), "activation_id": "nope"}))
         .send()
         .await;
     problem(r, StatusCode::NOT_FOUND, "activation_not_found").await;
@@ -447,14 +456,30 @@ async fn signup_login_list_and_logout() {
         .body_json(&signup)
         .send()
         .await;
-    r.assert_status(StatusCode::CREATED);
-    let created = json_of(r).await;
+    r.assert_status(StatusCode::ACCEPTED);
+    let first = json_of(r).await;
+    // The same email again gets the very same answer: signup does not tell
+    // anyone which emails are registered.
     let r = c
         .post("/api/v1/auth/signup")
-        .body_json(&signup)
+        .body_json(
+            &json!({"email": "hal@az1.ai", "password": "another password!", "company_name": "X"}),
+        )
         .send()
         .await;
-    problem(r, StatusCode::CONFLICT, "email_taken").await;
+    r.assert_status(StatusCode::ACCEPTED);
+    assert_eq!(json_of(r).await, first);
+    let org_id: String = h
+        .state
+        .db
+        .conn()
+        .unwrap()
+        .query_row(
+            "SELECT organization_id FROM users WHERE email = 'hal@az1.ai'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
 
     let r = c
         .post("/api/v1/auth/login")
@@ -476,7 +501,7 @@ async fn signup_login_list_and_logout() {
             plan: plans::find("pilot-starter").unwrap(),
             expires_at: api::now() + 86_400,
             max_devices: None,
-            organization_id: created["organization_id"].as_str(),
+            organization_id: Some(&org_id),
             stripe_subscription_id: None,
         },
         api::now(),
@@ -537,7 +562,7 @@ async fn wrong_password_and_unknown_email_look_the_same() {
         )
         .send()
         .await
-        .assert_status(StatusCode::CREATED);
+        .assert_status(StatusCode::ACCEPTED);
     let mut bodies = Vec::new();
     for (email, password) in [
         ("a@b.io", "wrong password!"),
@@ -594,7 +619,7 @@ async fn signup_validates_fields_and_honours_the_pilot_switches() {
         .body_json(&body)
         .send()
         .await
-        .assert_status(StatusCode::CREATED);
+        .assert_status(StatusCode::ACCEPTED);
     let other =
         json!({"email": "c@d.io", "password": "correct horse battery", "company_name": "C"});
     let r = fc
@@ -737,4 +762,163 @@ async fn security_headers_are_on_every_response_errors_included() {
             assert!(!csp.contains("unsafe-eval"), "{csp}");
         }
     }
+}
+
+async fn login(c: &TestClient<impl poem::Endpoint>, email: &str, password: &str) -> TestResponse {
+    c.post("/api/v1/auth/login")
+        .header("user-agent", "coditect-test/1.0")
+        .body_json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn five_failed_logins_lock_the_email_even_an_unknown_one() {
+    let h = harness();
+    let c = h.client();
+    c.post("/api/v1/auth/signup")
+        .body_json(&json!({"email": "lock@b.io", "password": "correct horse battery", "company_name": "B"}))
+        .send()
+        .await
+        .assert_status(StatusCode::ACCEPTED);
+    for email in ["lock@b.io", "nobody@b.io"] {
+        for _ in 0..5 {
+            problem(
+                login(&c, email, "wrong password!").await,
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+            )
+            .await;
+        }
+        // Locked now: even the right password is refused, for a known and
+        // an unknown email alike (so the lock reveals nothing).
+        let p = problem(
+            login(&c, email, "correct horse battery").await,
+            StatusCode::FORBIDDEN,
+            "account_locked",
+        )
+        .await;
+        assert!(p["detail"].as_str().unwrap().contains("Try again after"));
+    }
+    // The lock is in the database: a new app on the same database (a
+    // restarted server) still refuses.
+    let restarted = TestClient::new(api::app(h.state.clone()));
+    problem(
+        login(&restarted, "lock@b.io", "correct horse battery").await,
+        StatusCode::FORBIDDEN,
+        "account_locked",
+    )
+    .await;
+    // After the window it opens again.
+    h.state
+        .db
+        .conn()
+        .unwrap()
+        .execute("UPDATE login_throttle SET locked_until = 1", [])
+        .unwrap();
+    login(&c, "lock@b.io", "correct horse battery")
+        .await
+        .assert_status_is_ok();
+}
+
+#[tokio::test]
+async fn audit_rows_are_written_for_each_event_and_hold_no_secrets() {
+    let h = harness();
+    let c = h.client();
+    let password = "correct horse battery staple";
+    c.post("/api/v1/auth/signup")
+        .header("user-agent", "coditect-test/1.0")
+        .body_json(&json!({"email": "audit@b.io", "password": password, "company_name": "B"}))
+        .send()
+        .await
+        .assert_status(StatusCode::ACCEPTED);
+    problem(
+        login(&c, "audit@b.io", "wrong password!").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let r = login(&c, "audit@b.io", password).await;
+    r.assert_status_is_ok();
+    let jwt = json_of(r).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, key) = h.license("pilot-starter", Some(1));
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
+        .send()
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let token = json_of(r).await["token"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(2)}))
+        .send()
+        .await
+        .assert_status(StatusCode::FORBIDDEN);
+    c.post("/api/v1/licenses/validate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
+        .send()
+        .await
+        .assert_status_is_ok();
+    c.post("/api/v1/licenses/deactivate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
+        .send()
+        .await
+        .assert_status_is_ok();
+    c.post("/api/v1/auth/logout")
+        .header("authorization", format!("Bearer {jwt}"))
+        .send()
+        .await
+        .assert_status(StatusCode::NO_CONTENT);
+    h.state.audit.flush().await;
+
+    let conn = h.state.db.conn().unwrap();
+    let events = coditect_issuer::audit::query(&conn, None, None, 1000).unwrap();
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.event.clone(), e.outcome.clone()))
+        .collect();
+    for expected in [
+        ("signup", "ok"),
+        ("failed_login", "invalid_credentials"),
+        ("login", "ok"),
+        ("activate", "ok"),
+        ("activate", "too_many_activations"),
+        ("validate", "ok"),
+        ("deactivate", "ok"),
+        ("logout", "ok"),
+    ] {
+        assert!(
+            seen.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "missing {expected:?} in {seen:?}"
+        );
+    }
+    let login_row = events.iter().find(|e| e.event == "login").unwrap();
+    assert_eq!(login_row.user_agent.as_deref(), Some("coditect-test/1.0"));
+    assert!(login_row.ip.is_some() || login_row.actor.is_some());
+
+    // Nothing secret anywhere in the database file (WAL included).
+    drop(conn);
+    let dir = h.state.db.path().parent().unwrap().to_path_buf();
+    let mut everything = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.to_string_lossy().contains("sqlite3") {
+            everything.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    let haystack = String::from_utf8_lossy(&everything);
+    for secret in [password, key.as_str(), token.as_str(), jwt.as_str()] {
+        assert!(
+            !haystack.contains(secret),
+            "a secret is stored in the database"
+        );
+    }
+    let jwt_signature = jwt.rsplit('.').next().unwrap();
+    assert!(!haystack.contains(jwt_signature));
 }

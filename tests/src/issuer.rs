@@ -42,6 +42,25 @@ const ISSUER_VARS: &[&str] = &[
     "PILOT_USERS_LIMIT",
     "LOG_FORMAT",
     "RUST_LOG",
+    "RATE_LIMIT_LOGIN",
+    "RATE_LIMIT_SIGNUP",
+    "RATE_LIMIT_VALIDATE",
+    "RATE_LIMIT_ACTIVATE",
+    "RATE_LIMIT_LICENSE_IP",
+    "TRUST_PROXY",
+];
+
+/// Rate limits set for every process the tests start, since the tests that
+/// are not about rate limits send many requests from 127.0.0.1 (50
+/// concurrent activations on one license, hundreds in the load test). The
+/// rate-limit tests override them; an empty value gives the issuer's own
+/// default (`("RATE_LIMIT_LOGIN", "")` → 5/min).
+pub const TEST_RATE_LIMITS: &[(&str, &str)] = &[
+    ("RATE_LIMIT_LOGIN", "1000000/sec"),
+    ("RATE_LIMIT_SIGNUP", "1000000/sec"),
+    ("RATE_LIMIT_VALIDATE", "1000000/sec"),
+    ("RATE_LIMIT_ACTIVATE", "1000000/sec"),
+    ("RATE_LIMIT_LICENSE_IP", "1000000/sec"),
 ];
 
 /// How long a server may take to print its address and answer `/readyz`.
@@ -155,7 +174,7 @@ fn locate_or_build_issuer() -> PathBuf {
 }
 
 /// A `coditect-issuer` command with a clean configuration, working on
-/// `data_dir`, with `env` set on top.
+/// `data_dir`, with [`TEST_RATE_LIMITS`] and then `env` set on top.
 pub fn issuer_command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(issuer_bin());
     for var in ISSUER_VARS {
@@ -170,7 +189,7 @@ pub fn issuer_command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .current_dir(data_dir);
-    for (name, value) in env {
+    for (name, value) in TEST_RATE_LIMITS.iter().chain(env) {
         cmd.env(name, value);
     }
     cmd

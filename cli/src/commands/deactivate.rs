@@ -29,9 +29,12 @@ pub fn run(ctx: &Context<'_>, other_machine: Option<&str>) -> CliResult<()> {
         .map(str::to_owned)
         .or_else(|| st.server.clone())
         .unwrap_or_else(|| api::DEFAULT_SERVER.to_owned());
+    let hardware_id = system::hardware_id()?.to_hex();
     let body = match other_machine {
-        Some(id) => json!({ "license_key": key, "activation_id": id }),
-        None => json!({ "license_key": key, "hardware_id": system::hardware_id()?.to_hex() }),
+        Some(id) => {
+            json!({ "license_key": key, "hardware_id": hardware_id, "activation_id": id })
+        }
+        None => json!({ "license_key": key, "hardware_id": hardware_id }),
     };
     let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
     let reply = ctx.printer.spin("Deactivating…", || {

@@ -34,37 +34,54 @@ impl BearerAuth {
 #[derive(Debug, Object)]
 pub struct SignupRequest {
     /// Email address; also the login.
-    #[oai(validator(max_length = 254))]
+    #[oai(validator(
+        min_length = 6,
+        max_length = 254,
+        pattern = "^[A-Za-z0-9._%+\x27-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$"
+    ))]
     pub email: String,
     /// At least 10 characters.
-    #[oai(validator(max_length = 128))]
+    #[oai(validator(min_length = 10, max_length = 128))]
     pub password: String,
     /// The organization that will hold the licenses.
-    #[oai(validator(max_length = 255))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\x00-\\x1f\\x7f\\s][^\\x00-\\x1f\\x7f]*$"
+    ))]
     pub company_name: String,
 }
 
-/// The created account.
+/// The answer to every accepted signup. It is the same whether the email
+/// was new or already registered, so signup cannot tell anyone which emails
+/// have accounts.
 #[derive(Debug, Object)]
 pub struct SignupResponse {
-    pub user_id: String,
-    pub organization_id: String,
+    /// Always `accepted`.
+    pub status: String,
     pub email: String,
+    /// What to do next.
+    pub next: String,
 }
 
 #[derive(ApiResponse)]
 pub enum SignupResult {
-    /// Account and organization created; sign in next.
-    #[oai(status = 201)]
-    Created(Json<SignupResponse>),
+    /// Accepted: unless the email was already registered, the account and
+    /// its organization now exist. Sign in next.
+    #[oai(status = 202)]
+    Accepted(Json<SignupResponse>),
 }
 
 /// Credentials.
 #[derive(Debug, Object)]
 pub struct LoginRequest {
-    #[oai(validator(max_length = 254))]
+    #[oai(validator(
+        min_length = 6,
+        max_length = 254,
+        pattern = "^[A-Za-z0-9._%+\x27-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$"
+    ))]
     pub email: String,
-    #[oai(validator(max_length = 128))]
+    #[oai(validator(min_length = 10, max_length = 128))]
     pub password: String,
 }
 
@@ -99,6 +116,7 @@ impl AuthApi {
     #[oai(path = "/auth/signup", method = "post", operation_id = "signup")]
     async fn signup(
         &self,
+        req: &poem::Request,
         state: Data<&AppState>,
         body: Json<SignupRequest>,
     ) -> ApiResult<SignupResult> {
@@ -115,14 +133,37 @@ impl AuthApi {
             .map_err(|e| ApiError::internal(&e))?;
         let limit = Some(cfg.pilot_users_limit);
         let now = now();
-        let user = state
+        let client = super::client(req, &state);
+        let email_for_db = email.clone();
+        let outcome = state
             .db
-            .run_write(move |c| accounts::signup(c, &email, &hash, &company, limit, now))
-            .await?;
-        Ok(SignupResult::Created(Json(SignupResponse {
-            user_id: user.id,
-            organization_id: user.organization_id,
-            email: user.email,
+            .run_write(move |c| accounts::signup(c, &email_for_db, &hash, &company, limit, now))
+            .await;
+        let event = crate::audit::Event::new(now, "signup", "ok").client(&client);
+        match outcome {
+            Ok(user) => {
+                state
+                    .audit
+                    .log(
+                        event
+                            .actor(format!("user:{}", user.id))
+                            .subject("organization", user.organization_id),
+                    )
+                    .await;
+            }
+            // Same answer as a new signup; the owner of the address is not
+            // told here (and nobody else learns that it is registered).
+            Err(AccountError::EmailTaken) => {
+                let mut e = event.actor(format!("email:{email}"));
+                e.outcome = "email_taken".into();
+                state.audit.log(e).await;
+            }
+            Err(other) => return Err(other.into()),
+        }
+        Ok(SignupResult::Accepted(Json(SignupResponse {
+            status: "accepted".into(),
+            email,
+            next: "Sign in with POST /api/v1/auth/login.".into(),
         })))
     }
 
@@ -130,15 +171,33 @@ impl AuthApi {
     #[oai(path = "/auth/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
+        req: &poem::Request,
         state: Data<&AppState>,
         body: Json<LoginRequest>,
     ) -> ApiResult<Json<LoginResponse>> {
-        let email = body.email.trim().to_owned();
+        let email = body.email.trim().to_ascii_lowercase();
         let password = zeroize::Zeroizing::new(body.0.password);
-        let found = state
+        let client = super::client(req, &state);
+        let now = now();
+        let failed = |outcome: &str| {
+            crate::audit::Event::new(now, "failed_login", outcome)
+                .actor(format!("email:{email}"))
+                .client(&client)
+        };
+        let lookup = email.clone();
+        let (locked, found) = state
             .db
-            .run(move |c| accounts::find_by_email(c, &email))
+            .run(move |c| {
+                Ok::<_, AccountError>((
+                    accounts::locked_until(c, &lookup, now)?,
+                    accounts::find_by_email(c, &lookup)?,
+                ))
+            })
             .await?;
+        if let Some(until) = locked {
+            state.audit.log(failed("locked")).await;
+            return Err(AccountError::Locked { until }.into());
+        }
         let (user, hash) = match found {
             Some((u, h)) => (Some(u), Some(h)),
             None => (None, None),
@@ -147,16 +206,52 @@ impl AuthApi {
         let ok = crate::passwords::verify(hash, password).await;
         let user = match (ok, user) {
             (true, Some(u)) => u,
-            _ => return Err(AccountError::InvalidCredentials.into()),
+            _ => {
+                tracing::warn!(ip = client.ip.as_deref().unwrap_or("-"), "failed sign-in");
+                let throttled = email.clone();
+                let lock = state
+                    .db
+                    .run_write(move |c| accounts::record_failure(c, &throttled, now))
+                    .await?;
+                state.audit.log(failed("invalid_credentials")).await;
+                if let Some(until) = lock {
+                    tracing::warn!(
+                        ip = client.ip.as_deref().unwrap_or("-"),
+                        "sign-in locked for 15 minutes after repeated failures"
+                    );
+                    state
+                        .audit
+                        .log(
+                            crate::audit::Event::new(now, "lockout", "locked")
+                                .actor(format!("email:{email}"))
+                                .client(&client)
+                                .detail(format!("until {}", rfc3339(until))),
+                        )
+                        .await;
+                }
+                return Err(AccountError::InvalidCredentials.into());
+            }
         };
-        let now = now();
         let lifetime = i64::try_from(state.config.jwt_expiry.as_secs()).unwrap_or(86_400);
         let expires_at = now.saturating_add(lifetime);
         let user_id = user.id.clone();
+        let cleared = email.clone();
         let sid = state
             .db
-            .run_write(move |c| accounts::create_session(c, &user_id, now, expires_at))
+            .run_write(move |c| {
+                accounts::clear_failures(c, &cleared)?;
+                accounts::create_session(c, &user_id, now, expires_at)
+            })
             .await?;
+        state
+            .audit
+            .log(
+                crate::audit::Event::new(now, "login", "ok")
+                    .actor(format!("user:{}", user.id))
+                    .subject("session", sid.clone())
+                    .client(&client),
+            )
+            .await;
         let token = accounts::encode_jwt(
             &state.config.jwt_secret,
             &AccessClaims {
@@ -176,13 +271,28 @@ impl AuthApi {
 
     /// End the current session; its access token stops working at once.
     #[oai(path = "/auth/logout", method = "post", operation_id = "logout")]
-    async fn logout(&self, state: Data<&AppState>, auth: BearerAuth) -> ApiResult<LogoutResult> {
-        let (_, sid) = auth.user(&state).await?;
+    async fn logout(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+    ) -> ApiResult<LogoutResult> {
+        let (user, sid) = auth.user(&state).await?;
         let now = now();
+        let ended = sid.clone();
         state
             .db
-            .run_write(move |c| accounts::end_session(c, &sid, now))
+            .run_write(move |c| accounts::end_session(c, &ended, now))
             .await?;
+        state
+            .audit
+            .log(
+                crate::audit::Event::new(now, "logout", "ok")
+                    .actor(format!("user:{}", user.id))
+                    .subject("session", sid)
+                    .client(&super::client(req, &state)),
+            )
+            .await;
         Ok(LogoutResult::Ended)
     }
 }

@@ -12,6 +12,7 @@ use verifier::ProjectLimit;
 use super::auth::BearerAuth;
 use super::problem::ApiError;
 use super::{ApiResult, ApiTags, AppState, now, rfc3339, validate};
+use crate::license_key::LicenseKey;
 use crate::licensing::{self, Activation, Grant, License, Seat};
 use crate::plans;
 use crate::tokens::{self, IssuedToken};
@@ -82,36 +83,44 @@ pub struct TokenView {
 #[derive(Debug, Object)]
 pub struct ActivateRequest {
     /// `CODITECT-PILOT-XXXX-YYYY-ZZZZ`.
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(
+        pattern = "^CODITECT-PILOT-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$"
+    ))]
     pub license_key: String,
     /// HMAC-SHA256 of the machine id, 64 hex characters.
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(pattern = "^[0-9a-fA-F]{64}$"))]
     pub hardware_id: String,
     /// A name to recognise the machine by.
-    #[oai(validator(max_length = 255))]
+    #[oai(validator(max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f]*$"))]
     pub machine_name: Option<String>,
 }
 
 /// Renew a machine's token.
 #[derive(Debug, Object)]
 pub struct ValidateRequest {
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(
+        pattern = "^CODITECT-PILOT-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$"
+    ))]
     pub license_key: String,
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(pattern = "^[0-9a-fA-F]{64}$"))]
     pub hardware_id: String,
     /// The CLI's version, for support.
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(max_length = 64, pattern = "^[^\\x00-\\x1f\\x7f]*$"))]
     pub client_version: Option<String>,
 }
 
-/// Free a seat: give either `hardware_id` (this machine) or `activation_id`
-/// (another machine, from the license's activation list).
+/// Free a seat: this machine's, or with `activation_id` another machine's
+/// (from the license's activation list).
 #[derive(Debug, Object)]
 pub struct DeactivateRequest {
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(
+        pattern = "^CODITECT-PILOT-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$"
+    ))]
     pub license_key: String,
-    #[oai(validator(max_length = 64))]
-    pub hardware_id: Option<String>,
+    #[oai(validator(pattern = "^[0-9a-fA-F]{64}$"))]
+    /// The machine asking.
+    pub hardware_id: String,
+    /// The activation to free, when it is not the asking machine's.
     #[oai(validator(max_length = 64))]
     pub activation_id: Option<String>,
 }
@@ -233,6 +242,42 @@ fn grant_response(state: &AppState, grant: &Grant, now: i64) -> ApiResult<GrantR
 
 pub struct LicensesApi;
 
+/// Writes the audit row of an activation or validation, refused or not.
+async fn audited(
+    state: &AppState,
+    req: &poem::Request,
+    event: &str,
+    now: i64,
+    result: Result<Grant, licensing::LicenseError>,
+) -> ApiResult<Grant> {
+    let client = super::client(req, state);
+    match result {
+        Ok(grant) => {
+            state
+                .audit
+                .log(
+                    crate::audit::Event::new(now, event, "ok")
+                        .actor(format!("license:{}", grant.license.id))
+                        .subject("activation", grant.activation.id.clone())
+                        .client(&client),
+                )
+                .await;
+            Ok(grant)
+        }
+        Err(e) => {
+            let err = ApiError::from(e);
+            let code = err.problem().code.clone();
+            if code != "internal_error" {
+                state
+                    .audit
+                    .log(crate::audit::Event::new(now, event, &code).client(&client))
+                    .await;
+            }
+            Err(err)
+        }
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Licenses")]
 impl LicensesApi {
     /// Activate a machine on a license and get its first token.
@@ -246,6 +291,7 @@ impl LicensesApi {
     )]
     async fn activate(
         &self,
+        req: &poem::Request,
         state: Data<&AppState>,
         body: Json<ActivateRequest>,
     ) -> ApiResult<ActivateResult> {
@@ -253,10 +299,11 @@ impl LicensesApi {
         let hw = validate::hardware_id("hardware_id", &body.hardware_id)?;
         let name = validate::optional_name("machine_name", body.machine_name.as_deref())?;
         let now = now();
-        let grant = state
+        let result = state
             .db
             .run_write(move |c| licensing::activate(c, &key, &hw, name.as_deref(), now))
-            .await?;
+            .await;
+        let grant = audited(&state, req, "activate", now, result).await?;
         let response = Json(grant_response(&state, &grant, now)?);
         Ok(if grant.already_active {
             ActivateResult::AlreadyActive(response)
@@ -276,6 +323,7 @@ impl LicensesApi {
     )]
     async fn validate(
         &self,
+        req: &poem::Request,
         state: Data<&AppState>,
         body: Json<ValidateRequest>,
     ) -> ApiResult<Json<GrantResponse>> {
@@ -283,10 +331,11 @@ impl LicensesApi {
         let hw = validate::hardware_id("hardware_id", &body.hardware_id)?;
         validate::client_version("client_version", body.client_version.as_deref())?;
         let now = now();
-        let grant = state
+        let result = state
             .db
             .run(move |c| licensing::validate(c, &key, &hw, now))
-            .await?;
+            .await;
+        let grant = audited(&state, req, "validate", now, result).await?;
         Ok(Json(grant_response(&state, &grant, now)?))
     }
 
@@ -298,22 +347,18 @@ impl LicensesApi {
     )]
     async fn deactivate(
         &self,
+        req: &poem::Request,
         state: Data<&AppState>,
         body: Json<DeactivateRequest>,
     ) -> ApiResult<Json<DeactivateResponse>> {
         let key = validate::license_key("license_key", &body.license_key)?;
-        let seat = match (&body.hardware_id, &body.activation_id) {
-            (Some(hw), None) => SeatInput::Machine(validate::hardware_id("hardware_id", hw)?),
-            (None, Some(id)) => SeatInput::Activation(id.trim().to_owned()),
-            _ => {
-                return Err(ApiError::invalid_field(
-                    "hardware_id",
-                    "give exactly one of hardware_id and activation_id",
-                ));
-            }
+        let machine = validate::hardware_id("hardware_id", &body.hardware_id)?;
+        let seat = match body.activation_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => SeatInput::Activation(id.to_owned()),
+            _ => SeatInput::Machine(machine),
         };
         let now = now();
-        let (license, activation, used) = state
+        let result = state
             .db
             .run_write(move |c| {
                 let seat = match &seat {
@@ -327,7 +372,17 @@ impl LicensesApi {
                     .count();
                 Ok::<_, licensing::LicenseError>((license, activation, used))
             })
-            .await?;
+            .await
+            .map_err(ApiError::from);
+        let client = super::client(req, &state);
+        let event = match &result {
+            Ok((license, activation, _)) => crate::audit::Event::new(now, "deactivate", "ok")
+                .actor(format!("license:{}", license.id))
+                .subject("activation", activation.id.clone()),
+            Err(e) => crate::audit::Event::new(now, "deactivate", &e.problem().code),
+        };
+        state.audit.log(event.client(&client)).await;
+        let (license, activation, used) = result?;
         Ok(Json(DeactivateResponse {
             license: summary(&license, u32::try_from(used).unwrap_or(u32::MAX), now),
             activation: activation_view(&activation),
@@ -372,7 +427,16 @@ impl LicensesApi {
         state: Data<&AppState>,
         auth: LicenseKeyAuth,
     ) -> ApiResult<Json<FeaturesResponse>> {
-        let key = validate::license_key("X-License-Key", &auth.0.key)?;
+        // A header that is no license key cannot name a license: the same
+        // answer as a missing one.
+        let key = LicenseKey::parse(&auth.0.key).map_err(|_| {
+            ApiError::from_problem(super::problem::Problem::new(
+                poem::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "No license key",
+                "Send the license key (CODITECT-PILOT-XXXX-YYYY-ZZZZ) in the X-License-Key header.",
+            ))
+        })?;
         let license = state
             .db
             .run(move |c| licensing::find_by_key(c, &key))

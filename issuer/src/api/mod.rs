@@ -6,6 +6,7 @@ pub mod health;
 pub mod licenses;
 pub mod problem;
 pub mod public_keys;
+pub mod rate_limit;
 mod request_check;
 pub mod validate;
 
@@ -26,15 +27,40 @@ use problem::{ApiError, Problem};
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
+    pub audit: crate::audit::AuditLog,
+    /// Request rate limits, checked by the middleware (`respond`).
+    pub limits: Arc<rate_limit::Limiters>,
 }
 
 impl AppState {
+    /// The state of a running server (starts the audit writer, so it must be
+    /// called inside the tokio runtime).
+    pub fn new(config: Config, db: Db) -> Self {
+        AppState {
+            limits: Arc::new(rate_limit::Limiters::from_config(&config)),
+            config: Arc::new(config),
+            audit: crate::audit::AuditLog::start(db.clone()),
+            db,
+        }
+    }
+
     pub fn token_policy(&self) -> crate::tokens::TokenPolicy {
         crate::tokens::TokenPolicy {
             lifetime: self.config.token_lifetime,
             renew_after: self.config.token_renew_after,
         }
     }
+}
+
+/// Where a request came from, for the audit log: the socket peer (or the
+/// address a trusted proxy reports) and the user agent.
+pub fn client(req: &poem::Request, state: &AppState) -> crate::audit::Client {
+    let ip = rate_limit::request_client_ip(req, state.config.trust_proxy).map(|ip| ip.to_string());
+    let ua = req
+        .headers()
+        .get(poem::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    crate::audit::Client::new(ip, ua)
 }
 
 /// Current Unix time. Handlers read the clock here and hand it to the logic.
@@ -100,6 +126,7 @@ pub fn spec_json() -> String {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> impl Endpoint {
+    let limits = Arc::clone(&state.limits);
     let api = service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -108,7 +135,10 @@ pub fn app(state: AppState) -> impl Endpoint {
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .with(AddData::new(state))
-        .around(|ep, req| async move { Ok(respond(ep, req).await) })
+        .around(move |ep, req| {
+            let limits = Arc::clone(&limits);
+            async move { Ok(respond(ep, req, &limits).await) }
+        })
 }
 
 /// Largest request body accepted, in bytes.
@@ -117,7 +147,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Turns every error the framework raises (unknown route, wrong method,
 /// unparsable body, missing credentials) into a problem response, and tags
 /// responses with a request id.
-async fn respond<E: Endpoint>(ep: Arc<E>, req: Request) -> Response {
+async fn respond<E: Endpoint>(ep: Arc<E>, req: Request, limits: &rate_limit::Limiters) -> Response {
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -144,6 +174,48 @@ async fn respond<E: Endpoint>(ep: Arc<E>, req: Request) -> Response {
             return resp;
         }
     };
+    // Rate limits, before the endpoint does any work.
+    let limited = rate_limit::LimitedRoute::of(&method, &path).map(|route| {
+        let client = rate_limit::request_client_ip(&req, limits.trusted_proxies());
+        (route, client, limits.check(route, client, &body))
+    });
+    let mut allowed = None;
+    match limited {
+        Some((route, client, rate_limit::Decision::Refused(refusal))) => {
+            let mut p = refusal.problem();
+            p.request_id = Some(request_id.clone());
+            let mut resp = refusal.error(p).into_response();
+            if let Ok(v) = request_id.parse() {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            headers::apply(&mut resp, &path);
+            let client = client.map(|c| c.to_string()).unwrap_or_default();
+            tracing::warn!(%request_id, %method, %path, ?route, %client, limit = ?refusal.report.limit, retry_after = refusal.retry_after, "rate limited");
+            return resp;
+        }
+        Some((_, _, rate_limit::Decision::Allowed(report))) => allowed = Some(report),
+        None => {}
+    }
+    // JSON types are checked strictly here: the framework would read `false`
+    // or `12` into a text field.
+    if !body.is_empty()
+        && let Some((field, detail)) = request_check::explain(method.as_str(), &path, &body)
+    {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "A field is invalid",
+            format!("`{field}` {detail}"),
+        );
+        p.field = Some(field);
+        p.request_id = Some(request_id.clone());
+        let mut resp = problem_response(&p);
+        if let Ok(v) = request_id.parse() {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        headers::apply(&mut resp, &path);
+        return resp;
+    }
     req.set_body(body.clone());
     let mut resp = match ep.call(req).await {
         Ok(r) => r.into_response(),
@@ -175,6 +247,15 @@ async fn respond<E: Endpoint>(ep: Arc<E>, req: Request) -> Response {
     }
     if let Ok(v) = request_id.parse() {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(report) = allowed {
+        report.apply(resp.headers_mut());
+    }
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = request_check::allowed_methods(&path)
+        && let Ok(v) = allow.parse()
+    {
+        resp.headers_mut().insert(poem::http::header::ALLOW, v);
     }
     headers::apply(&mut resp, &path);
     tracing::info!(%request_id, %method, %path, status = resp.status().as_u16(), "request");

@@ -68,9 +68,37 @@ pub enum ApiError {
     /// Conflicts with existing state (e.g. the email is taken).
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// The body is larger than the API accepts (16 KiB).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
     /// A field is invalid; `field` names it.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
+    /// Too many requests (`rate_limited`): wait `Retry-After` seconds.
+    /// The `RateLimit-*` headers (also on successful answers of limited
+    /// routes) describe the limit closest to being reached.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(
+        Json<Problem>,
+        /// Seconds (at least 1) until a request will be accepted again.
+        #[oai(header = "Retry-After")]
+        u64,
+        /// Requests allowed per window.
+        #[oai(header = "RateLimit-Limit")]
+        u32,
+        /// Requests left now (0).
+        #[oai(header = "RateLimit-Remaining")]
+        u32,
+        /// Seconds until the whole limit is available again.
+        #[oai(header = "RateLimit-Reset")]
+        u64,
+        /// The limit and its window in seconds: `5;w=60`.
+        #[oai(header = "RateLimit-Policy")]
+        String,
+    ),
     /// Something failed on our side; quote `request_id` to support.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -87,7 +115,13 @@ impl ApiError {
             403 => ApiError::Forbidden(Json(p)),
             404 => ApiError::NotFound(Json(p)),
             409 => ApiError::Conflict(Json(p)),
+            413 => ApiError::PayloadTooLarge(Json(p)),
+            415 => ApiError::UnsupportedMediaType(Json(p)),
             422 => ApiError::Unprocessable(Json(p)),
+            // Only the rate-limit middleware refuses with 429, with the real
+            // figures (`rate_limit::Refusal::error`); these are the least a
+            // client may assume.
+            429 => ApiError::TooManyRequests(Json(p), 1, 1, 0, 1, "1;w=1".to_owned()),
             503 => ApiError::Unavailable(Json(p)),
             _ => ApiError::Internal(Json(p)),
         }
@@ -100,7 +134,10 @@ impl ApiError {
             | ApiError::Forbidden(p)
             | ApiError::NotFound(p)
             | ApiError::Conflict(p)
+            | ApiError::PayloadTooLarge(p)
+            | ApiError::UnsupportedMediaType(p)
             | ApiError::Unprocessable(p)
+            | ApiError::TooManyRequests(p, ..)
             | ApiError::Internal(p)
             | ApiError::Unavailable(p) => &p.0,
         }
@@ -239,6 +276,15 @@ impl From<AccountError> for ApiError {
                 "The email or password is wrong.",
             ),
             AccountError::Unauthorized => return ApiError::unauthorized(),
+            AccountError::Locked { until } => Problem::new(
+                S::FORBIDDEN,
+                "account_locked",
+                "Sign-in locked",
+                format!(
+                    "Too many failed sign-ins for this email. Try again after {}.",
+                    crate::api::rfc3339(until)
+                ),
+            ),
             AccountError::Internal(cause) => return ApiError::internal(&cause),
             AccountError::Db(e) => return ApiError::internal(&e),
         };

@@ -30,6 +30,8 @@ fn operations() -> &'static Operations {
                 continue;
             };
             for (method, op) in methods {
+                ops.entry((method.to_ascii_uppercase(), path.clone()))
+                    .or_insert_with(Vec::new);
                 let reference = op["requestBody"]["content"]
                     .as_object()
                     .and_then(|c| c.iter().find(|(t, _)| t.starts_with("application/json")))
@@ -61,6 +63,20 @@ fn operations() -> &'static Operations {
         }
         ops
     })
+}
+
+/// The methods a path answers, for the `Allow` header of a 405.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    let mut methods: Vec<&str> = operations()
+        .keys()
+        .filter(|(_, p)| p == path)
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if methods.is_empty() {
+        return None;
+    }
+    methods.sort_unstable();
+    Some(methods.join(", "))
 }
 
 fn type_matches(json_type: &str, value: &Value) -> bool {
