@@ -922,3 +922,45 @@ async fn audit_rows_are_written_for_each_event_and_hold_no_secrets() {
     let jwt_signature = jwt.rsplit('.').next().unwrap();
     assert!(!haystack.contains(jwt_signature));
 }
+
+#[tokio::test]
+async fn an_internal_failure_answers_with_only_a_request_id() {
+    let h = harness();
+    let c = h.client();
+    let (_, key) = h.license("pilot-starter", None);
+    // Break the database under the running app.
+    h.state
+        .db
+        .conn()
+        .unwrap()
+        .execute_batch("PRAGMA foreign_keys = OFF; DROP TABLE activations;")
+        .unwrap();
+    let r = c
+        .post("/api/v1/licenses/activate")
+        .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
+        .send()
+        .await;
+    r.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+    let header_id =
+        r.0.headers()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+    let body = json_of(r).await;
+    assert_eq!(body["code"], "internal_error");
+    assert_eq!(body["request_id"], header_id.as_str());
+    let text = body.to_string().to_lowercase();
+    for internal in [
+        "sql",
+        "table",
+        "activations",
+        "rusqlite",
+        ".rs",
+        "/tmp",
+        "panicked",
+    ] {
+        assert!(!text.contains(internal), "{internal} leaked: {text}");
+    }
+}

@@ -217,7 +217,8 @@ async fn respond<E: Endpoint>(ep: Arc<E>, req: Request, limits: &rate_limit::Lim
         return resp;
     }
     req.set_body(body.clone());
-    let mut resp = match ep.call(req).await {
+    let span = tracing::info_span!("request", %request_id);
+    let mut resp = match tracing::Instrument::instrument(ep.call(req), span).await {
         Ok(r) => r.into_response(),
         // Our own problem responses (ApiError) travel as errors made from a
         // response: keep them as they are.

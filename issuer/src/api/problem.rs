@@ -155,19 +155,17 @@ impl ApiError {
         ApiError::from_problem(p)
     }
 
-    /// An unexpected failure: logged here with its cause, answered with only
-    /// a request id.
+    /// An unexpected failure: logged here with its cause (inside the
+    /// request's span, so the log line carries the request id), answered
+    /// with nothing but that id (added by the middleware).
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        tracing::error!(%request_id, error = %cause, "internal error");
-        let mut p = Problem::new(
+        tracing::error!(error = %cause, "internal error");
+        ApiError::from_problem(Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "Internal error",
             "Something went wrong on our side. Try again; if it persists, contact support with the request id.",
-        );
-        p.request_id = Some(request_id);
-        ApiError::from_problem(p)
+        ))
     }
 
     pub fn unauthorized() -> Self {
