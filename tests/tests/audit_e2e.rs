@@ -37,8 +37,7 @@ fn the_audit_command_lists_what_the_server_recorded() {
             .iter()
             .map(|r| r["event"].as_str().unwrap().to_owned())
             .collect();
-        if events.contains(&"activate".to_owned()) && events.contains(&"failed_login".to_owned())
-        {
+        if events.contains(&"activate".to_owned()) && events.contains(&"failed_login".to_owned()) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -61,12 +60,23 @@ fn the_audit_command_lists_what_the_server_recorded() {
     assert_eq!(failed["outcome"], "invalid_credentials");
     assert_eq!(failed["ip"], "127.0.0.1");
     let text = serde_json::to_string(&rows).unwrap();
-    assert!(!text.contains(&license.key), "the license key is never audited");
-    assert!(!text.contains("wrong password!"), "passwords are never audited");
+    assert!(
+        !text.contains(&license.key),
+        "the license key is never audited"
+    );
+    assert!(
+        !text.contains("wrong password!"),
+        "passwords are never audited"
+    );
 
     // Filters.
     let only = admin(dir.path(), &["audit", "--json", "--event", "activate"]).json();
-    assert!(only.as_array().unwrap().iter().all(|r| r["event"] == "activate"));
+    assert!(
+        only.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["event"] == "activate")
+    );
     let none = admin(dir.path(), &["audit", "--json", "--since", "2099-01-01"]).json();
     assert_eq!(none.as_array().unwrap().len(), 0);
     let bad = admin(dir.path(), &["audit", "--since", "someday"]);
