@@ -34,21 +34,13 @@ impl BearerAuth {
 #[derive(Debug, Object)]
 pub struct SignupRequest {
     /// Email address; also the login.
-    #[oai(validator(
-        min_length = 6,
-        max_length = 254,
-        pattern = "^[A-Za-z0-9._%+\x27-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$"
-    ))]
+    #[oai(validator(min_length = 6, max_length = 254))]
     pub email: String,
     /// At least 10 characters.
     #[oai(validator(min_length = 10, max_length = 128))]
     pub password: String,
     /// The organization that will hold the licenses.
-    #[oai(validator(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\x00-\\x1f\\x7f\\s][^\\x00-\\x1f\\x7f]*$"
-    ))]
+    #[oai(validator(min_length = 1, max_length = 255))]
     pub company_name: String,
 }
 
@@ -75,11 +67,7 @@ pub enum SignupResult {
 /// Credentials.
 #[derive(Debug, Object)]
 pub struct LoginRequest {
-    #[oai(validator(
-        min_length = 6,
-        max_length = 254,
-        pattern = "^[A-Za-z0-9._%+\x27-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$"
-    ))]
+    #[oai(validator(min_length = 6, max_length = 254))]
     pub email: String,
     #[oai(validator(min_length = 10, max_length = 128))]
     pub password: String,

@@ -7,6 +7,14 @@ use super::problem::ApiError;
 use crate::license_key::LicenseKey;
 
 pub const MAX_EMAIL: usize = 254;
+
+/// The patterns the spec states for these fields (see `FIELD_PATTERNS`).
+pub const EMAIL_PATTERN: &str = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$";
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$";
+pub const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f]*$";
+pub const KEY_PATTERN: &str =
+    r"^CODITECT-PILOT-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}$";
+pub const HARDWARE_ID_PATTERN: &str = r"^[0-9a-fA-F]{64}$";
 pub const MIN_PASSWORD: usize = 10;
 pub const MAX_PASSWORD: usize = 128;
 pub const MAX_NAME: usize = 255;
@@ -16,7 +24,7 @@ pub const MAX_VERSION: usize = 64;
 /// `local@domain.tld` with ASCII letters, digits and `._%+'-` in the local
 /// part, labels of letters, digits and `-` in the domain; 6–254 characters.
 pub fn email(field: &str, value: &str) -> Result<String, ApiError> {
-    let v = value.trim();
+    let v = value;
     let bad =
         || ApiError::invalid_field(field, "must be an email address such as name@example.com");
     if v.len() < 6 || v.len() > MAX_EMAIL {
@@ -74,13 +82,19 @@ pub fn optional_name(field: &str, value: Option<&str>) -> Result<Option<String>,
     }
 }
 
+/// A license key in its canonical form (upper case, no spaces), as the
+/// spec's pattern says; the CLI normalises what people type.
 pub fn license_key(field: &str, value: &str) -> Result<LicenseKey, ApiError> {
     LicenseKey::parse(value)
-        .map_err(|_| ApiError::invalid_field(field, "must look like CODITECT-PILOT-XXXX-YYYY-ZZZZ"))
+        .ok()
+        .filter(|k| k.expose() == value)
+        .ok_or_else(|| {
+            ApiError::invalid_field(field, "must look like CODITECT-PILOT-XXXX-YYYY-ZZZZ")
+        })
 }
 
 pub fn hardware_id(field: &str, value: &str) -> Result<HardwareId, ApiError> {
-    HardwareId::from_hex(value.trim())
+    HardwareId::from_hex(value)
         .map_err(|_| ApiError::invalid_field(field, "must be 64 hexadecimal characters"))
 }
 
@@ -101,14 +115,14 @@ mod tests {
     fn emails() {
         for ok in [
             "ab@c.co",
-            " hal@az1.ai ",
+            "hal@az1.ai",
             "first.last+tag@sub.example.org",
             "o'neil@x-y.io",
         ] {
             assert!(email("email", ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "a", "a@b", "@b.co", "a@.co", "a@b.", "a b@c.de", "a@b..c", "a@@b.co",
+            "", "a", " hal@az1.ai", "a@b", "@b.co", "a@.co", "a@b.", "a b@c.de", "a@b..c", "a@@b.co",
         ] {
             let err = email("email", bad).unwrap_err();
             assert_eq!(err.problem().field.as_deref(), Some("email"), "{bad}");
