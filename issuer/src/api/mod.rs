@@ -130,9 +130,21 @@ const FIELD_PATTERNS: &[(&str, &str, &str)] = &[
     ("ActivateRequest", "license_key", validate::KEY_PATTERN),
     ("ValidateRequest", "license_key", validate::KEY_PATTERN),
     ("DeactivateRequest", "license_key", validate::KEY_PATTERN),
-    ("ActivateRequest", "hardware_id", validate::HARDWARE_ID_PATTERN),
-    ("ValidateRequest", "hardware_id", validate::HARDWARE_ID_PATTERN),
-    ("DeactivateRequest", "hardware_id", validate::HARDWARE_ID_PATTERN),
+    (
+        "ActivateRequest",
+        "hardware_id",
+        validate::HARDWARE_ID_PATTERN,
+    ),
+    (
+        "ValidateRequest",
+        "hardware_id",
+        validate::HARDWARE_ID_PATTERN,
+    ),
+    (
+        "DeactivateRequest",
+        "hardware_id",
+        validate::HARDWARE_ID_PATTERN,
+    ),
     ("ActivateRequest", "machine_name", validate::TEXT_PATTERN),
     ("ValidateRequest", "client_version", validate::TEXT_PATTERN),
 ];

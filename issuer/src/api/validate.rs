@@ -122,7 +122,16 @@ mod tests {
             assert!(email("email", ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "a", " hal@az1.ai", "a@b", "@b.co", "a@.co", "a@b.", "a b@c.de", "a@b..c", "a@@b.co",
+            "",
+            "a",
+            " hal@az1.ai",
+            "a@b",
+            "@b.co",
+            "a@.co",
+            "a@b.",
+            "a b@c.de",
+            "a@b..c",
+            "a@@b.co",
         ] {
             let err = email("email", bad).unwrap_err();
             assert_eq!(err.problem().field.as_deref(), Some("email"), "{bad}");
