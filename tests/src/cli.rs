@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use verifier::{HardwareId, LicenseClaims};
 
 use crate::issuer::CommandOutput;
-use crate::{dev_key_ring, dev_signer, repo_root};
+use crate::{dev_key_ring, dev_signer};
 
 /// The features of the test build of the CLI.
 pub const CLI_FEATURES: &str = "dev-keys,test-hooks";
@@ -105,34 +105,6 @@ pub fn cli_bin() -> PathBuf {
     BIN.get_or_init(locate_or_build_cli).clone()
 }
 
-/// The target directory and profile name this test binary lives in
-/// (`<target>/<profile>/deps/<test>`), honouring `CARGO_TARGET_DIR`.
-fn target_dir_and_profile() -> (PathBuf, String) {
-    let from_exe = std::env::current_exe().ok().and_then(|exe| {
-        let deps = exe.parent()?;
-        if deps.file_name()? != "deps" {
-            return None;
-        }
-        let profile_dir = deps.parent()?;
-        let profile = profile_dir.file_name()?.to_str()?.to_owned();
-        Some((profile_dir.parent()?.to_path_buf(), profile))
-    });
-    if let Some(found) = from_exe {
-        return found;
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_relative() {
-                repo_root().join(p)
-            } else {
-                p
-            }
-        })
-        .unwrap_or_else(|| repo_root().join("target"));
-    (target, "debug".to_owned())
-}
-
 fn locate_or_build_cli() -> PathBuf {
     if let Some(bin) = std::env::var_os("CODITECT_CLI_BIN") {
         let bin = PathBuf::from(bin);
@@ -146,17 +118,15 @@ fn locate_or_build_cli() -> PathBuf {
         }
         return bin;
     }
-    let (target_dir, profile) = target_dir_and_profile();
-    let built = target_dir
-        .join(&profile)
-        .join(format!("coditect{}", std::env::consts::EXE_SUFFIX));
+    let (target_dir, _) = crate::binaries::target_dir_and_profile();
+    let built = crate::binaries::built_path("coditect");
     let link_dir = target_dir.join("tmp").join("coditect-tests");
     let link = link_dir.join(format!("coditect{}", std::env::consts::EXE_SUFFIX));
     let mut last_problem = String::new();
     // Someone else may rebuild the CLI without the features between our
     // build and the link; the check catches that, and we try again.
     for _ in 0..3 {
-        build_cli(&target_dir, &profile, &built);
+        build_cli(&built);
         std::fs::create_dir_all(&link_dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", link_dir.display()));
         let staging = link_dir.join(format!("coditect.{}.tmp", std::process::id()));
@@ -188,32 +158,8 @@ fn locate_or_build_cli() -> PathBuf {
     )
 }
 
-fn build_cli(target_dir: &Path, profile: &str, bin: &Path) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "coditect-cli",
-            "--bin",
-            "coditect",
-            "--features",
-            CLI_FEATURES,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd.status();
+fn build_cli(bin: &Path) {
+    let status = crate::binaries::cargo_build("coditect-cli", "coditect", Some(CLI_FEATURES));
     assert!(
         matches!(&status, Ok(s) if s.success()),
         "cannot build the CLI: `cargo build -p coditect-cli --bin coditect --features {CLI_FEATURES}` ended with {status:?}"

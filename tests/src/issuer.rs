@@ -20,8 +20,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use verifier::{HardwareId, KeyRing};
 
-use crate::repo_root;
-
 /// Environment variables the issuer reads; removed from every process the
 /// tests start, so only what a test sets is in force.
 const ISSUER_VARS: &[&str] = &[
@@ -90,34 +88,6 @@ pub fn issuer_bin() -> PathBuf {
     BIN.get_or_init(locate_or_build_issuer).clone()
 }
 
-/// The target directory and profile directory name this test binary lives in
-/// (`<target>/<profile>/deps/<test>`), honouring `CARGO_TARGET_DIR`.
-fn target_dir_and_profile() -> (PathBuf, String) {
-    let from_exe = std::env::current_exe().ok().and_then(|exe| {
-        let deps = exe.parent()?;
-        if deps.file_name()? != "deps" {
-            return None;
-        }
-        let profile_dir = deps.parent()?;
-        let profile = profile_dir.file_name()?.to_str()?.to_owned();
-        Some((profile_dir.parent()?.to_path_buf(), profile))
-    });
-    if let Some(found) = from_exe {
-        return found;
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_relative() {
-                repo_root().join(p)
-            } else {
-                p
-            }
-        })
-        .unwrap_or_else(|| repo_root().join("target"));
-    (target, "debug".to_owned())
-}
-
 fn locate_or_build_issuer() -> PathBuf {
     if let Some(bin) = std::env::var_os("CODITECT_ISSUER_BIN") {
         let bin = PathBuf::from(bin);
@@ -128,33 +98,8 @@ fn locate_or_build_issuer() -> PathBuf {
         );
         return bin;
     }
-    let (target_dir, profile) = target_dir_and_profile();
-    let bin = target_dir
-        .join(&profile)
-        .join(format!("coditect-issuer{}", std::env::consts::EXE_SUFFIX));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(repo_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "coditect-issuer",
-            "--bin",
-            "coditect-issuer",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    match cmd.status() {
+    let bin = crate::binaries::built_path("coditect-issuer");
+    match crate::binaries::cargo_build("coditect-issuer", "coditect-issuer", None) {
         Ok(status) if status.success() => {}
         outcome if bin.is_file() => eprintln!(
             "warning: could not rebuild coditect-issuer ({outcome:?}); using {}",
