@@ -18,6 +18,7 @@ fn html_csp() -> &'static str {
     CSP.get_or_init(|| {
         let docs = super::service().swagger_ui_html();
         let hashes: Vec<String> = inline_scripts(&docs)
+            .into_iter()
             .map(|script| format!("'sha256-{}'", STANDARD.encode(Sha256::digest(script))))
             .collect();
         format!(
@@ -29,15 +30,28 @@ fn html_csp() -> &'static str {
     })
 }
 
-/// The bodies of the inline `<script>` elements of a page.
-fn inline_scripts(html: &str) -> impl Iterator<Item = &str> {
-    html.split("<script").skip(1).filter_map(|rest| {
-        let (attrs, body) = rest.split_once('>')?;
-        if attrs.contains("src=") {
-            return None;
+/// The bodies of the inline `<script>` elements of a page, in order. A
+/// script's text runs to the next `</script>` (which an HTML script cannot
+/// contain), whatever it holds, even the text `<script`.
+fn inline_scripts(html: &str) -> Vec<&str> {
+    let mut scripts = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<script") {
+        let after_tag_name = &rest[start + "<script".len()..];
+        let Some(tag_end) = after_tag_name.find('>') else {
+            break;
+        };
+        let attrs = &after_tag_name[..tag_end];
+        let body_and_rest = &after_tag_name[tag_end + 1..];
+        let Some(close) = body_and_rest.find("</script>") else {
+            break;
+        };
+        if !attrs.contains("src=") {
+            scripts.push(&body_and_rest[..close]);
         }
-        body.split_once("</script>").map(|(script, _)| script)
-    })
+        rest = &body_and_rest[close + "</script>".len()..];
+    }
+    scripts
 }
 
 /// Adds the security headers; `path` decides caching.
@@ -73,9 +87,11 @@ mod tests {
 
     #[test]
     fn inline_scripts_are_found_and_external_ones_skipped() {
-        let html = r#"<script src="/a.js"></script><script>one()</script><p><script type="x">two</script>"#;
-        let found: Vec<&str> = inline_scripts(html).collect();
-        assert_eq!(found, vec!["one()", "two"]);
+        let html = r#"<script src="/a.js"></script><script>one("<script(?=\s|>")</script><p><script type="x">two</script>"#;
+        assert_eq!(
+            inline_scripts(html),
+            vec![r#"one("<script(?=\s|>")"#, "two"]
+        );
         assert!(html_csp().contains("'sha256-"));
     }
 }
