@@ -6,6 +6,7 @@
 
 pub mod binaries;
 pub mod cli;
+pub mod fake_stripe;
 pub mod issuer;
 
 use std::path::{Path, PathBuf};
