@@ -24,4 +24,7 @@ for _ in $(seq 1 300); do
 done
 [ -n "$URL" ] || { cat "$LOG"; echo "the issuer did not start"; exit 1; }
 cd "$DATA"
-st run "$URL/openapi.json" --checks all --max-examples 50 --seed 1 --no-color
+# The console script sits beside the interpreter pip installed it for (a
+# fresh pyenv has no shim for it until `pyenv rehash`).
+PYBIN=$(python3 -c 'import os, sys; print(os.path.dirname(sys.executable))')
+"$PYBIN/st" run "$URL/openapi.json" --checks all --max-examples 50 --seed 1 --no-color

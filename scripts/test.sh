@@ -10,7 +10,7 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 
 # The committed OpenAPI spec is a valid OpenAPI document (the api tests check
 # that it is exactly what the server serves).
-openapi-spec-validator schemas/openapi.json
+python3 -m openapi_spec_validator schemas/openapi.json
 
 cargo test --workspace --locked "$@"
 
