@@ -8,10 +8,9 @@
 //! stand in for its clock and machine id, which is how a test moves time or
 //! plays another machine.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use verifier::{HardwareId, LicenseClaims};
 
-use crate::issuer::CommandOutput;
+use crate::issuer::{CommandOutput, run_process};
 use crate::{dev_key_ring, dev_signer};
 
 /// The features of the test build of the CLI.
@@ -219,60 +218,6 @@ fn clean_env(cmd: &mut Command) {
     for var in CLEARED_VARS {
         cmd.env_remove(var);
     }
-}
-
-fn read_all(stream: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let mut stream = stream;
-        let _ = stream.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Runs `cmd` to the end with `stdin` as its input (none: `/dev/null`),
-/// killing it (and failing the test) after `timeout`.
-pub fn run_process(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> CommandOutput {
-    let started = Instant::now();
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        // A process that exits without reading makes this fail: not our concern.
-        let _ = pipe.write_all(input);
-    }
-    let stdout = read_all(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_all(child.stderr.take().expect("stderr is piped"));
-    let status: Option<ExitStatus> = loop {
-        match child.try_wait().expect("waiting for a child process") {
-            Some(status) => break Some(status),
-            None if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
-    let output = CommandOutput {
-        code: status.and_then(|s| s.code()),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        elapsed: started.elapsed(),
-    };
-    assert!(
-        status.is_some(),
-        "{cmd:?} still ran after {timeout:?}; killed it\n{output}"
-    );
-    output
 }
 
 /// One user of the CLI on one machine: a state directory (`CODITECT_HOME`)

@@ -8,7 +8,7 @@
 //! so a developer's shell (a `DATABASE_URL`, a `RUST_LOG=warn`) cannot change
 //! what a test sees.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -198,14 +198,29 @@ fn read_all(stream: impl Read + Send + 'static) -> std::thread::JoinHandle<Strin
 
 /// Runs `cmd` to the end, with no input, killing it (and failing the test)
 /// if it runs longer than `timeout`.
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> CommandOutput {
+pub fn run_with_timeout(cmd: Command, timeout: Duration) -> CommandOutput {
+    run_process(cmd, None, timeout)
+}
+
+/// Runs `cmd` to the end with `stdin` as its input (none: `/dev/null`),
+/// killing it (and failing the test) after `timeout`.
+pub fn run_process(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> CommandOutput {
     let started = Instant::now();
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        // A process that exits without reading makes this fail: not our concern.
+        let _ = pipe.write_all(input);
+    }
     let stdout = read_all(child.stdout.take().expect("stdout is piped"));
     let stderr = read_all(child.stderr.take().expect("stderr is piped"));
     let status: Option<ExitStatus> = loop {
@@ -216,7 +231,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> CommandOutput {
                 let _ = child.wait();
                 break None;
             }
-            None => std::thread::sleep(Duration::from_millis(10)),
+            None => std::thread::sleep(Duration::from_millis(5)),
         }
     };
     let output = CommandOutput {
