@@ -45,6 +45,12 @@ pub enum ConfigError {
     MissingSigningKey,
     #[error("production mode needs JWT_SECRET (or JWT_SECRET_FILE) of at least 32 bytes")]
     WeakJwtSecret,
+    #[error(
+        "production mode needs Stripe: set STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and the four STRIPE_PRICE_* variables (or their _FILE forms)"
+    )]
+    MissingStripe,
+    #[error("production mode sends license keys by mail: set SMTP_URL (or SMTP_URL_FILE)")]
+    MissingSmtp,
     #[error("no data directory: set CODITECT_DATA_DIR")]
     NoDataDir,
     #[error("{0}")]
@@ -58,6 +64,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database: DatabaseLocation,
     pub public_base_url: String,
+    /// `PUBLIC_BASE_URL` was set; otherwise `serve` derives the URL from
+    /// the address it listens on.
+    pub public_base_url_configured: bool,
     pub jwt_secret: Zeroizing<Vec<u8>>,
     pub jwt_expiry: Duration,
     pub signer: TokenSigner,
@@ -71,6 +80,77 @@ pub struct Config {
     /// How many reverse proxies in front of the issuer append to
     /// `X-Forwarded-For` (`TRUST_PROXY`; 0: the header is ignored).
     pub trust_proxy: usize,
+    /// Stripe; `None` in development when `STRIPE_SECRET_KEY` is unset.
+    pub stripe: Option<StripeConfig>,
+    /// How long after a paid period ends its license still renews
+    /// (`BILLING_GRACE`, 2 days): room for Stripe's renewal to arrive.
+    pub billing_grace: Duration,
+    /// How long a past-due subscription's license keeps renewing after the
+    /// first failed payment (`PAST_DUE_GRACE`, 7 days).
+    pub past_due_grace: Duration,
+    /// Outgoing mail.
+    pub mail: MailConfig,
+}
+
+/// Stripe settings (`STRIPE_*`).
+pub struct StripeConfig {
+    /// `STRIPE_SECRET_KEY` (`sk_…` or a restricted `rk_…`).
+    pub secret_key: Zeroizing<String>,
+    /// `STRIPE_WEBHOOK_SECRET` (`whsec_…`): checks `Stripe-Signature`.
+    pub webhook_secret: Option<Zeroizing<String>>,
+    /// `STRIPE_API_BASE`: where Stripe's API is (development only; tests
+    /// point it at a local fake). `None`: api.stripe.com.
+    pub api_base: Option<String>,
+    /// Price ids of the two tiers, monthly and annual.
+    pub prices: Prices,
+    /// `STRIPE_TRIAL_DAYS`: free days before the first charge (none by default).
+    pub trial_days: Option<u32>,
+}
+
+/// The Stripe price ids of the pilot plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prices {
+    pub starter_monthly: String,
+    pub starter_annual: String,
+    pub pro_monthly: String,
+    pub pro_annual: String,
+}
+
+impl Prices {
+    /// The price of a plan billed every `interval` (`month` or `year`).
+    pub fn price_for(&self, plan: &str, interval: &str) -> Option<&str> {
+        Some(match (plan, interval) {
+            ("pilot-starter", "month") => &self.starter_monthly,
+            ("pilot-starter", "year") => &self.starter_annual,
+            ("pilot-professional", "month") => &self.pro_monthly,
+            ("pilot-professional", "year") => &self.pro_annual,
+            _ => return None,
+        })
+    }
+
+    /// The plan id and interval of a price.
+    pub fn plan_of(&self, price: &str) -> Option<(&'static str, &'static str)> {
+        [
+            ("pilot-starter", "month"),
+            ("pilot-starter", "year"),
+            ("pilot-professional", "month"),
+            ("pilot-professional", "year"),
+        ]
+        .into_iter()
+        .find(|(plan, interval)| self.price_for(plan, interval) == Some(price))
+    }
+}
+
+/// Outgoing mail settings.
+pub struct MailConfig {
+    /// `SMTP_URL` (`smtp://user:pass@host:587` with STARTTLS,
+    /// `smtps://…:465`, or `smtp://host:25?tls=none` for a local relay).
+    /// `None`: mail is written to the log (development only).
+    pub smtp_url: Option<Zeroizing<String>>,
+    /// `MAIL_FROM`: the sender (`CODITECT <licenses@coditect.ai>`).
+    pub from: String,
+    /// `SUPPORT_EMAIL`: named in mails and pages (`support@coditect.ai`).
+    pub support_email: String,
 }
 
 /// A number of requests per period: `5/min`.
@@ -336,6 +416,7 @@ impl Config {
             Some(url) => parse_database_url(&url)?,
         };
 
+        let public_base_url_configured = env.get("PUBLIC_BASE_URL").is_some();
         let public_base_url = env
             .get("PUBLIC_BASE_URL")
             .unwrap_or_else(|| format!("http://{bind}"))
@@ -389,6 +470,27 @@ impl Config {
 
         let rate_limits = RateLimits::load(env)?;
         let trust_proxy = trust_proxy(env)?;
+        let stripe = stripe(env, production)?;
+        let billing_grace = duration(env, "BILLING_GRACE", "2days")?;
+        let past_due_grace = duration(env, "PAST_DUE_GRACE", "7days")?;
+        let mail = MailConfig {
+            smtp_url: secret(env, "SMTP_URL")?,
+            from: env
+                .get("MAIL_FROM")
+                .unwrap_or_else(|| "CODITECT <licenses@coditect.ai>".into()),
+            support_email: env
+                .get("SUPPORT_EMAIL")
+                .unwrap_or_else(|| "support@coditect.ai".into()),
+        };
+        if mail.smtp_url.is_none() && production {
+            return Err(ConfigError::MissingSmtp);
+        }
+        if mail.smtp_url.is_none() {
+            notices.push(
+                "SMTP_URL is not set; mail (license keys included) is written to the log instead of sent"
+                    .into(),
+            );
+        }
 
         Ok(Config {
             environment,
@@ -396,6 +498,7 @@ impl Config {
             data_dir,
             database,
             public_base_url,
+            public_base_url_configured,
             jwt_secret,
             jwt_expiry,
             signer,
@@ -406,8 +509,82 @@ impl Config {
             pilot_users_limit,
             rate_limits,
             trust_proxy,
+            stripe,
+            billing_grace,
+            past_due_grace,
+            mail,
         })
     }
+}
+
+fn stripe(env: &dyn Env, production: bool) -> Result<Option<StripeConfig>, ConfigError> {
+    let Some(secret_key) = secret(env, "STRIPE_SECRET_KEY")? else {
+        if production {
+            return Err(ConfigError::MissingStripe);
+        }
+        return Ok(None);
+    };
+    if !(secret_key.starts_with("sk_") || secret_key.starts_with("rk_")) {
+        return Err(invalid(
+            "STRIPE_SECRET_KEY",
+            "must be a Stripe secret key (sk_…) or restricted key (rk_…)",
+        ));
+    }
+    let webhook_secret = secret(env, "STRIPE_WEBHOOK_SECRET")?;
+    if production && webhook_secret.is_none() {
+        return Err(ConfigError::MissingStripe);
+    }
+    let api_base = env
+        .get("STRIPE_API_BASE")
+        .map(|b| b.trim_end_matches('/').to_owned());
+    if let Some(base) = &api_base {
+        if production {
+            return Err(invalid(
+                "STRIPE_API_BASE",
+                "is for development and tests only; production talks to api.stripe.com",
+            ));
+        }
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(invalid(
+                "STRIPE_API_BASE",
+                "must start with http:// or https://",
+            ));
+        }
+    }
+    let price = |name: &'static str| {
+        env.get(name).ok_or_else(|| {
+            invalid(
+                name,
+                "must be set to a Stripe price id (price_…) when STRIPE_SECRET_KEY is set",
+            )
+        })
+    };
+    let prices = Prices {
+        starter_monthly: price("STRIPE_PRICE_STARTER_MONTHLY")?,
+        starter_annual: price("STRIPE_PRICE_STARTER_ANNUAL")?,
+        pro_monthly: price("STRIPE_PRICE_PRO_MONTHLY")?,
+        pro_annual: price("STRIPE_PRICE_PRO_ANNUAL")?,
+    };
+    let trial_days = match env.get("STRIPE_TRIAL_DAYS") {
+        None => None,
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(0) => None,
+            Ok(n) if n <= 730 => Some(n),
+            _ => {
+                return Err(invalid(
+                    "STRIPE_TRIAL_DAYS",
+                    "must be a number of days from 0 to 730",
+                ));
+            }
+        },
+    };
+    Ok(Some(StripeConfig {
+        secret_key,
+        webhook_secret,
+        api_base,
+        prices,
+        trial_days,
+    }))
 }
 
 fn invalid(var: &'static str, reason: &str) -> ConfigError {
@@ -645,15 +822,105 @@ mod tests {
         );
         let prod = dir.path().join("prod-2026.pem");
         keys::write_pem_file(&prod, &keys::generate().unwrap()).unwrap();
-        let cfg = load(&[
+        let prod = prod.to_str().unwrap();
+        let base = [
             ("CODITECT_DATA_DIR", d),
             ("CODITECT_ENV", "production"),
             ("JWT_SECRET", strong),
-            ("SIGNING_KEY_FILE", prod.to_str().unwrap()),
-        ])
-        .unwrap();
+            ("SIGNING_KEY_FILE", prod),
+        ];
+        assert_eq!(load(&base).unwrap_err(), ConfigError::MissingStripe);
+        let stripe = [
+            ("STRIPE_SECRET_KEY", "sk_live_abc"),
+            ("STRIPE_PRICE_STARTER_MONTHLY", "price_sm"),
+            ("STRIPE_PRICE_STARTER_ANNUAL", "price_sa"),
+            ("STRIPE_PRICE_PRO_MONTHLY", "price_pm"),
+            ("STRIPE_PRICE_PRO_ANNUAL", "price_pa"),
+        ];
+        let without_webhook_secret: Vec<(&str, &str)> =
+            base.iter().chain(stripe.iter()).copied().collect();
+        assert_eq!(
+            load(&VecEnv(without_webhook_secret.clone())).unwrap_err(),
+            ConfigError::MissingStripe
+        );
+        let mut full = without_webhook_secret;
+        full.push(("STRIPE_WEBHOOK_SECRET", "whsec_abc"));
+        assert_eq!(
+            load(&VecEnv(full.clone())).unwrap_err(),
+            ConfigError::MissingSmtp
+        );
+        full.push(("SMTP_URL", "smtp://mail.example.com:587"));
+        let mut redirected = full.clone();
+        redirected.push(("STRIPE_API_BASE", "http://127.0.0.1:9"));
+        assert!(matches!(
+            load(&VecEnv(redirected)).unwrap_err(),
+            ConfigError::Invalid {
+                var: "STRIPE_API_BASE",
+                ..
+            }
+        ));
+        let cfg = load(&VecEnv(full)).unwrap();
         assert_eq!(cfg.signer.kid(), "prod-2026");
         assert!(!cfg.signing_key_is_development);
+        let stripe = cfg.stripe.as_ref().unwrap();
+        assert_eq!(
+            stripe.prices.price_for("pilot-professional", "year"),
+            Some("price_pa")
+        );
+        assert_eq!(
+            stripe.prices.plan_of("price_sm"),
+            Some(("pilot-starter", "month"))
+        );
+        assert_eq!(stripe.prices.plan_of("price_other"), None);
+    }
+
+    struct VecEnv<'a>(Vec<(&'a str, &'a str)>);
+
+    impl Env for VecEnv<'_> {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn stripe_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let cfg = load(&[("CODITECT_DATA_DIR", d)]).unwrap();
+        assert!(cfg.stripe.is_none(), "no Stripe without a key");
+        assert_eq!(cfg.billing_grace, Duration::from_secs(2 * 86400));
+        assert_eq!(cfg.past_due_grace, Duration::from_secs(7 * 86400));
+        match load(&[("CODITECT_DATA_DIR", d), ("STRIPE_SECRET_KEY", "pk_test_x")]) {
+            Err(ConfigError::Invalid { var, .. }) => assert_eq!(var, "STRIPE_SECRET_KEY"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        match load(&[("CODITECT_DATA_DIR", d), ("STRIPE_SECRET_KEY", "sk_test_x")]) {
+            Err(ConfigError::Invalid { var, .. }) => {
+                assert_eq!(var, "STRIPE_PRICE_STARTER_MONTHLY")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let env = [
+            ("CODITECT_DATA_DIR", d),
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("STRIPE_PRICE_STARTER_MONTHLY", "a"),
+            ("STRIPE_PRICE_STARTER_ANNUAL", "b"),
+            ("STRIPE_PRICE_PRO_MONTHLY", "c"),
+            ("STRIPE_PRICE_PRO_ANNUAL", "d"),
+            ("STRIPE_TRIAL_DAYS", "7"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:12111/"),
+        ];
+        let cfg = load(&env).unwrap();
+        let stripe = cfg.stripe.unwrap();
+        assert_eq!(stripe.trial_days, Some(7));
+        assert_eq!(stripe.api_base.as_deref(), Some("http://127.0.0.1:12111"));
+        assert!(stripe.webhook_secret.is_none());
+        let mut bad = env;
+        bad[6] = ("STRIPE_TRIAL_DAYS", "many");
+        assert!(load(&bad).is_err());
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0002_security.sql",
         include_str!("../../migrations/0002_security.sql"),
     ),
+    (
+        3,
+        "0003_billing.sql",
+        include_str!("../../migrations/0003_billing.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

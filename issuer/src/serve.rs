@@ -60,6 +60,14 @@ pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .unwrap_or(config.bind);
+        let mut config = config;
+        if !config.public_base_url_configured {
+            let mut shown = local;
+            if shown.ip().is_unspecified() {
+                shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            config.public_base_url = format!("http://{shown}");
+        }
         tracing::info!(
             kid = config.signer.kid(),
             database = %db.path().display(),

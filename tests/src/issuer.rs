@@ -367,6 +367,8 @@ impl HttpResponse {
 pub struct Client {
     agent: ureq::Agent,
     base_url: String,
+    /// Sent with every request (`Authorization`, say).
+    headers: Vec<(String, String)>,
 }
 
 impl Client {
@@ -381,7 +383,19 @@ impl Client {
         Client {
             agent: config.into(),
             base_url: base_url.trim_end_matches('/').to_owned(),
+            headers: Vec::new(),
         }
+    }
+
+    /// This client, sending `name: value` with every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// This client, signed in: `Authorization: Bearer <token>`.
+    pub fn with_bearer(self, token: &str) -> Self {
+        self.with_header("Authorization", &format!("Bearer {token}"))
     }
 
     /// `base_url` + `path`.
@@ -409,7 +423,11 @@ impl Client {
 
     /// `GET path`; `Err` only for transport failures.
     pub fn try_get(&self, path: &str) -> Result<HttpResponse, ureq::Error> {
-        Self::read(self.agent.get(self.url(path)).call())
+        let mut req = self.agent.get(self.url(path));
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
+        Self::read(req.call())
     }
 
     /// `POST path` with a raw body; `Err` only for transport failures.
@@ -419,12 +437,14 @@ impl Client {
         content_type: &str,
         body: &str,
     ) -> Result<HttpResponse, ureq::Error> {
-        Self::read(
-            self.agent
-                .post(self.url(path))
-                .header("Content-Type", content_type)
-                .send(body),
-        )
+        let mut req = self
+            .agent
+            .post(self.url(path))
+            .header("Content-Type", content_type);
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
+        Self::read(req.send(body))
     }
 
     /// `POST path` with a JSON body; `Err` only for transport failures.

@@ -4,6 +4,7 @@
 //! `keys/development/` (kid `coditect-dev`), whose private half is public:
 //! tokens made with it are only ever trusted by test and development builds.
 
+pub mod billing;
 pub mod binaries;
 pub mod cli;
 pub mod fake_stripe;

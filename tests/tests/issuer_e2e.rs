@@ -811,12 +811,22 @@ fn production_refuses_missing_secrets_and_the_development_key() {
     let secret = "e2e-jwt-secret-7c1f0a9e5d3b4c2a8f6e0d1c9b7a5e3f".to_owned();
     let dev_key = coditect_tests::dev_private_pem_path();
     let dev_key = dev_key.to_str().unwrap();
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let prod_key = dir.path().join("prod-e2e.pem");
+    admin(
+        dir.path(),
+        &["keys", "generate", "--out", prod_key.to_str().unwrap()],
+    );
+    let prod_key = prod_key.to_str().unwrap();
+    let cases: [(&[(&str, &str)], &str); 4] = [
         (&[], "JWT_SECRET"),
         (&[("JWT_SECRET", &secret)], "SIGNING_KEY_FILE"),
         (
             &[("JWT_SECRET", &secret), ("SIGNING_KEY_FILE", dev_key)],
             "development",
+        ),
+        (
+            &[("JWT_SECRET", &secret), ("SIGNING_KEY_FILE", prod_key)],
+            "STRIPE_WEBHOOK_SECRET",
         ),
     ];
     for (env, expected) in cases {

@@ -1,6 +1,7 @@
 //! The HTTP API (`/api/v1`), health probes, the OpenAPI spec and `/docs`.
 
 pub mod auth;
+pub mod billing;
 pub mod headers;
 pub mod health;
 pub mod licenses;
@@ -30,17 +31,46 @@ pub struct AppState {
     pub audit: crate::audit::AuditLog,
     /// Request rate limits, checked by the middleware (`respond`).
     pub limits: Arc<rate_limit::Limiters>,
+    /// Stripe's API, when configured.
+    pub stripe: Option<Arc<crate::billing::stripe_api::StripeApi>>,
+    /// The mail sender.
+    pub mailer: crate::mail::Mailer,
 }
 
 impl AppState {
     /// The state of a running server (starts the audit writer, so it must be
     /// called inside the tokio runtime).
     pub fn new(config: Config, db: Db) -> Self {
+        let stripe = config.stripe.as_ref().and_then(|c| {
+            crate::billing::stripe_api::StripeApi::new(c)
+                .map_err(|e| tracing::error!(error = %e, "cannot set up the Stripe client"))
+                .ok()
+                .map(Arc::new)
+        });
+        let config = Arc::new(config);
         AppState {
             limits: Arc::new(rate_limit::Limiters::from_config(&config)),
-            config: Arc::new(config),
+            mailer: crate::mail::Mailer::start(db.clone(), Arc::clone(&config)),
+            config,
             audit: crate::audit::AuditLog::start(db.clone()),
+            stripe,
             db,
+        }
+    }
+
+    /// The Stripe client and settings, or `NotConfigured`.
+    pub fn stripe(
+        &self,
+    ) -> Result<
+        (
+            &crate::billing::stripe_api::StripeApi,
+            &crate::config::StripeConfig,
+        ),
+        crate::billing::BillingError,
+    > {
+        match (&self.stripe, &self.config.stripe) {
+            (Some(api), Some(cfg)) => Ok((api, cfg)),
+            _ => Err(crate::billing::BillingError::NotConfigured),
         }
     }
 
@@ -87,6 +117,8 @@ pub enum ApiTags {
     Auth,
     /// Licenses: activate machines, renew tokens, free seats, entitlements.
     Licenses,
+    /// Subscriptions: Stripe Checkout and the billing portal.
+    Billing,
     /// Public keys that verify license tokens.
     Keys,
     /// Liveness and readiness probes.
@@ -99,6 +131,7 @@ pub fn service() -> OpenApiService<
         health::HealthApi,
         auth::AuthApi,
         licenses::LicensesApi,
+        billing::BillingApi,
         public_keys::KeysApi,
     ),
     (),
@@ -108,6 +141,7 @@ pub fn service() -> OpenApiService<
             health::HealthApi,
             auth::AuthApi,
             licenses::LicensesApi,
+            billing::BillingApi,
             public_keys::KeysApi,
         ),
         "CODITECT Licensing API",
@@ -182,6 +216,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .at("/webhooks/stripe", poem::post(billing::stripe_webhook))
         .with(AddData::new(state))
         .around(move |ep, req| {
             let limits = Arc::clone(&limits);
@@ -207,14 +242,19 @@ async fn respond<E: Endpoint>(ep: Arc<E>, req: Request, limits: &rate_limit::Lim
     // Bodies are small JSON documents: read them here, with a cap, so that a
     // body that does not fit its schema can be explained field by field.
     let mut req = req;
-    let body = match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
+    let limit = if path == "/webhooks/stripe" {
+        crate::billing::webhook::MAX_WEBHOOK_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    let body = match req.take_body().into_bytes_limit(limit).await {
         Ok(b) => b,
         Err(_) => {
             let mut p = Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Request too large",
-                format!("The request body must be at most {MAX_BODY_BYTES} bytes."),
+                format!("The request body must be at most {limit} bytes."),
             );
             p.request_id = Some(request_id.clone());
             let mut resp = problem_response(&p);

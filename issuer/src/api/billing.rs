@@ -1,0 +1,283 @@
+//! `billing/checkout`, `billing/portal`, and the Stripe webhook endpoint
+//! (`POST /webhooks/stripe`, outside the API: only Stripe calls it).
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::auth::BearerAuth;
+use super::problem::{ApiError, Problem};
+use super::{ApiResult, ApiTags, AppState, now};
+use crate::billing::BillingError;
+use crate::billing::stripe_api::StripeCallError;
+use crate::billing::webhook::{self, WebhookError};
+
+/// A subscription to start.
+#[derive(Debug, Object)]
+pub struct CheckoutRequest {
+    /// `pilot-starter` or `pilot-professional`.
+    #[oai(validator(max_length = 64))]
+    pub plan: String,
+    /// Billing interval: `month` or `year`.
+    #[oai(validator(max_length = 16))]
+    pub interval: String,
+}
+
+/// A Stripe Checkout Session to send the buyer to.
+#[derive(Debug, Object)]
+pub struct CheckoutResponse {
+    /// Stripe's id of the Checkout Session.
+    pub session_id: String,
+    /// The Stripe-hosted payment page.
+    pub url: String,
+}
+
+/// A billing portal session.
+#[derive(Debug, Object)]
+pub struct PortalResponse {
+    /// The Stripe-hosted billing portal, valid for a short time.
+    pub url: String,
+}
+
+impl From<BillingError> for ApiError {
+    fn from(e: BillingError) -> Self {
+        use StatusCode as S;
+        let p = match &e {
+            BillingError::NotConfigured => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "billing_not_configured",
+                "Payments unavailable",
+                "Payments are not configured on this server.",
+            ),
+            BillingError::UnknownPlan { .. } => {
+                return ApiError::invalid_field(
+                    "plan",
+                    format!(
+                        "{e}; plans: {}; intervals: month, year",
+                        crate::plans::ids()
+                    ),
+                );
+            }
+            BillingError::AlreadySubscribed => Problem::new(
+                S::CONFLICT,
+                "already_subscribed",
+                "Already subscribed",
+                "Your organization already has a subscription. Change or cancel it in the billing portal (POST /api/v1/billing/portal).",
+            ),
+            BillingError::NoCustomer => Problem::new(
+                S::CONFLICT,
+                "no_billing_account",
+                "No billing account",
+                "Your organization has no billing account yet. Start a subscription with POST /api/v1/billing/checkout.",
+            ),
+            BillingError::Stripe(StripeCallError::Refused { status, message }) => {
+                tracing::error!(status, %message, "Stripe refused a request");
+                Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "billing_unavailable",
+                    "Payments unavailable",
+                    "The payment provider refused the request. Try again later; if it persists, contact support with the request id.",
+                )
+            }
+            BillingError::Stripe(other) => {
+                tracing::error!(error = %other, "Stripe call failed");
+                Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "billing_unavailable",
+                    "Payments unavailable",
+                    "The payment provider cannot be reached right now. Try again in a minute.",
+                )
+            }
+            BillingError::Db(_) | BillingError::Internal(_) => return ApiError::internal(&e),
+        };
+        ApiError::from_problem(p)
+    }
+}
+
+pub struct BillingApi;
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Billing")]
+impl BillingApi {
+    /// Start a subscription: a Stripe Checkout Session for a plan.
+    ///
+    /// Send the buyer to `url`. When they have paid, Stripe tells the
+    /// issuer, which creates the license and mails its key to the signed-in
+    /// user. `already_subscribed` (409) if the organization has a live
+    /// subscription; `billing_unavailable` (503) if Stripe cannot be reached.
+    #[oai(
+        path = "/billing/checkout",
+        method = "post",
+        operation_id = "billingCheckout"
+    )]
+    async fn checkout(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        body: Json<CheckoutRequest>,
+    ) -> ApiResult<Json<CheckoutResponse>> {
+        let (user, _) = auth.user(&state).await?;
+        let plan = body.plan.trim();
+        let interval = body.interval.trim();
+        if crate::plans::find(plan).is_none() {
+            return Err(ApiError::invalid_field(
+                "plan",
+                format!("must be one of: {}", crate::plans::ids()),
+            ));
+        }
+        if !matches!(interval, "month" | "year") {
+            return Err(ApiError::invalid_field(
+                "interval",
+                "must be `month` or `year`",
+            ));
+        }
+        let started =
+            crate::billing::checkout::start(&state, &user, plan, interval, None, now()).await?;
+        state
+            .audit
+            .log(
+                crate::audit::Event::new(now(), "checkout_started", "ok")
+                    .actor(format!("user:{}", user.id))
+                    .subject("organization", user.organization_id.clone())
+                    .detail(format!("{plan}/{interval} {}", started.session_id)),
+            )
+            .await;
+        Ok(Json(CheckoutResponse {
+            session_id: started.session_id,
+            url: started.url,
+        }))
+    }
+
+    /// Open the Stripe billing portal (payment method, invoices, plan,
+    /// cancellation) for the organization.
+    ///
+    /// `no_billing_account` (409) before the first checkout.
+    #[oai(
+        path = "/billing/portal",
+        method = "post",
+        operation_id = "billingPortal"
+    )]
+    async fn portal(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+    ) -> ApiResult<Json<PortalResponse>> {
+        let (user, _) = auth.user(&state).await?;
+        let url = crate::billing::checkout::portal(&state, &user).await?;
+        Ok(Json(PortalResponse { url }))
+    }
+}
+
+/// `POST /webhooks/stripe`.
+#[poem::handler]
+pub async fn stripe_webhook(
+    req: &poem::Request,
+    body: poem::Body,
+    state: Data<&AppState>,
+) -> poem::Response {
+    let now = now();
+    let client = super::client(req, &state);
+    let signature = req
+        .headers()
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    let body = match body.into_bytes_limit(webhook::MAX_WEBHOOK_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                &state,
+                &client,
+                now,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &format!(
+                    "The event must be at most {} bytes.",
+                    webhook::MAX_WEBHOOK_BYTES
+                ),
+            )
+            .await;
+        }
+    };
+    let event = match webhook::verify(&state.config, &body, signature, now) {
+        Ok(e) => e,
+        Err(e) => {
+            let (status, code) = match &e {
+                WebhookError::NotConfigured => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "webhooks_not_configured")
+                }
+                WebhookError::MissingSignature => (StatusCode::BAD_REQUEST, "missing_signature"),
+                WebhookError::BadSignature => (StatusCode::BAD_REQUEST, "bad_signature"),
+                WebhookError::Stale(_) => (StatusCode::BAD_REQUEST, "stale_signature"),
+                WebhookError::BadPayload(_) => (StatusCode::BAD_REQUEST, "bad_event"),
+                WebhookError::Unavailable(_) | WebhookError::Internal(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                }
+            };
+            return refuse(&state, &client, now, status, code, &e.to_string()).await;
+        }
+    };
+    let (id, kind) = (event.id.clone(), event.kind.clone());
+    match webhook::process(&state, event, now).await {
+        Ok(outcome) => {
+            tracing::info!(event = %id, %kind, outcome = outcome.as_str(), "Stripe event");
+            let mut audit = crate::audit::Event::new(now, "stripe_webhook", outcome.as_str())
+                .actor("stripe")
+                .subject("stripe_event", id.clone())
+                .client(&client);
+            audit.detail = Some(match &outcome {
+                webhook::Outcome::Ignored(why) => format!("{kind}: {why}"),
+                _ => kind.clone(),
+            });
+            state.audit.log(audit).await;
+            poem::Response::builder()
+                .status(StatusCode::OK)
+                .content_type("application/json")
+                .body(
+                    serde_json::json!({"received": true, "event": id, "outcome": outcome.as_str()})
+                        .to_string(),
+                )
+        }
+        Err(e) => {
+            let (status, code) = match &e {
+                WebhookError::BadPayload(_) => (StatusCode::BAD_REQUEST, "bad_event"),
+                WebhookError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "retry_later"),
+                _ => {
+                    tracing::error!(event = %id, %kind, error = %e, "Stripe event failed");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                }
+            };
+            let detail = if status == StatusCode::INTERNAL_SERVER_ERROR {
+                "The event could not be applied; nothing was changed. Stripe will retry it."
+                    .to_owned()
+            } else {
+                e.to_string()
+            };
+            refuse(&state, &client, now, status, code, &detail).await
+        }
+    }
+}
+
+async fn refuse(
+    state: &AppState,
+    client: &crate::audit::Client,
+    now: i64,
+    status: StatusCode,
+    code: &str,
+    detail: &str,
+) -> poem::Response {
+    tracing::warn!(
+        status = status.as_u16(),
+        code,
+        detail,
+        "Stripe webhook refused"
+    );
+    state
+        .audit
+        .log(
+            crate::audit::Event::new(now, "stripe_webhook", code)
+                .actor("stripe")
+                .client(client),
+        )
+        .await;
+    super::problem_response(&Problem::new(status, code, "Webhook refused", detail))
+}

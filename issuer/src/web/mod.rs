@@ -1,0 +1,1 @@
+//! The issuer's web pages: landing, signup, checkout success and cancel.
