@@ -151,6 +151,9 @@ pub struct MailConfig {
     pub from: String,
     /// `SUPPORT_EMAIL`: named in mails and pages (`support@coditect.ai`).
     pub support_email: String,
+    /// `MAIL_RETRY_INITIAL`: wait before the first retry of a failed send
+    /// (30s); each further failure doubles it, up to an hour.
+    pub retry_initial: Duration,
 }
 
 /// A number of requests per period: `5/min`.
@@ -481,6 +484,7 @@ impl Config {
             support_email: env
                 .get("SUPPORT_EMAIL")
                 .unwrap_or_else(|| "support@coditect.ai".into()),
+            retry_initial: duration(env, "MAIL_RETRY_INITIAL", "30s")?,
         };
         if mail.smtp_url.is_none() && production {
             return Err(ConfigError::MissingSmtp);
