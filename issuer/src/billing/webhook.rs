@@ -113,15 +113,23 @@ pub fn verify(
         .ok_or(WebhookError::MissingSignature)?;
     let text = std::str::from_utf8(body)
         .map_err(|_| WebhookError::BadPayload("the body is not UTF-8".into()))?;
-    stripe_webhook::Webhook::construct_event_with_timestamp(text, signature, secret, now).map_err(
-        |e| match e {
-            stripe_webhook::WebhookError::BadTimestamp(t) => WebhookError::Stale(t),
-            stripe_webhook::WebhookError::BadParse(m) => WebhookError::BadPayload(m),
+    // The library checks the signature, then the timestamp, then reads the
+    // event into its typed model. Only the first two are the check: a
+    // signed event its model cannot read (a type or field newer than the
+    // library) is still Stripe's, and the issuer reads the few fields it
+    // needs itself below.
+    match stripe_webhook::Webhook::construct_event_with_timestamp(text, signature, secret, now) {
+        Ok(_) => {}
+        Err(stripe_webhook::WebhookError::BadParse(m)) => {
+            tracing::debug!(reason = %m, "signed Stripe event outside the library's model");
+        }
+        Err(stripe_webhook::WebhookError::BadTimestamp(t)) => return Err(WebhookError::Stale(t)),
+        Err(
             stripe_webhook::WebhookError::BadKey
             | stripe_webhook::WebhookError::BadHeader(_)
-            | stripe_webhook::WebhookError::BadSignature => WebhookError::BadSignature,
-        },
-    )?;
+            | stripe_webhook::WebhookError::BadSignature,
+        ) => return Err(WebhookError::BadSignature),
+    }
     let value: Value =
         serde_json::from_str(text).map_err(|e| WebhookError::BadPayload(e.to_string()))?;
     let id = value["id"]
