@@ -9,6 +9,7 @@ pub mod binaries;
 pub mod cli;
 pub mod fake_stripe;
 pub mod issuer;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 
