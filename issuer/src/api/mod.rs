@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use poem::http::StatusCode;
 use poem::middleware::AddData;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::config::Config;
@@ -204,7 +204,9 @@ pub fn spec_json() -> String {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> impl Endpoint {
+    use crate::web;
     let limits = Arc::clone(&state.limits);
+    let site_state = state.clone();
     let api = service();
     let docs = api.swagger_ui();
     let spec = poem::endpoint::make_sync(|_| {
@@ -212,15 +214,40 @@ pub fn app(state: AppState) -> impl Endpoint {
             .content_type("application/json")
             .body(spec_json())
     });
+    // `/` is the landing page. A route at `/` would lose to the API's
+    // catch-all nested at `/`, so the API endpoint hands `/` over.
+    let home = Arc::new(poem::get(web::landing::page));
+    let api = api.into_endpoint().around(move |ep, req| {
+        let home = Arc::clone(&home);
+        async move {
+            if req.uri().path() == "/" {
+                home.call(req).await.map(IntoResponse::into_response)
+            } else {
+                ep.call(req).await.map(IntoResponse::into_response)
+            }
+        }
+    });
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .at("/webhooks/stripe", poem::post(billing::stripe_webhook))
+        // The web pages (crate::web); `/` is above.
+        .at(
+            "/signup",
+            poem::get(web::signup::show).post(web::signup::submit),
+        )
+        .at("/signup/success", poem::get(web::success::page))
+        .at("/signup/cancel", poem::get(web::success::cancel))
+        .at(web::html::STYLESHEET_PATH, poem::get(web::stylesheet))
         .with(AddData::new(state))
         .around(move |ep, req| {
             let limits = Arc::clone(&limits);
             async move { Ok(respond(ep, req, &limits).await) }
+        })
+        .around(move |ep, req| {
+            let state = site_state.clone();
+            async move { Ok(web::html_errors(ep, req, &state).await) }
         })
 }
 

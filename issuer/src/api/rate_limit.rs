@@ -5,7 +5,7 @@
 //! | route (POST unless said)               | counted per         | default   | variable                |
 //! |----------------------------------------|---------------------|-----------|-------------------------|
 //! | `/api/v1/auth/login`                   | client IP           | 5/min     | `RATE_LIMIT_LOGIN`      |
-//! | `/api/v1/auth/signup`                  | client IP           | 3/min     | `RATE_LIMIT_SIGNUP`     |
+//! | `/api/v1/auth/signup` and `/signup` (the web form), together | client IP | 3/min | `RATE_LIMIT_SIGNUP` |
 //! | `/api/v1/licenses/validate`            | license key         | 60/min    | `RATE_LIMIT_VALIDATE`   |
 //! | `/api/v1/licenses/activate`            | license key         | 10/hour   | `RATE_LIMIT_ACTIVATE`   |
 //! | validate, activate, deactivate and `GET /api/v1/licenses/features`, together | client IP | 120/min | `RATE_LIMIT_LICENSE_IP` |
@@ -88,7 +88,8 @@ impl LimitedRoute {
         }
         let route = match normal.as_str() {
             "/api/v1/auth/login" => LimitedRoute::Login,
-            "/api/v1/auth/signup" => LimitedRoute::Signup,
+            // The web form creates accounts too: one quota for both.
+            "/api/v1/auth/signup" | "/signup" => LimitedRoute::Signup,
             "/api/v1/licenses/validate" => LimitedRoute::Validate,
             "/api/v1/licenses/activate" => LimitedRoute::Activate,
             "/api/v1/licenses/deactivate" => LimitedRoute::Deactivate,
@@ -573,6 +574,12 @@ mod tests {
             LimitedRoute::of(&Method::GET, "/api/v1/licenses/features"),
             Some(LimitedRoute::Features)
         );
+        assert_eq!(
+            LimitedRoute::of(post, "/signup"),
+            Some(LimitedRoute::Signup)
+        );
+        assert_eq!(LimitedRoute::of(&Method::GET, "/signup"), None);
+        assert_eq!(LimitedRoute::of(post, "/signup/cancel"), None);
         assert_eq!(LimitedRoute::of(&Method::GET, "/api/v1/auth/login"), None);
         assert_eq!(LimitedRoute::of(post, "/api/v1/auth/logout"), None);
         assert_eq!(LimitedRoute::of(post, "/api/v1/licenses"), None);
