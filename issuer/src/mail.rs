@@ -113,6 +113,95 @@ impl Mailer {
     }
 }
 
+/// Where a mail in the outbox stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    Sent,
+    /// Waiting for its (next) attempt.
+    Waiting,
+    /// Failed for good or too often; an operator decides (`mail retry`).
+    GivenUp,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Waiting => "waiting",
+            OutboxStatus::GivenUp => "given_up",
+        }
+    }
+}
+
+/// One outbox row as an operator sees it: never the body, which can hold
+/// a license key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub kind: String,
+    pub recipient: String,
+    pub subject: String,
+    pub created_at: i64,
+    pub attempts: i64,
+    pub status: OutboxStatus,
+    pub sent_at: Option<i64>,
+    /// When it is tried next (`Waiting` only).
+    pub next_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// The newest `limit` mails (only unsent ones if `unsent_only`), oldest
+/// first.
+pub fn list_outbox(
+    conn: &Connection,
+    unsent_only: bool,
+    limit: u32,
+) -> rusqlite::Result<Vec<OutboxEntry>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, kind, recipient, subject, created_at, attempts, sent_at,
+                next_attempt_at, last_error
+         FROM email_outbox
+         WHERE sent_at IS NULL OR NOT ?1
+         ORDER BY created_at DESC, id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![unsent_only, limit], |r| {
+        let sent_at: Option<i64> = r.get(6)?;
+        let next: i64 = r.get(7)?;
+        let status = match sent_at {
+            Some(_) => OutboxStatus::Sent,
+            None if next == sender::GAVE_UP => OutboxStatus::GivenUp,
+            None => OutboxStatus::Waiting,
+        };
+        Ok(OutboxEntry {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            recipient: r.get(2)?,
+            subject: r.get(3)?,
+            created_at: r.get(4)?,
+            attempts: r.get(5)?,
+            status,
+            sent_at,
+            next_attempt_at: (status == OutboxStatus::Waiting).then_some(next),
+            last_error: r.get(8)?,
+        })
+    })?;
+    let mut entries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    entries.reverse();
+    Ok(entries)
+}
+
+/// Makes an unsent mail due at `now` with a fresh count of attempts (after
+/// the operator fixed what made it fail). False if there is no such
+/// unsent mail.
+pub fn retry_now(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<bool> {
+    let changed = conn.execute(
+        "UPDATE email_outbox SET attempts = 0, next_attempt_at = ?2
+         WHERE id = ?1 AND sent_at IS NULL",
+        params![id, now],
+    )?;
+    Ok(changed == 1)
+}
+
 /// Delivery of the outbox: claims due mail, sends it over SMTP (or, in
 /// development without `SMTP_URL`, writes it to the log) and records the
 /// outcome on the row. Delivery is at least once: a mail is marked sent only
@@ -840,6 +929,65 @@ mod tests {
                 .unwrap()
                 .is_empty(),
             "given-up mail is not taken again"
+        );
+    }
+
+    #[test]
+    fn the_outbox_listing_shows_where_each_mail_stands_and_retry_revives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db.sqlite3")).unwrap();
+        let mut conn = db.conn().unwrap();
+        let sent = enqueue(&conn, &mail("a@example.com", "key"), 100).unwrap();
+        let waiting = enqueue(&conn, &mail("b@example.com", "key"), 200).unwrap();
+        let given_up = enqueue(&conn, &mail("nobody", "key"), 300).unwrap();
+        sender::record_sent(&conn, &sent, 110).unwrap();
+        let refused = Failure {
+            error: "SMTP: refused".into(),
+            permanent: false,
+        };
+        sender::record_failure(&mut conn, &waiting, 210, &refused, Duration::from_secs(30))
+            .unwrap();
+        let invalid = Failure {
+            error: "the recipient is not a valid address".into(),
+            permanent: true,
+        };
+        sender::record_failure(&mut conn, &given_up, 310, &invalid, Duration::from_secs(30))
+            .unwrap();
+
+        let all = list_outbox(&conn, false, 10).unwrap();
+        let seen: Vec<(&str, OutboxStatus, Option<i64>)> = all
+            .iter()
+            .map(|e| (e.id.as_str(), e.status, e.next_attempt_at))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (sent.as_str(), OutboxStatus::Sent, None),
+                (waiting.as_str(), OutboxStatus::Waiting, Some(240)),
+                (given_up.as_str(), OutboxStatus::GivenUp, None),
+            ]
+        );
+        assert_eq!(all[1].last_error.as_deref(), Some("SMTP: refused"));
+        let newest = list_outbox(&conn, false, 1).unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].id, given_up);
+        let unsent: Vec<String> = list_outbox(&conn, true, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(unsent, [waiting.clone(), given_up.clone()]);
+
+        assert!(retry_now(&conn, &given_up, 400).unwrap());
+        assert!(
+            !retry_now(&conn, &sent, 400).unwrap(),
+            "sent mail stays sent"
+        );
+        assert!(!retry_now(&conn, "no-such-mail", 400).unwrap());
+        let revived = &list_outbox(&conn, true, 10).unwrap()[1];
+        assert_eq!(
+            (revived.status, revived.attempts, revived.next_attempt_at),
+            (OutboxStatus::Waiting, 0, Some(400))
         );
     }
 

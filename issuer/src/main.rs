@@ -35,6 +35,9 @@ enum Command {
     /// Licenses.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// The outgoing mail (license keys) waiting in or sent from the outbox.
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// Print the OpenAPI spec (JSON) that the server serves at /openapi.json.
     Openapi,
     /// Show the audit log (oldest first).
@@ -69,6 +72,28 @@ enum KeysCommand {
     },
     /// Show the signing key in use and the keys in DATA_DIR/keys.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// List the outbox, oldest first (never the bodies: they hold license keys).
+    List {
+        /// Only mail not sent yet (waiting or given up).
+        #[arg(long)]
+        unsent: bool,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send an unsent mail again now, with a fresh count of attempts.
+    Retry {
+        /// The mail's id (from `mail list`).
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -143,6 +168,12 @@ fn main() -> ExitCode {
             limit,
             json,
         } => admin::audit_list(since.as_deref(), event.as_deref(), limit, json),
+        Command::Mail(MailCommand::List {
+            unsent,
+            limit,
+            json,
+        }) => admin::mail_list(unsent, limit, json),
+        Command::Mail(MailCommand::Retry { id, json }) => admin::mail_retry(&id, json),
         Command::Openapi => {
             println!("{}", api::spec_json());
             Ok(())

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use coditect_tests::billing::{BillingEnv, open_db, query_rows};
-use coditect_tests::issuer::hardware_id;
+use coditect_tests::issuer::{admin, hardware_id};
 use coditect_tests::smtp::{ReceivedMail, SmtpSink};
 use serde_json::{Value, json};
 
@@ -174,6 +174,14 @@ fn a_paid_signup_mails_the_license_key_over_smtp() {
         "the key is mailed, never logged, when SMTP is set up"
     );
     assert_activates(&env, &key);
+
+    let listed = admin(data.path(), &["mail", "list", "--json"]);
+    listed.assert_success();
+    assert!(!listed.stdout.contains(&key), "{listed}");
+    let listed = listed.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed:#}");
+    assert_eq!(listed[0]["status"], "sent", "{listed:#}");
+    assert_eq!(listed[0]["recipient"], BUYER, "{listed:#}");
 }
 
 #[test]
@@ -213,6 +221,13 @@ fn with_the_mail_server_down_the_mail_waits_and_goes_out_once_it_is_back() {
     assert!(error.starts_with("SMTP: "), "{error}");
     assert!(!error.contains(&key), "{error}");
     assert!(sink.messages().is_empty());
+    let listed = admin(data.path(), &["mail", "list", "--unsent", "--json"]);
+    listed.assert_success();
+    assert!(!listed.stdout.contains(&key), "{listed}");
+    let listed = listed.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed:#}");
+    assert_eq!(listed[0]["status"], "waiting", "{listed:#}");
+    assert!(listed[0]["last_error"].is_string(), "{listed:#}");
     assert!(
         env.issuer.log().contains("mail not sent"),
         "{}",
