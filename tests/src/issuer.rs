@@ -45,6 +45,13 @@ const ISSUER_VARS: &[&str] = &[
     "RATE_LIMIT_VALIDATE",
     "RATE_LIMIT_ACTIVATE",
     "RATE_LIMIT_LICENSE_IP",
+    "SMTP_URL",
+    "SMTP_URL_FILE",
+    "MAIL_FROM",
+    "SUPPORT_EMAIL",
+    "MAIL_RETRY_INITIAL",
+    "BILLING_GRACE",
+    "PAST_DUE_GRACE",
     "TRUST_PROXY",
 ];
 

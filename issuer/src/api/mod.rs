@@ -48,6 +48,7 @@ impl AppState {
                 .map(Arc::new)
         });
         let config = Arc::new(config);
+        crate::billing::start_housekeeping(db.clone());
         AppState {
             limits: Arc::new(rate_limit::Limiters::from_config(&config)),
             mailer: crate::mail::Mailer::start(db.clone(), Arc::clone(&config)),

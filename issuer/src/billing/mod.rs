@@ -34,3 +34,30 @@ impl From<rusqlite::Error> for BillingError {
         BillingError::Db(DbError::Sqlite(e))
     }
 }
+
+/// How often the housekeeping runs.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Starts the billing housekeeping (inside the tokio runtime): license keys
+/// that waited longer than [`checkout::REVEAL_WINDOW`] to be shown on the
+/// success page are wiped (the buyer has them by mail).
+pub fn start_housekeeping(db: crate::db::Db) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+        loop {
+            tick.tick().await;
+            let now = crate::api::now();
+            let wiped = db
+                .run_write(move |c| checkout::wipe_stale_reveals(c, now).map_err(DbError::from))
+                .await;
+            match wiped {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    keys = n,
+                    "wiped license keys never shown on the success page"
+                ),
+                Err(e) => tracing::warn!(error = %e, "billing housekeeping failed"),
+            }
+        }
+    });
+}

@@ -515,3 +515,123 @@ fn checkout_completed(
     )?;
     Ok((Outcome::Applied, true))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use crate::db::Db;
+    use serde_json::json;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let d = dir.to_str().unwrap();
+        Config::load(
+            &[
+                ("CODITECT_DATA_DIR", d),
+                ("STRIPE_SECRET_KEY", "sk_test_unit"),
+                ("STRIPE_WEBHOOK_SECRET", "whsec_unit"),
+                ("STRIPE_PRICE_STARTER_MONTHLY", "price_sm"),
+                ("STRIPE_PRICE_STARTER_ANNUAL", "price_sa"),
+                ("STRIPE_PRICE_PRO_MONTHLY", "price_pm"),
+                ("STRIPE_PRICE_PRO_ANNUAL", "price_pa"),
+            ],
+            &Overrides::default(),
+            &mut Vec::new(),
+        )
+        .unwrap()
+    }
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failure_half_way_leaves_nothing_and_the_retry_applies_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let db = Db::open(&dir.path().join("unit.sqlite3")).unwrap();
+        let mut conn = db.conn().unwrap();
+        conn.execute_batch(
+            "INSERT INTO organizations (id, name, stripe_customer_id, created_at)
+                 VALUES ('org1', 'Acme', 'cus_1', 1);
+             INSERT INTO users (id, email, password_hash, organization_id, created_at)
+                 VALUES ('u1', 'owner@example.com', 'x', 'org1', 1);",
+        )
+        .unwrap();
+        let event = Event {
+            id: "evt_1".into(),
+            kind: "checkout.session.completed".into(),
+            created: 1_000,
+            object: json!({"id": "cs_1", "mode": "subscription", "payment_status": "paid",
+                           "customer": "cus_1", "subscription": "sub_1"}),
+        };
+        let snap = SubscriptionSnapshot {
+            id: "sub_1".into(),
+            customer_id: "cus_1".into(),
+            status: "active".into(),
+            price_id: Some("price_pm".into()),
+            quantity: 1,
+            current_period_end: Some(50_000),
+            cancel_at_period_end: false,
+        };
+        // The last step (queueing the mail) fails, as a full disk would.
+        conn.execute_batch(
+            "CREATE TRIGGER fail_mail BEFORE INSERT ON email_outbox
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+        assert!(apply(&mut conn, &cfg, &event, Some(&snap), 2_000).is_err());
+        for table in [
+            "stripe_events",
+            "licenses",
+            "subscriptions",
+            "email_outbox",
+            "audit_log",
+        ] {
+            assert_eq!(
+                count(&conn, table),
+                0,
+                "{table} kept part of a failed event"
+            );
+        }
+        // Stripe retries once the problem is gone: applied once, then a duplicate.
+        conn.execute_batch("DROP TRIGGER fail_mail").unwrap();
+        let (outcome, mailed) = apply(&mut conn, &cfg, &event, Some(&snap), 3_000).unwrap();
+        assert_eq!((outcome, mailed), (Outcome::Applied, true));
+        let (outcome, mailed) = apply(&mut conn, &cfg, &event, Some(&snap), 4_000).unwrap();
+        assert_eq!((outcome, mailed), (Outcome::Duplicate, false));
+        for table in ["stripe_events", "licenses", "subscriptions", "email_outbox"] {
+            assert_eq!(count(&conn, table), 1, "{table}");
+        }
+        let expires: i64 = conn
+            .query_row("SELECT expires_at FROM licenses", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            expires,
+            50_000 + 2 * 86_400,
+            "period end plus BILLING_GRACE"
+        );
+    }
+
+    #[test]
+    fn event_fields_are_read_from_expanded_and_plain_forms() {
+        let invoice = json!({
+            "customer": {"id": "cus_9"},
+            "parent": {"subscription_details": {"subscription": "sub_9"}},
+            "lines": {"data": [{"period": {"end": 10}}, {"period": {"end": 30}}, {"period": {}}]}
+        });
+        assert_eq!(id_of(&invoice["customer"]).as_deref(), Some("cus_9"));
+        assert_eq!(invoice_subscription(&invoice).as_deref(), Some("sub_9"));
+        assert_eq!(invoice_period_end(&invoice), Some(30));
+        let old_style = json!({"subscription": "sub_8", "period_end": 7, "lines": {"data": []}});
+        assert_eq!(invoice_subscription(&old_style).as_deref(), Some("sub_8"));
+        assert_eq!(invoice_period_end(&old_style), Some(7));
+        let sub = json!({"id": "sub_1", "customer": "cus_1", "status": "trialing",
+            "items": {"data": [{"price": {"id": "price_x"}, "quantity": 0, "current_period_end": 99}]}});
+        let s = snapshot(&sub).unwrap();
+        assert_eq!((s.quantity, s.current_period_end), (1, Some(99)));
+        assert_eq!(s.price_id.as_deref(), Some("price_x"));
+        assert!(snapshot(&json!({"id": "sub_1"})).is_none());
+    }
+}
