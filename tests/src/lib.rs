@@ -6,6 +6,7 @@
 
 pub mod billing;
 pub mod binaries;
+pub mod browser;
 pub mod cli;
 pub mod fake_stripe;
 pub mod issuer;
