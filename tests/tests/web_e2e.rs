@@ -770,3 +770,28 @@ fn signup_posts_share_the_signup_rate_limit_and_say_so_in_a_page() {
     );
     json.expect_problem(429, "rate_limited");
 }
+
+#[test]
+fn behind_https_the_cookies_are_secure_and_the_origin_is_the_public_one() {
+    let dir = data_dir();
+    let public = "https://licenses.example";
+    let env = BillingEnv::start(dir.path(), &[("PUBLIC_BASE_URL", public)]);
+    let web = WebClient::new(env.issuer.base_url());
+    let form = web.get("/signup");
+    form.expect_page(200);
+    let csrf = form.set_cookie("coditect_csrf").expect("a CSRF cookie");
+    assert!(csrf.ends_with("; Secure"), "{csrf}");
+    let token = form.csrf_field();
+    let mut fields = vec![("csrf_token", token.as_str())];
+    fields.extend(good_fields("secure@example.com", "pilot-starter"));
+    // The server's own address is not its public origin.
+    web.post_form("/signup", &fields)
+        .expect_page(403)
+        .contains("https://licenses.example");
+    let ok = web.post_form_from("/signup", &fields, Some(public));
+    ok.expect(303);
+    let checkout = ok
+        .set_cookie("coditect_checkout")
+        .expect("a checkout cookie");
+    assert!(checkout.ends_with("; Secure"), "{checkout}");
+}
