@@ -8,6 +8,19 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r tests/python/requirements.txt
 
+# Headless Chromium for the browser tests (Debian packages).
+# tests/tests/browser_e2e.rs drives Debian's chromium through chromedriver
+# (package chromium-driver); with CI=true it fails when they are missing.
+if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver
+fi
+
 # The committed OpenAPI spec is a valid OpenAPI document (the api tests check
 # that it is exactly what the server serves).
 python3 -m openapi_spec_validator schemas/openapi.json

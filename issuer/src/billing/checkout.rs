@@ -159,7 +159,7 @@ pub async fn portal(state: &AppState, user: &User) -> Result<String, BillingErro
         })
         .await?;
     let customer = customer.ok_or(BillingError::NoCustomer)?;
-    let return_url = format!("{}/account", state.config.public_base_url);
+    let return_url = format!("{}/", state.config.public_base_url);
     Ok(stripe.create_portal(&customer, &return_url).await?)
 }
 
