@@ -205,6 +205,8 @@ fn checkout_and_portal_requests_are_checked() {
         last.param("line_items[0][price]"),
         Some(coditect_tests::fake_stripe::PRICE_STARTER_ANNUAL)
     );
+    // The customer made for the failed attempt was reused.
+    assert_eq!(env.stripe.requests_to("POST", "/v1/customers").len(), 1);
     // The portal opens for the organization's customer.
     let portal = authed
         .post_json("/api/v1/billing/portal", &json!({}))
@@ -213,6 +215,30 @@ fn checkout_and_portal_requests_are_checked() {
         portal["url"].as_str().is_some_and(|u| !u.is_empty()),
         "{portal}"
     );
+}
+
+#[test]
+fn a_trial_from_the_configuration_starts_a_license_before_the_first_charge() {
+    let dir = data_dir();
+    let env = BillingEnv::start(dir.path(), &[("STRIPE_TRIAL_DAYS", "7")]);
+    let p = env.buy("trial@example.com", "pilot-starter", "month");
+    assert_all_delivered(&env);
+    let created = env.stripe.requests_to("POST", "/v1/checkout/sessions");
+    assert_eq!(
+        created[0].param("subscription_data[trial_period_days]"),
+        Some("7")
+    );
+    let sub = env.stripe.subscription(&p.subscription_id).unwrap();
+    assert_eq!(sub["status"], "trialing");
+    let db = open_db(dir.path());
+    let license = one(&db, "SELECT status, expires_at FROM licenses");
+    assert_eq!(license["status"], "active");
+    assert_eq!(
+        license["expires_at"],
+        period_end(&env, &p.subscription_id) + BILLING_GRACE
+    );
+    let key = key_from_log(&env);
+    activate(&env, &key, "laptop").expect_status(201);
 }
 
 #[test]
@@ -428,6 +454,50 @@ fn the_same_event_twenty_times_ten_at_once_makes_one_license_and_one_mail() {
         license["expires_at"],
         period_end(&env, &done.subscription_id) + BILLING_GRACE
     );
+}
+
+#[test]
+fn when_stripe_cannot_be_asked_the_event_fails_cleanly_and_its_retry_applies() {
+    let dir = data_dir();
+    let env = BillingEnv::start(dir.path(), &[]);
+    env.stripe.pause_deliveries();
+    let jwt = env.account("retry@example.com", "Retry Ltd");
+    let started = env
+        .start_checkout(&jwt, "pilot-professional", "year")
+        .expect_status(200);
+    env.stripe
+        .complete_checkout(started["session_id"].as_str().unwrap());
+    // Reading the subscription back from Stripe fails (Stripe has an outage).
+    env.stripe
+        .fail_next_requests("GET", "/v1/subscriptions/*", 500, 3);
+    let deliveries = env.stripe.resume_deliveries();
+    let completed = deliveries
+        .iter()
+        .find(|d| d.event_type == "checkout.session.completed")
+        .expect("delivered");
+    assert_eq!(completed.status, Some(503), "{completed:?}");
+    let db = open_db(dir.path());
+    assert_eq!(count(&db, "SELECT count(*) FROM licenses"), 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM email_outbox"), 0);
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM stripe_events WHERE id = '{}'",
+                completed.event_id
+            )
+        ),
+        0,
+        "a failed event is not marked processed"
+    );
+    // Stripe's retries: the failures run out, then it is applied, once.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(env.stripe.deliver(&completed.event_id).status);
+    }
+    assert_eq!(statuses, [Some(503), Some(503), Some(200), Some(200)]);
+    assert_eq!(count(&db, "SELECT count(*) FROM licenses"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM email_outbox"), 1);
 }
 
 #[test]

@@ -13,15 +13,51 @@ use crate::billing::BillingError;
 use crate::billing::stripe_api::StripeCallError;
 use crate::billing::webhook::{self, WebhookError};
 
+/// A plan that can be bought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "kebab-case")]
+pub enum PlanId {
+    /// Pilot Starter: 3 projects, 100 AI requests, 1 device.
+    PilotStarter,
+    /// Pilot Professional: unlimited projects, 1000 AI requests, 3 devices.
+    PilotProfessional,
+}
+
+impl PlanId {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanId::PilotStarter => "pilot-starter",
+            PlanId::PilotProfessional => "pilot-professional",
+        }
+    }
+}
+
+/// How often a subscription is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum BillingInterval {
+    /// Monthly ($19 or $49).
+    Month,
+    /// Yearly ($190 or $490).
+    Year,
+}
+
+impl BillingInterval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BillingInterval::Month => "month",
+            BillingInterval::Year => "year",
+        }
+    }
+}
+
 /// A subscription to start.
 #[derive(Debug, Object)]
 pub struct CheckoutRequest {
-    /// `pilot-starter` or `pilot-professional`.
-    #[oai(validator(max_length = 64))]
-    pub plan: String,
-    /// Billing interval: `month` or `year`.
-    #[oai(validator(max_length = 16))]
-    pub interval: String,
+    /// The plan.
+    pub plan: PlanId,
+    /// Billing interval.
+    pub interval: BillingInterval,
 }
 
 /// A Stripe Checkout Session to send the buyer to.
@@ -117,20 +153,8 @@ impl BillingApi {
         body: Json<CheckoutRequest>,
     ) -> ApiResult<Json<CheckoutResponse>> {
         let (user, _) = auth.user(&state).await?;
-        let plan = body.plan.trim();
-        let interval = body.interval.trim();
-        if crate::plans::find(plan).is_none() {
-            return Err(ApiError::invalid_field(
-                "plan",
-                format!("must be one of: {}", crate::plans::ids()),
-            ));
-        }
-        if !matches!(interval, "month" | "year") {
-            return Err(ApiError::invalid_field(
-                "interval",
-                "must be `month` or `year`",
-            ));
-        }
+        let plan = body.plan.as_str();
+        let interval = body.interval.as_str();
         let started =
             crate::billing::checkout::start(&state, &user, plan, interval, None, now()).await?;
         state

@@ -12,6 +12,8 @@ struct FieldSpec {
     name: String,
     json_type: String,
     required: bool,
+    /// The values an enumerated field may take.
+    allowed: Option<Vec<String>>,
 }
 
 type Operations = HashMap<(String, String), Vec<FieldSpec>>;
@@ -50,10 +52,31 @@ fn operations() -> &'static Operations {
                     .map(|props| {
                         props
                             .iter()
-                            .map(|(field, prop)| FieldSpec {
-                                name: field.clone(),
-                                json_type: prop["type"].as_str().unwrap_or_default().to_owned(),
-                                required: required.contains(&field.as_str()),
+                            .map(|(field, prop)| {
+                                // An enumerated field refers to its own schema.
+                                // (`{"$ref": …}`, or `{"allOf": [{"$ref": …}, …]}`
+                                // when the field has a description).
+                                let reference = prop["$ref"]
+                                    .as_str()
+                                    .or_else(|| prop["allOf"][0]["$ref"].as_str());
+                                let prop = match reference
+                                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                                {
+                                    Some(name) => &spec["components"]["schemas"][name],
+                                    None => prop,
+                                };
+                                FieldSpec {
+                                    name: field.clone(),
+                                    json_type: prop["type"].as_str().unwrap_or_default().to_owned(),
+                                    required: required.contains(&field.as_str()),
+                                    allowed: prop["enum"].as_array().map(|values| {
+                                        values
+                                            .iter()
+                                            .filter_map(Value::as_str)
+                                            .map(str::to_owned)
+                                            .collect()
+                                    }),
+                                }
                             })
                             .collect()
                     })
@@ -106,6 +129,15 @@ pub fn explain(method: &str, path: &str, body: &[u8]) -> Option<(String, String)
             Some(v) if !v.is_null() && !type_matches(&field.json_type, v) => {
                 return Some((field.name.clone(), format!("must be a {}", field.json_type)));
             }
+            Some(Value::String(v))
+                if field
+                    .allowed
+                    .as_ref()
+                    .is_some_and(|allowed| !allowed.contains(v)) =>
+            {
+                let allowed = field.allowed.as_deref().unwrap_or_default().join(", ");
+                return Some((field.name.clone(), format!("must be one of: {allowed}")));
+            }
             _ => {}
         }
     }
@@ -136,6 +168,22 @@ mod tests {
             Some(("machine_name".into(), "must be a string".into()))
         );
         assert_eq!(explain("POST", path, b"[]"), None);
+        let checkout = "/api/v1/billing/checkout";
+        assert_eq!(
+            explain("POST", checkout, br#"{"plan":"gold","interval":"month"}"#),
+            Some((
+                "plan".into(),
+                "must be one of: pilot-starter, pilot-professional".into()
+            ))
+        );
+        assert_eq!(
+            explain(
+                "POST",
+                checkout,
+                br#"{"plan":"pilot-starter","interval":"month"}"#
+            ),
+            None
+        );
         assert_eq!(explain("POST", "/nope", b"{}"), None);
     }
 }
