@@ -121,14 +121,7 @@ impl Answer {
         let start = self.body.find(&format!("id=\"{id}\""))?;
         let open_end = start + self.body[start..].find('>')? + 1;
         let close = open_end + self.body[open_end..].find('<')?;
-        Some(
-            self.body[open_end..close]
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&quot;", "\"")
-                .replace("&#39;", "'")
-                .replace("&amp;", "&"),
-        )
+        Some(html_escape::decode_html_entities(&self.body[open_end..close]).into_owned())
     }
 
     /// The value of the hidden CSRF field of the form.

@@ -11,18 +11,7 @@ use crate::api::headers::SitePage;
 /// `text` with the five HTML-significant characters escaped, safe in
 /// element content and in quoted attribute values.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    html_escape::encode_quoted_attribute(text).into_owned()
 }
 
 /// The site's stylesheet, served at [`STYLESHEET_PATH`].
@@ -150,7 +139,7 @@ mod tests {
     fn escapes_markup_and_quotes() {
         assert_eq!(
             escape(r#"<a href="x">O'Neil & co</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;O&#39;Neil &amp; co&lt;/a&gt;"
+            "&lt;a href=&quot;x&quot;&gt;O&#x27;Neil &amp; co&lt;/a&gt;"
         );
         assert_eq!(escape("plain"), "plain");
     }
