@@ -64,6 +64,18 @@ pub enum DbError {
     Task(String),
 }
 
+/// After a secret (a license key waiting to be mailed or shown) has been
+/// wiped from a row: copies the WAL into the database and empties it, so
+/// the old versions of the row's page are gone from disk too
+/// (`secure_delete` zeroes them inside the database file). Best effort: a
+/// reader in the middle of a transaction makes SQLite skip the truncation,
+/// and the next scrub or checkpoint finishes the job.
+pub fn scrub(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "checkpoint after wiping a secret was skipped");
+    }
+}
+
 /// A pool of connections to one SQLite file.
 #[derive(Clone)]
 pub struct Db {
@@ -81,7 +93,8 @@ fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON;",
     )
 }
 

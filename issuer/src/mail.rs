@@ -432,6 +432,7 @@ mod sender {
              WHERE id = ?1",
             params![id, now],
         )?;
+        crate::db::scrub(conn);
         Ok(())
     }
 

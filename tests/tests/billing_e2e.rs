@@ -652,3 +652,48 @@ fn unknown_events_and_customers_are_acknowledged_and_ignored() {
     assert_eq!(count(&db, "SELECT count(*) FROM subscriptions"), 0);
     assert_eq!(count(&db, "SELECT count(*) FROM stripe_events"), 2);
 }
+
+#[test]
+fn once_mailed_the_key_is_nowhere_in_the_database_files() {
+    let dir = data_dir();
+    let env = BillingEnv::start(dir.path(), &[]);
+    env.buy("disk@example.com", "pilot-starter", "month");
+    let key = key_from_log(&env);
+    let db = open_db(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(
+        &db,
+        "SELECT count(*) FROM email_outbox WHERE sent_at IS NULL",
+    ) > 0
+    {
+        assert!(Instant::now() < deadline, "the mail was not sent");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(db);
+    // The sender scrubs the write-ahead log right after marking the mail
+    // sent; give it a moment.
+    let files_with_key = || {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file()
+                && std::fs::read(&path)
+                    .unwrap()
+                    .windows(key.len())
+                    .any(|w| w == key.as_bytes())
+            {
+                found.push(path);
+            }
+        }
+        found
+    };
+    let mut found = files_with_key();
+    while !found.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        found = files_with_key();
+    }
+    assert!(
+        found.is_empty(),
+        "the key {key} is still on disk in {found:?}"
+    );
+}

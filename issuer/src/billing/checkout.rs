@@ -249,6 +249,9 @@ pub async fn reveal(
                 },
             };
             tx.commit().map_err(DbError::from)?;
+            if matches!(result, Reveal::Key { .. }) {
+                crate::db::scrub(c);
+            }
             Ok(result)
         })
         .await
@@ -256,9 +259,13 @@ pub async fn reveal(
 
 /// Wipes keys that waited longer than [`REVEAL_WINDOW`] to be shown.
 pub fn wipe_stale_reveals(conn: &rusqlite::Connection, now: i64) -> rusqlite::Result<usize> {
-    conn.execute(
+    let wiped = conn.execute(
         "UPDATE checkouts SET reveal_key = NULL
          WHERE reveal_key IS NOT NULL AND completed_at < ?1",
         [now.saturating_sub(REVEAL_WINDOW)],
-    )
+    )?;
+    if wiped > 0 {
+        crate::db::scrub(conn);
+    }
+    Ok(wiped)
 }
