@@ -290,6 +290,10 @@ pub fn sync_license(
     };
     let new_status = if is_live(&status) {
         "active"
+    } else if matches!(status.as_str(), "paused" | "unpaid") {
+        // Not over, but not paid for: refused until it is
+        // (`license_suspended` tells the holder to fix the payment).
+        "suspended"
     } else {
         "canceled"
     };
@@ -314,4 +318,138 @@ pub fn sync_license(
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    const PRICES: fn() -> Prices = || Prices {
+        starter_monthly: "price_sm".into(),
+        starter_annual: "price_sa".into(),
+        pro_monthly: "price_pm".into(),
+        pro_annual: "price_pa".into(),
+    };
+    const GRACES: Graces = Graces {
+        billing: 100,
+        past_due: 1_000,
+    };
+
+    fn snap(status: &str, price: &str, quantity: u32, end: i64) -> SubscriptionSnapshot {
+        SubscriptionSnapshot {
+            id: "sub_1".into(),
+            customer_id: "cus_1".into(),
+            status: status.into(),
+            price_id: Some(price.into()),
+            quantity,
+            current_period_end: Some(end),
+            cancel_at_period_end: false,
+        }
+    }
+
+    fn setup() -> (
+        tempfile::TempDir,
+        r2d2::PooledConnection<r2d2_sqlite::SqliteConnectionManager>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite3")).unwrap();
+        let conn = db.conn().unwrap();
+        conn.execute_batch(
+            "INSERT INTO organizations (id, name, stripe_customer_id, created_at)
+                 VALUES ('org1', 'Acme', 'cus_1', 1);
+             INSERT INTO licenses (id, key_hash, key_hint, organization_id, email, tier, status,
+                 expires_at, max_activations, max_projects, ai_requests, stripe_subscription_id,
+                 created_at, updated_at)
+             VALUES ('lic1', printf('%064d', 1), 'AAAA', 'org1', 'a@example.com', 'pilot-starter',
+                 'active', 0, 1, 3, 100, 'sub_1', 1, 1);",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn license(conn: &Connection) -> (String, String, i64, i64) {
+        conn.query_row(
+            "SELECT tier, status, max_activations, expires_at FROM licenses",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap()
+    }
+
+    fn apply(conn: &Connection, s: &SubscriptionSnapshot, at: i64) -> Applied {
+        let a = apply_snapshot(conn, "org1", s, at, at).unwrap();
+        sync_license(conn, &s.id, &PRICES(), GRACES, at).unwrap();
+        a
+    }
+
+    #[test]
+    fn newer_states_win_whatever_the_order() {
+        let (_dir, conn) = setup();
+        assert_eq!(
+            apply(&conn, &snap("active", "price_pm", 2, 5_000), 20),
+            Applied::Yes
+        );
+        assert_eq!(
+            apply(&conn, &snap("active", "price_sm", 1, 4_000), 10),
+            Applied::Stale
+        );
+        assert_eq!(
+            license(&conn),
+            ("pilot-professional".into(), "active".into(), 6, 5_100)
+        );
+        // The same second is applied in delivery order.
+        assert_eq!(
+            apply(&conn, &snap("active", "price_pm", 1, 5_000), 20),
+            Applied::Yes
+        );
+        assert_eq!(license(&conn).2, 3);
+    }
+
+    #[test]
+    fn payments_move_the_period_forward_only_and_clear_past_due() {
+        let (_dir, conn) = setup();
+        apply(&conn, &snap("active", "price_sm", 1, 5_000), 10);
+        record_failed_payment(&conn, "org1", "sub_1", "cus_1", 30, 30).unwrap();
+        sync_license(&conn, "sub_1", &PRICES(), GRACES, 30).unwrap();
+        assert_eq!(
+            license(&conn).3,
+            30 + 1_000,
+            "past due: the grace from the failure"
+        );
+        record_payment(&conn, "org1", "sub_1", "cus_1", Some(9_000), 40, 40).unwrap();
+        sync_license(&conn, "sub_1", &PRICES(), GRACES, 40).unwrap();
+        assert_eq!(license(&conn).3, 9_100);
+        // An older invoice.paid does not move it back.
+        record_payment(&conn, "org1", "sub_1", "cus_1", Some(5_000), 35, 41).unwrap();
+        sync_license(&conn, "sub_1", &PRICES(), GRACES, 41).unwrap();
+        assert_eq!(license(&conn).3, 9_100);
+        let status: String = conn
+            .query_row("SELECT status FROM subscriptions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(status, "active");
+    }
+
+    #[test]
+    fn paused_suspends_deleted_ends_for_good_and_revoked_stays_revoked() {
+        let (_dir, conn) = setup();
+        apply(&conn, &snap("paused", "price_sm", 1, 5_000), 10);
+        assert_eq!(license(&conn).1, "suspended");
+        apply(&conn, &snap("active", "price_sm", 1, 5_000), 11);
+        assert_eq!(license(&conn).1, "active");
+        record_deletion(&conn, "org1", "sub_1", "cus_1", 12, 12).unwrap();
+        sync_license(&conn, "sub_1", &PRICES(), GRACES, 12).unwrap();
+        assert_eq!(license(&conn).1, "canceled");
+        assert_eq!(
+            apply(&conn, &snap("active", "price_sm", 1, 9_000), 99),
+            Applied::Stale,
+            "a deleted subscription never comes back"
+        );
+        assert_eq!(license(&conn).1, "canceled");
+        conn.execute("UPDATE licenses SET status = 'revoked'", [])
+            .unwrap();
+        conn.execute("DELETE FROM subscriptions", []).unwrap();
+        apply(&conn, &snap("active", "price_pm", 1, 9_000), 100);
+        assert_eq!(license(&conn).1, "revoked");
+    }
 }
