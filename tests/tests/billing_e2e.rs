@@ -697,3 +697,38 @@ fn once_mailed_the_key_is_nowhere_in_the_database_files() {
         "the key {key} is still on disk in {found:?}"
     );
 }
+
+#[test]
+fn a_bought_key_activates_in_the_cli_and_ending_the_subscription_stops_its_renewals() {
+    use coditect_tests::cli::Cli;
+    let dir = data_dir();
+    let env = BillingEnv::start(dir.path(), &[]);
+    let p = env.buy("cli@example.com", "pilot-professional", "year");
+    let key = key_from_log(&env);
+    let cli = Cli::new().machine("bought-machine");
+    let out = cli.run(&[
+        "activate",
+        &key,
+        "--server",
+        env.issuer.base_url(),
+        "--name",
+        "laptop",
+    ]);
+    out.assert_success();
+    let claims = cli.stored_claims();
+    assert_eq!(claims.tier, "pilot-professional");
+    assert_eq!(claims.entitlements.max_devices, 3);
+    let status = cli.run(&["license", "status"]);
+    status.assert_success();
+    assert!(status.stdout.contains("Pilot Professional"), "{status}");
+    // The subscription ends: the next renewal is refused and explained.
+    let mut sub = env.stripe.subscription(&p.subscription_id).unwrap();
+    sub["status"] = json!("canceled");
+    let deleted = env
+        .stripe
+        .create_event_at("customer.subscription.deleted", sub, unix_now() + 1);
+    assert_eq!(env.stripe.deliver(&deleted.id).status, Some(200));
+    let out = cli.run(&["license", "renew", "--server", env.issuer.base_url()]);
+    assert!(!out.success(), "{out}");
+    assert!(out.all_output().to_lowercase().contains("cancel"), "{out}");
+}
