@@ -36,7 +36,10 @@ CREATE TABLE checkouts (
     reveal_key      TEXT,
     revealed_at     INTEGER,
     created_at      INTEGER NOT NULL,
-    completed_at    INTEGER
+    completed_at    INTEGER,
+    -- Expired by the issuer when the organization started another one, so
+    -- that one subscription cannot be paid for twice.
+    expired_at      INTEGER
 );
 CREATE INDEX checkouts_organization ON checkouts (organization_id);
 

@@ -732,3 +732,49 @@ fn a_bought_key_activates_in_the_cli_and_ending_the_subscription_stops_its_renew
     assert!(!out.success(), "{out}");
     assert!(out.all_output().to_lowercase().contains("cancel"), "{out}");
 }
+
+#[test]
+fn a_new_checkout_expires_the_open_one_so_nobody_pays_twice() {
+    let dir = data_dir();
+    let env = BillingEnv::start(dir.path(), &[]);
+    let jwt = env.account("tabs@example.com", "Two Tabs Ltd");
+    let first = env
+        .start_checkout(&jwt, "pilot-starter", "month")
+        .expect_status(200);
+    let first_id = first["session_id"].as_str().unwrap().to_owned();
+    let second = env
+        .start_checkout(&jwt, "pilot-professional", "month")
+        .expect_status(200);
+    let second_id = second["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        env.stripe.checkout_session(&first_id).unwrap()["status"],
+        "expired"
+    );
+    assert_eq!(
+        env.stripe.checkout_session(&second_id).unwrap()["status"],
+        "open"
+    );
+    env.stripe.complete_checkout(&second_id);
+    assert_all_delivered(&env);
+    let db = open_db(dir.path());
+    assert_eq!(count(&db, "SELECT count(*) FROM licenses"), 1);
+    assert_eq!(
+        one(&db, "SELECT tier FROM licenses")["tier"],
+        "pilot-professional"
+    );
+
+    // Paid in one tab while Stripe's events are still on their way: a new
+    // checkout in another tab is refused, not charged again.
+    let jwt = env.account("race@example.com", "Race Ltd");
+    let paid = env
+        .start_checkout(&jwt, "pilot-starter", "year")
+        .expect_status(200);
+    env.stripe.pause_deliveries();
+    env.stripe
+        .complete_checkout(paid["session_id"].as_str().unwrap());
+    env.start_checkout(&jwt, "pilot-starter", "month")
+        .expect_problem(409, "already_subscribed");
+    env.stripe.resume_deliveries();
+    assert_all_delivered(&env);
+    assert_eq!(count(&db, "SELECT count(*) FROM licenses"), 2);
+}

@@ -18,6 +18,9 @@ pub struct CheckoutStart {
     pub url: String,
 }
 
+/// How long a Checkout Session stays open at Stripe (its default).
+const CHECKOUT_LIFETIME: i64 = 24 * 3600;
+
 /// SHA-256 (hex) of a browser's checkout cookie.
 pub fn browser_hash(cookie: &str) -> String {
     hex::encode(Sha256::digest(cookie.as_bytes()))
@@ -100,6 +103,47 @@ pub async fn start(
                 .await?
         }
     };
+    // One checkout open per organization: the earlier ones are expired at
+    // Stripe first, so that nobody pays for the same pilot twice (two tabs,
+    // a back button). One that was paid meanwhile means there is nothing to
+    // buy.
+    let org = user.organization_id.clone();
+    let open: Vec<String> = state
+        .db
+        .run(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id FROM checkouts WHERE organization_id = ?1
+                     AND completed_at IS NULL AND expired_at IS NULL AND created_at > ?2",
+                )
+                .map_err(DbError::from)?;
+            let ids = stmt
+                .query_map(params![org, now.saturating_sub(CHECKOUT_LIFETIME)], |r| {
+                    r.get(0)
+                })
+                .map_err(DbError::from)?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(DbError::from)?;
+            Ok::<_, BillingError>(ids)
+        })
+        .await?;
+    for id in open {
+        let status = stripe.expire_checkout(&id).await?;
+        if status == "complete" {
+            return Err(BillingError::AlreadySubscribed);
+        }
+        state
+            .db
+            .run_write(move |c| {
+                c.execute(
+                    "UPDATE checkouts SET expired_at = ?2 WHERE id = ?1 AND completed_at IS NULL",
+                    params![id, now],
+                )
+                .map_err(DbError::from)?;
+                Ok::<_, BillingError>(())
+            })
+            .await?;
+    }
     let base = &state.config.public_base_url;
     let session = stripe
         .create_checkout(&NewCheckout {

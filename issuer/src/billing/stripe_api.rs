@@ -11,6 +11,7 @@ use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::subscription::RetrieveSubscription;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    ExpireCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_core::customer::CreateCustomer;
 use stripe_shared::CheckoutSessionMode;
@@ -162,6 +163,23 @@ impl StripeApi {
             id: session.id.as_str().to_owned(),
             url,
         })
+    }
+
+    /// Expires an open Checkout Session, so that it can no longer be paid.
+    /// Returns Stripe's status of the session afterwards: `expired`, or
+    /// `complete` when it was paid before it could be expired.
+    pub async fn expire_checkout(&self, id: &str) -> Result<String, StripeCallError> {
+        match ExpireCheckoutSession::new(id).send(&self.client).await {
+            Ok(_) => Ok("expired".to_owned()),
+            // Not open any more: ask what it is.
+            Err(StripeError::Stripe(_, 400)) => {
+                let session = RetrieveCheckoutSession::new(id).send(&self.client).await?;
+                Ok(session
+                    .status
+                    .map_or_else(|| "unknown".to_owned(), |s| s.as_str().to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates a billing portal session; returns its URL.
