@@ -146,7 +146,7 @@ pub fn refusal_error(code: &str, detail: &str, server: &str) -> CliError {
     let hint = match code {
         "license_not_found" => "check the key in your confirmation email".to_owned(),
         "too_many_activations" => "run `coditect deactivate` on a machine you no longer use (or `coditect license machines` to list them), then activate again".to_owned(),
-        "license_suspended" | "license_expired" | "license_canceled" => format!(
+        "license_suspended" | "license_expired" | "license_canceled" | "payment_overdue" => format!(
             "renew or update your subscription in the billing portal (sign in at {server}), then run `coditect license renew`"
         ),
         "license_revoked" => "`coditect license renew` checks again; `coditect activate NEW-KEY` replaces the license on this machine".to_owned(),

@@ -129,6 +129,10 @@ pub enum LicenseError {
     Inactive(LicenseStatus),
     #[error("the license expired")]
     Expired { since: i64 },
+    /// Expired because the subscription's payment failed at `failed_at`
+    /// and the past-due grace ran out at `since`.
+    #[error("the subscription's payment is overdue")]
+    PaymentOverdue { since: i64, failed_at: i64 },
     #[error("no activation with this id on the license")]
     ActivationNotFound,
     #[error(transparent)]
@@ -303,8 +307,27 @@ fn activation_for(
 
 fn usable_license(conn: &Connection, key: &LicenseKey, now: i64) -> Result<License, LicenseError> {
     let license = find_by_key(conn, key)?.ok_or(LicenseError::NotFound)?;
-    license.check_usable(now)?;
-    Ok(license)
+    match license.check_usable(now) {
+        Ok(()) => Ok(license),
+        // Say why, when the cause is a failed payment.
+        Err(LicenseError::Expired { since }) => {
+            let failed_at: Option<i64> = conn
+                .query_row(
+                    "SELECT s.past_due_since FROM subscriptions s
+                     JOIN licenses l ON l.stripe_subscription_id = s.stripe_subscription_id
+                     WHERE l.id = ?1 AND s.status IN ('past_due', 'unpaid')",
+                    [&license.id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            Err(match failed_at {
+                Some(failed_at) => LicenseError::PaymentOverdue { since, failed_at },
+                None => LicenseError::Expired { since },
+            })
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Activates this machine on the license. The same machine again gets its

@@ -616,7 +616,13 @@ fn past_due_licenses_are_refused_after_the_grace_and_deleted_ones_at_once() {
     while unix_now() <= expires {
         std::thread::sleep(Duration::from_millis(200));
     }
-    validate(&env, &key, "laptop").expect_problem(403, "license_expired");
+    let refused = validate(&env, &key, "laptop").expect_problem(403, "payment_overdue");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("billing portal")),
+        "{refused}"
+    );
     // Paid after all: renewing again.
     env.stripe.recover_payment(&p.subscription_id);
     assert_all_delivered(&env);

@@ -233,6 +233,16 @@ impl From<LicenseError> for ApiError {
                 "License expired",
                 "The license has expired. Renew your subscription to continue.",
             ),
+            LicenseError::PaymentOverdue { since, failed_at } => Problem::new(
+                S::FORBIDDEN,
+                "payment_overdue",
+                "Payment overdue",
+                format!(
+                    "The subscription's payment failed on {}, and the license stopped renewing on {} when the grace period ended. Update the payment method in the billing portal (POST /api/v1/billing/portal); the license works again as soon as the payment goes through.",
+                    super::rfc3339(failed_at),
+                    super::rfc3339(since)
+                ),
+            ),
             LicenseError::ActivationNotFound => Problem::new(
                 S::NOT_FOUND,
                 "activation_not_found",
