@@ -167,69 +167,19 @@ impl AuthApi {
         let password = zeroize::Zeroizing::new(body.0.password);
         let client = super::client(req, &state);
         let now = now();
-        let failed = |outcome: &str| {
-            crate::audit::Event::new(now, "failed_login", outcome)
-                .actor(format!("email:{email}"))
-                .client(&client)
-        };
-        let lookup = email.clone();
-        let (locked, found) = state
-            .db
-            .run(move |c| {
-                Ok::<_, AccountError>((
-                    accounts::locked_until(c, &lookup, now)?,
-                    accounts::find_by_email(c, &lookup)?,
-                ))
-            })
-            .await?;
-        if let Some(until) = locked {
-            state.audit.log(failed("locked")).await;
-            return Err(AccountError::Locked { until }.into());
-        }
-        let (user, hash) = match found {
-            Some((u, h)) => (Some(u), Some(h)),
-            None => (None, None),
-        };
-        // Unknown users cost one Argon2 check too.
-        let ok = crate::passwords::verify(hash, password).await;
-        let user = match (ok, user) {
-            (true, Some(u)) => u,
-            _ => {
-                tracing::warn!(ip = client.ip.as_deref().unwrap_or("-"), "failed sign-in");
-                let throttled = email.clone();
-                let lock = state
-                    .db
-                    .run_write(move |c| accounts::record_failure(c, &throttled, now))
-                    .await?;
-                state.audit.log(failed("invalid_credentials")).await;
-                if let Some(until) = lock {
-                    tracing::warn!(
-                        ip = client.ip.as_deref().unwrap_or("-"),
-                        "sign-in locked for 15 minutes after repeated failures"
-                    );
-                    state
-                        .audit
-                        .log(
-                            crate::audit::Event::new(now, "lockout", "locked")
-                                .actor(format!("email:{email}"))
-                                .client(&client)
-                                .detail(format!("until {}", rfc3339(until))),
-                        )
-                        .await;
-                }
+        let user = match check_password(&state, &client, &email, password, now, None).await? {
+            PasswordCheck::Right(user) => user,
+            PasswordCheck::Locked { until } => return Err(AccountError::Locked { until }.into()),
+            PasswordCheck::Wrong | PasswordCheck::NoAccount => {
                 return Err(AccountError::InvalidCredentials.into());
             }
         };
         let lifetime = i64::try_from(state.config.jwt_expiry.as_secs()).unwrap_or(86_400);
         let expires_at = now.saturating_add(lifetime);
         let user_id = user.id.clone();
-        let cleared = email.clone();
         let sid = state
             .db
-            .run_write(move |c| {
-                accounts::clear_failures(c, &cleared)?;
-                accounts::create_session(c, &user_id, now, expires_at)
-            })
+            .run_write(move |c| accounts::create_session(c, &user_id, now, expires_at))
             .await?;
         state
             .audit
@@ -282,5 +232,102 @@ impl AuthApi {
             )
             .await;
         Ok(LogoutResult::Ended)
+    }
+}
+
+/// What a password check found.
+pub enum PasswordCheck {
+    /// The password is the account's.
+    Right(User),
+    /// Too many wrong passwords for this email: refused until `until`.
+    Locked { until: i64 },
+    /// Wrong password (or, for a sign-in, no such account).
+    Wrong,
+    /// No account has this email (only when `web_signup` asked).
+    NoAccount,
+}
+
+/// Checks `password` for `email` (lower case), with the lockout: refused
+/// while locked; a wrong password counts towards the lock (and locking is
+/// audited); a right one clears the count. Failures are audited as
+/// `failed_login`.
+///
+/// For a sign-in (`web_signup: None`) an unknown email costs one Argon2
+/// check and counts as a failure too, so nothing tells the two apart. The
+/// web signup form (`Some(detail)`) creates the account instead, so an
+/// unknown email is simply `NoAccount`.
+pub async fn check_password(
+    state: &AppState,
+    client: &crate::audit::Client,
+    email: &str,
+    password: zeroize::Zeroizing<String>,
+    now: i64,
+    web_signup: Option<&'static str>,
+) -> Result<PasswordCheck, AccountError> {
+    let failed = |outcome: &str| {
+        let e = crate::audit::Event::new(now, "failed_login", outcome)
+            .actor(format!("email:{email}"))
+            .client(client);
+        match web_signup {
+            Some(detail) => e.detail(detail),
+            None => e,
+        }
+    };
+    let lookup = email.to_owned();
+    let (locked, found) = state
+        .db
+        .run(move |c| {
+            Ok::<_, AccountError>((
+                accounts::locked_until(c, &lookup, now)?,
+                accounts::find_by_email(c, &lookup)?,
+            ))
+        })
+        .await?;
+    if found.is_none() && web_signup.is_some() {
+        return Ok(PasswordCheck::NoAccount);
+    }
+    if let Some(until) = locked {
+        state.audit.log(failed("locked")).await;
+        return Ok(PasswordCheck::Locked { until });
+    }
+    let (user, hash) = match found {
+        Some((u, h)) => (Some(u), Some(h)),
+        None => (None, None),
+    };
+    // Unknown users cost one Argon2 check too.
+    let ok = crate::passwords::verify(hash, password).await;
+    let throttled = email.to_owned();
+    match (ok, user) {
+        (true, Some(user)) => {
+            state
+                .db
+                .run_write(move |c| accounts::clear_failures(c, &throttled))
+                .await?;
+            Ok(PasswordCheck::Right(user))
+        }
+        _ => {
+            tracing::warn!(ip = client.ip.as_deref().unwrap_or("-"), "failed sign-in");
+            let lock = state
+                .db
+                .run_write(move |c| accounts::record_failure(c, &throttled, now))
+                .await?;
+            state.audit.log(failed("invalid_credentials")).await;
+            if let Some(until) = lock {
+                tracing::warn!(
+                    ip = client.ip.as_deref().unwrap_or("-"),
+                    "sign-in locked for 15 minutes after repeated failures"
+                );
+                state
+                    .audit
+                    .log(
+                        crate::audit::Event::new(now, "lockout", "locked")
+                            .actor(format!("email:{email}"))
+                            .client(client)
+                            .detail(format!("until {}", rfc3339(until))),
+                    )
+                    .await;
+            }
+            Ok(PasswordCheck::Wrong)
+        }
     }
 }

@@ -18,6 +18,7 @@ use super::csrf::{self, FormToken};
 use super::html::{Page, escape, message};
 use super::offers::{INTERVALS, offers};
 use crate::accounts::{self, AccountError, User};
+use crate::api::auth::{PasswordCheck, check_password};
 use crate::api::{AppState, now, validate};
 use crate::billing::BillingError;
 use crate::billing::checkout;
@@ -454,26 +455,19 @@ async fn account(
     let now = now();
     let client = crate::api::client(req, state);
     let email = values.email.clone();
-    let lookup = email.to_ascii_lowercase();
-    let (locked, found) = state
-        .db
-        .run(move |c| {
-            Ok::<_, AccountError>((
-                accounts::locked_until(c, &lookup, now)?,
-                accounts::find_by_email(c, &lookup)?,
-            ))
-        })
-        .await
-        .map_err(AccountOutcome::Failed)?;
-    if let Some((user, hash)) = found {
-        let failed = |outcome: &str| {
-            crate::audit::Event::new(now, "failed_login", outcome)
-                .actor(format!("email:{}", email.to_ascii_lowercase()))
-                .client(&client)
-                .detail("web signup")
-        };
-        if let Some(until) = locked {
-            state.audit.log(failed("locked")).await;
+    let check = check_password(
+        state,
+        &client,
+        &email.to_ascii_lowercase(),
+        password.clone(),
+        now,
+        Some("web signup"),
+    )
+    .await
+    .map_err(AccountOutcome::Failed)?;
+    match check {
+        PasswordCheck::Right(user) => return Ok(user),
+        PasswordCheck::Locked { until } => {
             let minutes = (until - now).max(60) / 60;
             return Err(AccountOutcome::Field(
                 "password",
@@ -483,14 +477,7 @@ async fn account(
                 ),
             ));
         }
-        if !crate::passwords::verify(Some(hash), password).await {
-            let throttled = email.to_ascii_lowercase();
-            state
-                .db
-                .run_write(move |c| accounts::record_failure(c, &throttled, now))
-                .await
-                .map_err(AccountOutcome::Failed)?;
-            state.audit.log(failed("invalid_credentials")).await;
+        PasswordCheck::Wrong => {
             return Err(AccountOutcome::Field(
                 "password",
                 "This email is already registered and the password does not match. \
@@ -498,13 +485,7 @@ async fn account(
                     .to_owned(),
             ));
         }
-        let cleared = email.to_ascii_lowercase();
-        state
-            .db
-            .run_write(move |c| accounts::clear_failures(c, &cleared))
-            .await
-            .map_err(AccountOutcome::Failed)?;
-        return Ok(user);
+        PasswordCheck::NoAccount => {}
     }
     let hash = crate::passwords::hash(password)
         .await
