@@ -52,15 +52,7 @@ pub async fn start(
     let (customer, live) = state
         .db
         .run(move |c| {
-            let customer: Option<String> = c
-                .query_row(
-                    "SELECT stripe_customer_id FROM organizations WHERE id = ?1",
-                    [&org],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(DbError::from)?
-                .flatten();
+            let customer = customer_of(c, &org)?;
             let live: bool = c
                 .query_row(
                     "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE organization_id = ?1
@@ -91,14 +83,10 @@ pub async fn start(
                         params![org, created],
                     )
                     .map_err(DbError::from)?;
-                    let id: String = c
-                        .query_row(
-                            "SELECT stripe_customer_id FROM organizations WHERE id = ?1",
-                            [&org],
-                            |r| r.get(0),
-                        )
-                        .map_err(DbError::from)?;
-                    Ok::<_, BillingError>(id)
+                    // Ours, or the one a simultaneous first checkout stored.
+                    customer_of(c, &org)?.ok_or_else(|| {
+                        BillingError::Internal("the organization has no customer".into())
+                    })
                 })
                 .await?
         }
@@ -185,22 +173,24 @@ pub async fn start(
     })
 }
 
+/// The Stripe customer of an organization, once it has one.
+fn customer_of(conn: &rusqlite::Connection, org: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT stripe_customer_id FROM organizations WHERE id = ?1",
+        [org],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}
+
 /// A billing portal session for the user's organization; returns its URL.
 pub async fn portal(state: &AppState, user: &User) -> Result<String, BillingError> {
     let (stripe, _) = state.stripe()?;
     let org = user.organization_id.clone();
-    let customer: Option<String> = state
+    let customer = state
         .db
-        .run(move |c| {
-            c.query_row(
-                "SELECT stripe_customer_id FROM organizations WHERE id = ?1",
-                [&org],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(|e| BillingError::from(DbError::from(e)))
-        })
+        .run(move |c| customer_of(c, &org).map_err(BillingError::from))
         .await?;
     let customer = customer.ok_or(BillingError::NoCustomer)?;
     let return_url = format!("{}/", state.config.public_base_url);
@@ -312,4 +302,40 @@ pub fn wipe_stale_reveals(conn: &rusqlite::Connection, now: i64) -> rusqlite::Re
         crate::db::scrub(conn);
     }
     Ok(wiped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_never_shown_are_wiped_after_the_reveal_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&dir.path().join("reveal.sqlite3")).unwrap();
+        let conn = db.conn().unwrap();
+        conn.execute_batch(
+            "INSERT INTO organizations (id, name, created_at) VALUES ('org1', 'Acme', 1);
+             INSERT INTO users (id, email, password_hash, organization_id, created_at)
+                 VALUES ('u1', 'a@example.com', 'x', 'org1', 1);
+             INSERT INTO checkouts (id, organization_id, user_id, plan, billing_interval,
+                 browser_hash, reveal_key, created_at, completed_at)
+             VALUES ('cs_1', 'org1', 'u1', 'pilot-starter', 'month', 'h',
+                 'CODITECT-PILOT-AAAA-BBBB-CCCC', 900, 1000);",
+        )
+        .unwrap();
+        let key = |c: &rusqlite::Connection| -> Option<String> {
+            c.query_row("SELECT reveal_key FROM checkouts", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(
+            wipe_stale_reveals(&conn, 1000 + REVEAL_WINDOW - 1).unwrap(),
+            0
+        );
+        assert!(key(&conn).is_some(), "still within the window");
+        assert_eq!(
+            wipe_stale_reveals(&conn, 1000 + REVEAL_WINDOW + 1).unwrap(),
+            1
+        );
+        assert_eq!(key(&conn), None);
+    }
 }
