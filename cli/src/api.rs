@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use proto::{
+    ActivateRequest, DeactivateRequest, DeactivateResponse, GrantResponse, LicenseList,
+    LoginRequest, LoginResponse, Problem, ValidateRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{CliError, CliResult};
 
@@ -18,15 +23,17 @@ pub const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Timeout of commands whose whole point is the network.
 pub const FOREGROUND_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Largest answer read from the issuer.
+const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
+
 /// What the issuer answered.
 #[derive(Debug)]
-pub enum Reply {
-    Ok(Value),
-    /// A problem document: the issuer refused.
+pub enum Reply<T> {
+    Ok(T),
+    /// A problem document: the issuer refused, with this HTTP status.
     Refused {
         status: u16,
-        code: String,
-        detail: String,
+        problem: Problem,
     },
 }
 
@@ -69,30 +76,28 @@ impl Client {
         )
     }
 
-    fn read(
+    /// The status and body of an answer (an unreadable body reads as empty).
+    fn receive(
         &self,
         resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> CliResult<Reply> {
+    ) -> CliResult<(u16, Vec<u8>)> {
         let mut resp = resp.map_err(|e| self.unreachable(&e))?;
         let status = resp.status().as_u16();
-        let body: Value = resp
+        let body = resp
             .body_mut()
             .with_config()
-            .limit(1024 * 1024)
-            .read_json()
-            .unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return Ok(Reply::Ok(body));
-        }
-        let code = body["code"].as_str().map(str::to_owned);
-        let detail = body["detail"].as_str().map(str::to_owned);
-        match (code, detail) {
-            (Some(code), Some(detail)) => Ok(Reply::Refused {
-                status,
-                code,
-                detail,
-            }),
-            _ => Err(CliError::user(
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// A refusal: the issuer's problem document, or an error when the
+    /// answer is none.
+    fn refused<T>(&self, status: u16, body: &[u8]) -> CliResult<Reply<T>> {
+        match serde_json::from_slice::<Problem>(body) {
+            Ok(problem) => Ok(Reply::Refused { status, problem }),
+            Err(_) => Err(CliError::user(
                 "server_error",
                 format!("the license server at {} answered HTTP {status}", self.base),
                 Some("try again later; if it persists, contact support".to_owned()),
@@ -100,43 +105,99 @@ impl Client {
         }
     }
 
-    pub fn post(&self, path: &str, body: &Value) -> CliResult<Reply> {
+    /// An answer whose success body is a `T`.
+    fn read<T: DeserializeOwned>(
+        &self,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> CliResult<Reply<T>> {
+        let (status, body) = self.receive(resp)?;
+        if !(200..300).contains(&status) {
+            return self.refused(status, &body);
+        }
+        serde_json::from_slice(&body).map(Reply::Ok).map_err(|e| {
+            CliError::user(
+                "server_error",
+                format!(
+                    "the license server at {} answered HTTP {status} with a body coditect cannot read ({e})",
+                    self.base
+                ),
+                Some("check --server points at the CODITECT license server".to_owned()),
+            )
+        })
+    }
+
+    /// An answer whose success has no body worth reading.
+    fn read_empty(
+        &self,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> CliResult<Reply<()>> {
+        let (status, body) = self.receive(resp)?;
+        if (200..300).contains(&status) {
+            return Ok(Reply::Ok(()));
+        }
+        self.refused(status, &body)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<Reply<T>> {
         self.read(self.agent.post(&self.url(path)).send_json(body))
     }
 
-    pub fn post_authorized(&self, path: &str, bearer: &str) -> CliResult<Reply> {
-        self.read(
+    /// `POST /licenses/activate`.
+    pub fn activate(
+        &self,
+        key: &str,
+        hardware_id: &str,
+        machine_name: &str,
+    ) -> CliResult<Reply<GrantResponse>> {
+        self.post(
+            "/licenses/activate",
+            &ActivateRequest {
+                license_key: key.to_owned(),
+                hardware_id: hardware_id.to_owned(),
+                machine_name: Some(machine_name.to_owned()),
+            },
+        )
+    }
+
+    /// `POST /licenses/validate`: a fresh token for an activated machine.
+    pub fn validate(&self, key: &str, hardware_id: &str) -> CliResult<Reply<GrantResponse>> {
+        self.post(
+            "/licenses/validate",
+            &ValidateRequest {
+                license_key: key.to_owned(),
+                hardware_id: hardware_id.to_owned(),
+                client_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            },
+        )
+    }
+
+    /// `POST /licenses/deactivate`.
+    pub fn deactivate(&self, request: &DeactivateRequest) -> CliResult<Reply<DeactivateResponse>> {
+        self.post("/licenses/deactivate", request)
+    }
+
+    /// `POST /auth/login`.
+    pub fn login(&self, request: &LoginRequest) -> CliResult<Reply<LoginResponse>> {
+        self.post("/auth/login", request)
+    }
+
+    /// `POST /auth/logout`: ends the session of `bearer`.
+    pub fn logout(&self, bearer: &str) -> CliResult<Reply<()>> {
+        self.read_empty(
             self.agent
-                .post(&self.url(path))
+                .post(&self.url("/auth/logout"))
                 .header("authorization", &format!("Bearer {bearer}"))
                 .send_empty(),
         )
     }
 
-    pub fn get_authorized(&self, path: &str, bearer: &str) -> CliResult<Reply> {
+    /// `GET /licenses`: the signed-in user's licenses and their machines.
+    pub fn licenses(&self, bearer: &str) -> CliResult<Reply<LicenseList>> {
         self.read(
             self.agent
-                .get(&self.url(path))
+                .get(&self.url("/licenses"))
                 .header("authorization", &format!("Bearer {bearer}"))
                 .call(),
-        )
-    }
-
-    pub fn activate(&self, key: &str, hardware_id: &str, machine_name: &str) -> CliResult<Reply> {
-        self.post(
-            "/licenses/activate",
-            &json!({ "license_key": key, "hardware_id": hardware_id, "machine_name": machine_name }),
-        )
-    }
-
-    pub fn validate(&self, key: &str, hardware_id: &str) -> CliResult<Reply> {
-        self.post(
-            "/licenses/validate",
-            &json!({
-                "license_key": key,
-                "hardware_id": hardware_id,
-                "client_version": env!("CARGO_PKG_VERSION"),
-            }),
         )
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod commands;
 pub mod error;
+pub mod format;
 pub mod license;
 pub mod output;
 pub mod state;

@@ -12,6 +12,7 @@ use verifier::{
 
 use crate::api::{self, Client, Reply};
 use crate::error::{CliError, CliResult};
+use crate::format::format_time;
 use crate::output::Printer;
 use crate::state::{self, LicenseState, Paths, Refusal};
 use crate::{system, trust};
@@ -189,22 +190,15 @@ fn try_renew(
     });
     match reply {
         Err(e) => Ok(Attempt::Unreachable(e)),
-        Ok(Reply::Refused {
-            status,
-            code,
-            detail,
-        }) => {
+        Ok(Reply::Refused { status, problem }) => {
+            let err = api::refusal_error(&problem.code, &problem.detail, &server);
             if status == 429 || status >= 500 {
-                return Ok(Attempt::Unreachable(api::refusal_error(
-                    &code, &detail, &server,
-                )));
+                return Ok(Attempt::Unreachable(err));
             }
-            Ok(Attempt::Refused(api::refusal_error(
-                &code, &detail, &server,
-            )))
+            Ok(Attempt::Refused(err))
         }
-        Ok(Reply::Ok(body)) => {
-            let token = body["token"]["token"].as_str().unwrap_or_default();
+        Ok(Reply::Ok(grant)) => {
+            let token = grant.token.token.as_str();
             let verified = accept_token(token, hardware_id, now, Source::Server)?;
             let mut next = state.clone();
             next.token = token.to_owned();
@@ -223,7 +217,7 @@ fn refusal_from_state(r: &Refusal, server: &str) -> CliError {
     let mut err = api::refusal_error(&r.code, &r.message, server);
     err.message = format!(
         "on {} the license server refused this license: {}",
-        crate::commands::format_time(r.at),
+        format_time(r.at),
         r.message
     );
     err
@@ -301,14 +295,14 @@ pub fn ensure(ctx: &Context<'_>, renew: Renew) -> CliResult<Licensed> {
                         "token_expired",
                         format!(
                             "the license was last verified {} ({}), and this machine has been offline past its {}-hour grace period (it ended {})",
-                            crate::commands::format_time(state.last_verified_at),
+                            format_time(state.last_verified_at),
                             ago(now, state.last_verified_at),
                             verified
                                 .claims
                                 .expires_at
                                 .saturating_sub(verified.claims.issued_at)
                                 / 3600,
-                            crate::commands::format_time(since),
+                            format_time(since),
                         ),
                         Some(format!(
                             "connect to the internet and run `coditect license renew` ({})",
@@ -317,7 +311,7 @@ pub fn ensure(ctx: &Context<'_>, renew: Renew) -> CliResult<Licensed> {
                     ),
                     Err(VerifyError::LicenseExpired { since }) => CliError::user(
                         "license_expired",
-                        format!("the license ended {}", crate::commands::format_time(since)),
+                        format!("the license ended {}", format_time(since)),
                         Some(format!(
                             "renew your subscription in the billing portal (sign in at {}), then connect and run `coditect license renew`",
                             ctx.server_for(&state)

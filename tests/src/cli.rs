@@ -192,7 +192,7 @@ fn check_test_build(bin: &Path) -> Result<(), String> {
     let probe = run(&[
         "--json",
         "activate",
-        "CODITECT-PILOT-TEST-PROB-E000",
+        "CODITECT-PILOT-TEST-PRBE-2222",
         "--offline-request",
         request.to_str().unwrap_or("probe-request.json"),
     ]);

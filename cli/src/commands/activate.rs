@@ -5,9 +5,10 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{format_date, plan_name, rfc3339, server_or_default};
+use super::server_or_default;
 use crate::api::{self, Client, Reply};
 use crate::error::{CliError, CliResult};
+use crate::format::{format_date, plan_name, rfc3339};
 use crate::license::{Context, Source, accept_token};
 use crate::state::{self, LicenseState};
 use crate::{ActivateArgs, system};
@@ -15,27 +16,20 @@ use crate::{ActivateArgs, system};
 const REQUEST_FORMAT: &str = "coditect-activation-request-v1";
 const TOKEN_FILE_FORMAT: &str = "coditect-license-token-v1";
 
-/// Accepts what a person types or pastes: spaces and case are forgiven.
+/// Accepts what a person types or pastes (spaces and case are forgiven),
+/// by the one rule of the key format; anything else is refused here, before
+/// any network call.
 fn normalize_key(input: &str) -> CliResult<String> {
-    let key = input.trim().to_ascii_uppercase();
-    let groups: Vec<&str> = key.split('-').collect();
-    let ok = groups.len() == 5
-        && groups[0] == "CODITECT"
-        && groups[1] == "PILOT"
-        && groups[2..]
-            .iter()
-            .all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if !ok {
-        return Err(CliError::user(
+    proto::license_key::canonical(input).map_err(|_| {
+        CliError::user(
             "invalid_key",
             "that is not a CODITECT license key",
             Some(
                 "license keys look like CODITECT-PILOT-XXXX-YYYY-ZZZZ; copy it from your confirmation email"
                     .to_owned(),
             ),
-        ));
-    }
-    Ok(key)
+        )
+    })
 }
 
 fn ask_for_key() -> CliResult<String> {
@@ -85,13 +79,13 @@ pub fn run(ctx: &Context<'_>, args: &ActivateArgs) -> CliResult<()> {
     let reply = ctx.printer.spin("Activating…", || {
         client.activate(&key, &hardware_id.to_hex(), &name)
     })?;
-    let body = match reply {
-        Reply::Ok(body) => body,
-        Reply::Refused { code, detail, .. } => {
-            return Err(api::refusal_error(&code, &detail, &server));
+    let grant = match reply {
+        Reply::Ok(grant) => grant,
+        Reply::Refused { problem, .. } => {
+            return Err(api::refusal_error(&problem.code, &problem.detail, &server));
         }
     };
-    let token = body["token"]["token"].as_str().unwrap_or_default();
+    let token = grant.token.token.as_str();
     let now = system::now();
     let verified = accept_token(token, &hardware_id, now, Source::Server)?;
     let mut st = LicenseState::new(
@@ -232,6 +226,13 @@ mod tests {
             "hello",
             "CODITECT-PILOT-ABCD-EFGH",
             "CODITECT-PILOT-AB!D-EFGH-JKMN",
+            // Look-alikes are not in the key alphabet: refused here, not
+            // sent to the server.
+            "CODITECT-PILOT-ABCD-EFGH-JKM0",
+            "CODITECT-PILOT-ABCD-EFGH-JKMO",
+            "CODITECT-PILOT-1BCD-EFGH-JKMN",
+            "CODITECT-PILOT-ABCD-EFIH-JKMN",
+            "CODITECT-PILOT-ABCD-EFGH-LKMN",
         ] {
             assert_eq!(normalize_key(bad).unwrap_err().code, "invalid_key");
         }

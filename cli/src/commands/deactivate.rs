@@ -1,6 +1,7 @@
 //! `coditect deactivate`: free this machine's seat and forget the license
 //! here, or free another machine's seat by its activation id.
 
+use proto::DeactivateRequest;
 use serde_json::json;
 
 use crate::api::{self, Client, Reply};
@@ -30,22 +31,19 @@ pub fn run(ctx: &Context<'_>, other_machine: Option<&str>) -> CliResult<()> {
         .or_else(|| st.server.clone())
         .unwrap_or_else(|| api::DEFAULT_SERVER.to_owned());
     let hardware_id = system::hardware_id()?.to_hex();
-    let body = match other_machine {
-        Some(id) => {
-            json!({ "license_key": key, "hardware_id": hardware_id, "activation_id": id })
-        }
-        None => json!({ "license_key": key, "hardware_id": hardware_id }),
+    let request = DeactivateRequest {
+        license_key: key,
+        hardware_id,
+        activation_id: other_machine.map(str::to_owned),
     };
     let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
-    let reply = ctx.printer.spin("Deactivating…", || {
-        client.post("/licenses/deactivate", &body)
-    })?;
+    let reply = ctx
+        .printer
+        .spin("Deactivating…", || client.deactivate(&request))?;
     match reply {
         Reply::Ok(resp) => {
-            let used = resp["license"]["devices_used"].as_u64().unwrap_or(0);
-            let allowed = resp["license"]["entitlements"]["max_devices"]
-                .as_u64()
-                .unwrap_or(0);
+            let used = resp.license.devices_used;
+            let allowed = resp.license.entitlements.max_devices;
             if other_machine.is_none() {
                 state::remove_license(ctx.paths)?;
                 ctx.printer.success(&format!(
@@ -56,14 +54,16 @@ pub fn run(ctx: &Context<'_>, other_machine: Option<&str>) -> CliResult<()> {
                     .success(&format!("Seat freed ({used}/{allowed} in use)"));
             }
             ctx.printer.json(&json!({
-                "deactivated": resp["activation"]["id"],
+                "deactivated": resp.activation.id,
                 "devices": { "used": used, "allowed": allowed },
                 "removed_local_license": other_machine.is_none(),
             }));
             Ok(())
         }
         // Already gone on the server: forgetting it here is what the user wants.
-        Reply::Refused { code, .. } if code == "not_activated" && other_machine.is_none() => {
+        Reply::Refused { problem, .. }
+            if problem.code == "not_activated" && other_machine.is_none() =>
+        {
             state::remove_license(ctx.paths)?;
             ctx.printer
                 .success("This machine was not active on the server; the license was removed from this machine");
@@ -71,6 +71,8 @@ pub fn run(ctx: &Context<'_>, other_machine: Option<&str>) -> CliResult<()> {
                 .json(&json!({ "deactivated": null, "removed_local_license": true }));
             Ok(())
         }
-        Reply::Refused { code, detail, .. } => Err(api::refusal_error(&code, &detail, &server)),
+        Reply::Refused { problem, .. } => {
+            Err(api::refusal_error(&problem.code, &problem.detail, &server))
+        }
     }
 }

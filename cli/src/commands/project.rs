@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use verifier::ProjectLimit;
 
-use super::{format_date, format_time, licensed, plan_name, rfc3339};
+use super::licensed;
 use crate::error::{CliError, CliResult};
+use crate::format::{format_date, format_time, plan_name, rfc3339};
 use crate::license::Context;
 use crate::state::{self, Project};
 use crate::system;

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 
+use proto::LoginRequest;
 use serde_json::json;
 
 use super::server_or_default;
@@ -53,16 +54,15 @@ pub fn login(ctx: &Context<'_>, email: Option<&str>, password_stdin: bool) -> Cl
     }
     let server = server_or_default(ctx.server);
     let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
-    let reply = ctx.printer.spin("Signing in…", || {
-        client.post(
-            "/auth/login",
-            &json!({ "email": email, "password": password }),
-        )
-    })?;
+    let request = LoginRequest {
+        email: email.clone(),
+        password,
+    };
+    let reply = ctx.printer.spin("Signing in…", || client.login(&request))?;
     match reply {
         Reply::Ok(body) => {
-            let token = body["access_token"].as_str().unwrap_or_default().to_owned();
-            let expires = body["expires_at"].as_str().unwrap_or_default().to_owned();
+            let token = body.access_token;
+            let expires = body.expires_at;
             state::save_session(
                 ctx.paths,
                 &Session::new(server, email.clone(), token, expires.clone()),
@@ -72,9 +72,9 @@ pub fn login(ctx: &Context<'_>, email: Option<&str>, password_stdin: bool) -> Cl
                 .json(&json!({ "signed_in": true, "email": email, "expires_at": expires }));
             Ok(())
         }
-        Reply::Refused { code, detail, .. } => Err(CliError::user(
-            &code,
-            detail,
+        Reply::Refused { problem, .. } => Err(CliError::user(
+            &problem.code,
+            problem.detail,
             Some("check your email and password; `coditect login` to try again".to_owned()),
         )),
     }
@@ -88,10 +88,7 @@ pub fn logout(ctx: &Context<'_>) -> CliResult<()> {
     };
     let client = Client::new(&session.server, api::BACKGROUND_TIMEOUT);
     // Ending the session server-side is best effort; forgetting it here is not.
-    let ended = matches!(
-        client.post_authorized("/auth/logout", &session.access_token),
-        Ok(Reply::Ok(_))
-    );
+    let ended = matches!(client.logout(&session.access_token), Ok(Reply::Ok(_)));
     state::remove_session(ctx.paths)?;
     ctx.printer
         .success(&format!("Signed out {}", session.email));
@@ -115,11 +112,11 @@ pub fn machines(ctx: &Context<'_>) -> CliResult<()> {
     let session = state::load_session(ctx.paths)?.ok_or_else(not_signed_in)?;
     let server = ctx.server.map_or(session.server.clone(), str::to_owned);
     let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
-    let reply = ctx.printer.spin("Loading…", || {
-        client.get_authorized("/licenses", &session.access_token)
-    })?;
-    let body = match reply {
-        Reply::Ok(body) => body,
+    let reply = ctx
+        .printer
+        .spin("Loading…", || client.licenses(&session.access_token))?;
+    let list = match reply {
+        Reply::Ok(list) => list,
         Reply::Refused { status: 401, .. } => {
             state::remove_session(ctx.paths)?;
             return Err(CliError::user(
@@ -128,37 +125,34 @@ pub fn machines(ctx: &Context<'_>) -> CliResult<()> {
                 Some("run `coditect login` again".to_owned()),
             ));
         }
-        Reply::Refused { code, detail, .. } => {
-            return Err(api::refusal_error(&code, &detail, &server));
+        Reply::Refused { problem, .. } => {
+            return Err(api::refusal_error(&problem.code, &problem.detail, &server));
         }
     };
-    let licenses = body["licenses"].as_array().cloned().unwrap_or_default();
-    if licenses.is_empty() {
+    if list.licenses.is_empty() {
         ctx.printer.line("No licenses on this account.");
     }
-    for entry in &licenses {
-        let l = &entry["license"];
+    for entry in &list.licenses {
+        let l = &entry.license;
         ctx.printer.line(&format!(
             "{} ({}), {}/{} devices, key …{}",
-            l["plan_name"].as_str().unwrap_or_default(),
-            l["status"].as_str().unwrap_or_default(),
-            l["devices_used"],
-            l["entitlements"]["max_devices"],
-            l["key_hint"].as_str().unwrap_or_default()
+            l.plan_name, l.status, l.devices_used, l.entitlements.max_devices, l.key_hint
         ));
-        for a in entry["activations"].as_array().into_iter().flatten() {
-            if a["status"] == "active" {
-                ctx.printer.line(&format!(
-                    "  {}  {}  last seen {}",
-                    a["id"].as_str().unwrap_or_default(),
-                    a["machine_name"].as_str().unwrap_or("(unnamed)"),
-                    a["last_validated_at"].as_str().unwrap_or_default()
-                ));
-            }
+        for a in entry.activations.iter().filter(|a| a.status == "active") {
+            ctx.printer.line(&format!(
+                "  {}  {}  last seen {}",
+                a.id,
+                a.machine_name.as_deref().unwrap_or("(unnamed)"),
+                a.last_validated_at
+            ));
         }
     }
     ctx.printer
         .line("Free a seat with `coditect deactivate --machine <id>`.");
-    ctx.printer.json(&body);
+    // Through a JSON value, so the document's keys come out sorted like
+    // every other document of the CLI.
+    let doc =
+        serde_json::to_value(&list).map_err(|e| CliError::unexpected("internal", e.to_string()))?;
+    ctx.printer.json(&doc);
     Ok(())
 }

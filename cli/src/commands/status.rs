@@ -3,8 +3,9 @@
 use serde_json::{Value, json};
 use verifier::{ProjectLimit, RenewalState};
 
-use super::{format_date, format_time, licensed, plan_name, rfc3339};
+use super::licensed;
 use crate::error::CliResult;
+use crate::format::{format_date, format_time, plan_name, rfc3339};
 use crate::license::{self, Context, Licensed, Renew, ago};
 use crate::output::Colour;
 use crate::{system, trust};

@@ -1,0 +1,78 @@
+//! `auth/signup` and `auth/login`: their bodies.
+
+use serde::{Deserialize, Serialize};
+
+/// A new account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct SignupRequest {
+    /// Email address; also the login.
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 6, max_length = 254)))]
+    pub email: String,
+    /// At least 10 characters.
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 10, max_length = 128)))]
+    pub password: String,
+    /// The organization that will hold the licenses.
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 1, max_length = 255)))]
+    pub company_name: String,
+}
+
+/// The answer to every accepted signup. It is the same whether the email
+/// was new or already registered, so signup cannot tell anyone which emails
+/// have accounts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct SignupResponse {
+    /// Always `accepted`.
+    pub status: String,
+    pub email: String,
+    /// What to do next.
+    pub next: String,
+}
+
+/// Credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct LoginRequest {
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 6, max_length = 254)))]
+    pub email: String,
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 10, max_length = 128)))]
+    pub password: String,
+}
+
+/// An access token for the account endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct LoginResponse {
+    /// JWT (HS256); send as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+    /// When the token expires (RFC 3339).
+    pub expires_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_bodies_use_the_issuers_field_names() {
+        let req = LoginRequest {
+            email: "a@example.com".into(),
+            password: "correct horse".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            serde_json::json!({"email": "a@example.com", "password": "correct horse"})
+        );
+        let resp: LoginResponse = serde_json::from_str(
+            r#"{"access_token":"jwt","token_type":"Bearer","expires_in":3600,"expires_at":"2026-01-01T01:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(resp.access_token, "jwt");
+        assert_eq!(resp.expires_in, 3600);
+    }
+}
