@@ -1,27 +1,29 @@
 //! The CODITECT license issuer: accounts, licenses, activations and signed
 //! license tokens over an HTTP API, plus the operator's admin commands.
 //!
-//! The binary `coditect-issuer` is a thin command line over this library;
-//! the library form lets tests drive the API in-process.
+//! The layers (see `docs/ARCHITECTURE.md`), each a folder, each importing
+//! only the ones before it:
+//!
+//! | layer | what it holds |
+//! |---|---|
+//! | [`domain`] | the rules: plans, keys, licenses and seats, subscriptions, tokens; no I/O |
+//! | [`store`] | storage: the one interface with all SQL behind it (SQLite) |
+//! | [`app`] | the use cases and the process's workers (audit writer, mail sender) |
+//! | [`http`] | router, middleware, JSON API and web pages |
+//!
+//! [`config`], [`keys`] and [`fsutil`] are read by all of them; [`serve`]
+//! and [`admin`] put the parts together for the `coditect-issuer` binary.
 
 // `ApiError` is the response enum of the HTTP API (a problem document per
 // status); it is only built on the error path, where its size costs nothing.
 #![allow(clippy::result_large_err)]
 
-pub mod accounts;
 pub mod admin;
-pub mod api;
-pub mod audit;
-pub mod billing;
+pub mod app;
 pub mod config;
-pub mod db;
+pub mod domain;
 pub mod fsutil;
+pub mod http;
 pub mod keys;
-pub mod license_key;
-pub mod licensing;
-pub mod mail;
-pub mod passwords;
-pub mod plans;
 pub mod serve;
-pub mod tokens;
-pub mod web;
+pub mod store;

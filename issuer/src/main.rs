@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use coditect_issuer::{admin, api, serve};
+use coditect_issuer::{admin, http, serve};
 
 /// CODITECT license issuer.
 ///
@@ -175,7 +175,7 @@ fn main() -> ExitCode {
         }) => admin::mail_list(unsent, limit, json),
         Command::Mail(MailCommand::Retry { id, json }) => admin::mail_retry(&id, json),
         Command::Openapi => {
-            println!("{}", api::spec_json());
+            println!("{}", http::spec_json());
             Ok(())
         }
         Command::Keys(KeysCommand::Generate { kid, out, json }) => {

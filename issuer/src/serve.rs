@@ -1,14 +1,16 @@
 //! `coditect-issuer serve`: logging, start-up checks, the listener and a
-//! graceful shutdown.
+//! graceful shutdown. This is where the parts are put together: the
+//! configuration, the store it names, the use cases' state and the HTTP
+//! application.
 
 use std::net::SocketAddr;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
 
 use crate::admin::AdminError;
-use crate::api::{self, AppState};
+use crate::app::AppState;
 use crate::config::{Config, DatabaseLocation, Overrides, ProcessEnv};
-use crate::db::Db;
+use crate::store::SharedStore;
 
 /// Logs go to stderr; `LOG_FORMAT=json` for structured logs, `RUST_LOG` for
 /// the level (default `info`).
@@ -38,14 +40,14 @@ pub fn load_config(overrides: &Overrides) -> Result<Config, AdminError> {
 }
 
 /// Opens the configured database, applying migrations.
-pub fn open_db(config: &Config) -> Result<Db, AdminError> {
+pub fn open_store(config: &Config) -> Result<SharedStore, AdminError> {
     let DatabaseLocation::Sqlite(path) = &config.database;
-    Ok(Db::open(path)?)
+    Ok(crate::store::open_sqlite(path)?)
 }
 
 pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
     let config = load_config(&Overrides { bind })?;
-    let db = open_db(&config)?;
+    let store = open_store(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,14 +72,14 @@ pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
         }
         tracing::info!(
             kid = config.signer.kid(),
-            database = %db.path().display(),
+            database = %store.location(),
             environment = ?config.environment,
             "listening on http://{local}"
         );
-        let state = AppState::new(config, db);
+        let state = AppState::new(config, store);
         poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
-                api::app(state),
+                crate::http::app(state),
                 shutdown_signal(),
                 Some(std::time::Duration::from_secs(10)),
             )

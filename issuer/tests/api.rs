@@ -2,11 +2,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use coditect_issuer::api::{self, AppState};
+use coditect_issuer::app::{self as api, AppState};
 use coditect_issuer::config::{Config, Overrides};
-use coditect_issuer::db::Db;
-use coditect_issuer::licensing::{self, NewLicense};
-use coditect_issuer::plans;
+use coditect_issuer::domain::license::NewLicense;
+use coditect_issuer::domain::plans;
+use coditect_issuer::http;
 use poem::http::StatusCode;
 use poem::test::{TestClient, TestResponse};
 use serde_json::{Value, json};
@@ -15,6 +15,8 @@ use verifier::{HardwareId, KeyRing};
 struct Harness {
     _dir: tempfile::TempDir,
     state: AppState,
+    /// The SQLite file, for tests that look at or break the database.
+    db_path: std::path::PathBuf,
 }
 
 fn harness_with(extra: &[(&str, &str)]) -> Harness {
@@ -55,10 +57,12 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
     }
     let config = Config::load(&VecEnv(vars), &Overrides::default(), &mut Vec::new()).unwrap();
     let coditect_issuer::config::DatabaseLocation::Sqlite(path) = &config.database;
-    let db = Db::open(path).unwrap();
+    let store = coditect_issuer::store::open_sqlite(path).unwrap();
+    let db_path = path.clone();
     Harness {
         _dir: dir,
-        state: AppState::new(config, db),
+        state: AppState::new(config, store),
+        db_path,
     }
 }
 
@@ -67,25 +71,33 @@ fn harness() -> Harness {
 }
 
 impl Harness {
-    fn client(&self) -> TestClient<impl poem::Endpoint> {
-        TestClient::new(api::app(self.state.clone()))
+    /// A connection of its own to the database file.
+    #[allow(dead_code)]
+    fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db_path).unwrap()
     }
 
-    fn license(&self, plan: &str, devices: Option<u32>) -> (String, String) {
-        let conn = self.state.db.conn().unwrap();
-        let (lic, key) = licensing::create(
-            &conn,
-            &NewLicense {
-                email: "hal@az1.ai",
-                plan: plans::find(plan).unwrap(),
-                expires_at: api::now() + 90 * 86_400,
-                max_devices: devices,
-                organization_id: None,
-                stripe_subscription_id: None,
-            },
-            api::now(),
-        )
-        .unwrap();
+    fn client(&self) -> TestClient<impl poem::Endpoint> {
+        TestClient::new(http::app(self.state.clone()))
+    }
+
+    async fn license(&self, plan: &str, devices: Option<u32>) -> (String, String) {
+        let (lic, key) = self
+            .state
+            .store
+            .create_license(
+                &NewLicense {
+                    email: "hal@az1.ai",
+                    plan: plans::find(plan).unwrap(),
+                    expires_at: api::now() + 90 * 86_400,
+                    max_devices: devices,
+                    organization_id: None,
+                    stripe_subscription_id: None,
+                },
+                api::now(),
+            )
+            .await
+            .unwrap();
         (lic.id, key.expose().to_owned())
     }
 
@@ -149,7 +161,7 @@ async fn keys_are_published_as_a_jwk_set() {
 async fn activate_returns_a_token_that_verifies_and_reuses_the_seat() {
     let h = harness();
     let c = h.client();
-    let (id, key) = h.license("pilot-professional", None);
+    let (id, key) = h.license("pilot-professional", None).await;
     let body = json!({"license_key": key, "hardware_id": hw(1), "machine_name": "MacBook Pro"});
     let r = c
         .post("/api/v1/licenses/activate")
@@ -203,7 +215,7 @@ async fn activate_returns_a_token_that_verifies_and_reuses_the_seat() {
 async fn activation_beyond_the_seat_limit_is_refused() {
     let h = harness();
     let c = h.client();
-    let (_, key) = h.license("pilot-starter", None);
+    let (_, key) = h.license("pilot-starter", None).await;
     let r = c
         .post("/api/v1/licenses/activate")
         .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
@@ -228,7 +240,7 @@ async fn activation_beyond_the_seat_limit_is_refused() {
 async fn validate_renews_only_activated_machines_of_usable_licenses() {
     let h = harness();
     let c = h.client();
-    let (id, key) = h.license("pilot-professional", None);
+    let (id, key) = h.license("pilot-professional", None).await;
     c.post("/api/v1/licenses/activate")
         .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
         .send()
@@ -255,10 +267,7 @@ async fn validate_renews_only_activated_machines_of_usable_licenses() {
         ("canceled", "license_canceled"),
         ("revoked", "license_revoked"),
     ] {
-        h.state
-            .db
-            .conn()
-            .unwrap()
+        h.sql()
             .execute(
                 "UPDATE licenses SET status = ?1 WHERE id = ?2",
                 [status, id.as_str()],
@@ -266,10 +275,7 @@ async fn validate_renews_only_activated_machines_of_usable_licenses() {
             .unwrap();
         problem(validate(hw(1)).await, StatusCode::FORBIDDEN, code).await;
     }
-    h.state
-        .db
-        .conn()
-        .unwrap()
+    h.sql()
         .execute(
             "UPDATE licenses SET status = 'active', expires_at = 1 WHERE id = ?1",
             [id.as_str()],
@@ -287,7 +293,7 @@ async fn validate_renews_only_activated_machines_of_usable_licenses() {
 async fn deactivate_frees_a_seat_by_machine_or_by_activation_id() {
     let h = harness();
     let c = h.client();
-    let (_, key) = h.license("pilot-starter", Some(1));
+    let (_, key) = h.license("pilot-starter", Some(1)).await;
     let r = c
         .post("/api/v1/licenses/activate")
         .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
@@ -337,7 +343,7 @@ async fn deactivate_frees_a_seat_by_machine_or_by_activation_id() {
 async fn bad_input_names_the_field() {
     let h = harness();
     let c = h.client();
-    let (_, key) = h.license("pilot-starter", None);
+    let (_, key) = h.license("pilot-starter", None).await;
     for (body, field) in [
         (
             json!({"license_key": "CODITECT-PILOT-0000", "hardware_id": hw(1)}),
@@ -470,10 +476,7 @@ async fn signup_login_list_and_logout() {
     r.assert_status(StatusCode::ACCEPTED);
     assert_eq!(json_of(r).await, first);
     let org_id: String = h
-        .state
-        .db
-        .conn()
-        .unwrap()
+        .sql()
         .query_row(
             "SELECT organization_id FROM users WHERE email = 'hal@az1.ai'",
             [],
@@ -493,20 +496,22 @@ async fn signup_login_list_and_logout() {
     let bearer = format!("Bearer {}", login["access_token"].as_str().unwrap());
 
     // A license of the organization, with one machine.
-    let conn = h.state.db.conn().unwrap();
-    let (_, key) = licensing::create(
-        &conn,
-        &NewLicense {
-            email: "hal@az1.ai",
-            plan: plans::find("pilot-starter").unwrap(),
-            expires_at: api::now() + 86_400,
-            max_devices: None,
-            organization_id: Some(&org_id),
-            stripe_subscription_id: None,
-        },
-        api::now(),
-    )
-    .unwrap();
+    let (_, key) = h
+        .state
+        .store
+        .create_license(
+            &NewLicense {
+                email: "hal@az1.ai",
+                plan: plans::find("pilot-starter").unwrap(),
+                expires_at: api::now() + 86_400,
+                max_devices: None,
+                organization_id: Some(&org_id),
+                stripe_subscription_id: None,
+            },
+            api::now(),
+        )
+        .await
+        .unwrap();
     c.post("/api/v1/licenses/activate")
         .body_json(&json!({"license_key": key.expose(), "hardware_id": hw(1)}))
         .send()
@@ -634,7 +639,7 @@ async fn signup_validates_fields_and_honours_the_pilot_switches() {
 async fn features_need_a_valid_license_key_header() {
     let h = harness();
     let c = h.client();
-    let (id, key) = h.license("pilot-starter", None);
+    let (id, key) = h.license("pilot-starter", None).await;
     let r = c
         .get("/api/v1/licenses/features")
         .header("x-license-key", &key)
@@ -669,7 +674,7 @@ async fn the_committed_spec_is_what_the_server_serves() {
         serde_json::from_str(&r.0.into_body().into_string().await.unwrap()).unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi.json");
     if std::env::var_os("UPDATE_SCHEMAS").is_some() {
-        std::fs::write(path, format!("{}\n", api::spec_json())).unwrap();
+        std::fs::write(path, format!("{}\n", http::spec_json())).unwrap();
     }
     let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert!(
@@ -696,7 +701,7 @@ async fn the_committed_spec_is_what_the_server_serves() {
 async fn security_headers_are_on_every_response_errors_included() {
     let h = harness();
     let c = h.client();
-    let (_, key) = h.license("pilot-starter", None);
+    let (_, key) = h.license("pilot-starter", None).await;
     let responses = vec![
         ("/healthz", c.get("/healthz").send().await),
         ("/api/v1/keys", c.get("/api/v1/keys").send().await),
@@ -802,7 +807,7 @@ async fn five_failed_logins_lock_the_email_even_an_unknown_one() {
     }
     // The lock is in the database: a new app on the same database (a
     // restarted server) still refuses.
-    let restarted = TestClient::new(api::app(h.state.clone()));
+    let restarted = TestClient::new(http::app(h.state.clone()));
     problem(
         login(&restarted, "lock@b.io", "correct horse battery").await,
         StatusCode::FORBIDDEN,
@@ -810,10 +815,7 @@ async fn five_failed_logins_lock_the_email_even_an_unknown_one() {
     )
     .await;
     // After the window it opens again.
-    h.state
-        .db
-        .conn()
-        .unwrap()
+    h.sql()
         .execute("UPDATE login_throttle SET locked_until = 1", [])
         .unwrap();
     login(&c, "lock@b.io", "correct horse battery")
@@ -844,7 +846,7 @@ async fn audit_rows_are_written_for_each_event_and_hold_no_secrets() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (_, key) = h.license("pilot-starter", Some(1));
+    let (_, key) = h.license("pilot-starter", Some(1)).await;
     let r = c
         .post("/api/v1/licenses/activate")
         .body_json(&json!({"license_key": key, "hardware_id": hw(1)}))
@@ -877,8 +879,7 @@ async fn audit_rows_are_written_for_each_event_and_hold_no_secrets() {
         .assert_status(StatusCode::NO_CONTENT);
     h.state.audit.flush().await;
 
-    let conn = h.state.db.conn().unwrap();
-    let events = coditect_issuer::audit::query(&conn, None, None, 1000).unwrap();
+    let events = h.state.store.audit_events(None, None, 1000).await.unwrap();
     let seen: Vec<(String, String)> = events
         .iter()
         .map(|e| (e.event.clone(), e.outcome.clone()))
@@ -903,8 +904,7 @@ async fn audit_rows_are_written_for_each_event_and_hold_no_secrets() {
     assert!(login_row.ip.is_some() || login_row.actor.is_some());
 
     // Nothing secret anywhere in the database file (WAL included).
-    drop(conn);
-    let dir = h.state.db.path().parent().unwrap().to_path_buf();
+    let dir = h.db_path.parent().unwrap().to_path_buf();
     let mut everything = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
@@ -927,12 +927,9 @@ async fn audit_rows_are_written_for_each_event_and_hold_no_secrets() {
 async fn an_internal_failure_answers_with_only_a_request_id() {
     let h = harness();
     let c = h.client();
-    let (_, key) = h.license("pilot-starter", None);
+    let (_, key) = h.license("pilot-starter", None).await;
     // Break the database under the running app.
-    h.state
-        .db
-        .conn()
-        .unwrap()
+    h.sql()
         .execute_batch("PRAGMA foreign_keys = OFF; DROP TABLE activations;")
         .unwrap();
     let r = c

@@ -10,12 +10,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use coditect_issuer::api::{self, AppState};
+use coditect_issuer::app::{self as api, AppState};
 use coditect_issuer::config::{Config, Env, Overrides};
-use coditect_issuer::db::Db;
-use coditect_issuer::license_key::LicenseKey;
-use coditect_issuer::licensing::{self, NewLicense};
-use coditect_issuer::plans;
+use coditect_issuer::domain::license::NewLicense;
+use coditect_issuer::domain::license_key::LicenseKey;
+use coditect_issuer::domain::plans;
+use coditect_issuer::http;
 use poem::http::StatusCode;
 use poem::http::uri::Scheme;
 use poem::test::{TestClient, TestResponse};
@@ -27,6 +27,8 @@ use verifier::HardwareId;
 struct Harness {
     _dir: tempfile::TempDir,
     state: AppState,
+    /// The SQLite file, for tests that look at or break the database.
+    db_path: std::path::PathBuf,
 }
 
 struct VecEnv(Vec<(String, String)>);
@@ -61,10 +63,12 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
     );
     let config = Config::load(&VecEnv(vars), &Overrides::default(), &mut Vec::new()).unwrap();
     let coditect_issuer::config::DatabaseLocation::Sqlite(path) = &config.database;
-    let db = Db::open(path).unwrap();
+    let store = coditect_issuer::store::open_sqlite(path).unwrap();
+    let db_path = path.clone();
     Harness {
         _dir: dir,
-        state: AppState::new(config, db),
+        state: AppState::new(config, store),
+        db_path,
     }
 }
 
@@ -97,34 +101,46 @@ fn with_test_peer(req: Request) -> Request {
 }
 
 impl Harness {
+    /// A connection of its own to the database file.
+    #[allow(dead_code)]
+    fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db_path).unwrap()
+    }
+
     fn client(&self) -> TestClient<impl Endpoint> {
         TestClient::new(
-            api::app(self.state.clone()).before(|req| async move { Ok(with_test_peer(req)) }),
+            http::app(self.state.clone()).before(|req| async move { Ok(with_test_peer(req)) }),
         )
     }
 
     /// A license allowing `devices` machines; returns (id, key).
-    fn license(&self, devices: u32) -> (String, String) {
-        let conn = self.state.db.conn().unwrap();
-        let (lic, key) = licensing::create(
-            &conn,
-            &NewLicense {
-                email: "hal@az1.ai",
-                plan: plans::find("pilot-professional").unwrap(),
-                expires_at: api::now() + 90 * 86_400,
-                max_devices: Some(devices),
-                organization_id: None,
-                stripe_subscription_id: None,
-            },
-            api::now(),
-        )
-        .unwrap();
+    async fn license(&self, devices: u32) -> (String, String) {
+        let (lic, key) = self
+            .state
+            .store
+            .create_license(
+                &NewLicense {
+                    email: "hal@az1.ai",
+                    plan: plans::find("pilot-professional").unwrap(),
+                    expires_at: api::now() + 90 * 86_400,
+                    max_devices: Some(devices),
+                    organization_id: None,
+                    stripe_subscription_id: None,
+                },
+                api::now(),
+            )
+            .await
+            .unwrap();
         (lic.id, key.expose().to_owned())
     }
 
-    fn activations(&self, license_id: &str) -> usize {
-        let conn = self.state.db.conn().unwrap();
-        licensing::activations(&conn, license_id).unwrap().len()
+    async fn activations(&self, license_id: &str) -> usize {
+        self.state
+            .store
+            .activations(license_id)
+            .await
+            .unwrap()
+            .len()
     }
 }
 
@@ -366,7 +382,7 @@ async fn signup_allows_3_a_minute_per_ip_by_default() {
 async fn activate_allows_10_an_hour_per_license_key_by_default() {
     let h = harness_with(&[]);
     let c = h.client();
-    let (id, key) = h.license(50);
+    let (id, key) = h.license(50).await;
     let activate = |key: &str, n: u32| json!({ "license_key": key, "hardware_id": hw(n) });
     for n in 0..10 {
         let r = post(
@@ -397,9 +413,13 @@ async fn activate_allows_10_an_hour_per_license_key_by_default() {
             .contains("at most 10 per hour"),
         "{body}"
     );
-    assert_eq!(h.activations(&id), 10, "the refused request did nothing");
+    assert_eq!(
+        h.activations(&id).await,
+        10,
+        "the refused request did nothing"
+    );
     // Another key from the same client is not affected.
-    let (_, other) = h.license(5);
+    let (_, other) = h.license(5).await;
     let r = post(
         &c,
         "/api/v1/licenses/activate",
@@ -417,8 +437,8 @@ async fn activate_allows_10_an_hour_per_license_key_by_default() {
 async fn validate_allows_60_a_minute_per_license_key_by_default() {
     let h = harness_with(&[]);
     let c = h.client();
-    let (_, key) = h.license(5);
-    let (_, other) = h.license(5);
+    let (_, key) = h.license(5).await;
+    let (_, other) = h.license(5).await;
     for k in [&key, &other] {
         let body = json!({ "license_key": k, "hardware_id": hw(1) });
         post(&c, "/api/v1/licenses/activate", "203.0.113.1", &[], &body)
@@ -472,7 +492,7 @@ async fn validate_allows_60_a_minute_per_license_key_by_default() {
 async fn trying_many_license_keys_from_one_ip_trips_the_per_ip_limit() {
     let h = harness_with(&[]);
     let c = h.client();
-    let (_, real) = h.license(5);
+    let (_, real) = h.license(5).await;
     // 120 guesses a minute by default, over every route that takes a key.
     for n in 0..120u32 {
         let guess = LicenseKey::generate().unwrap().expose().to_owned();
@@ -549,7 +569,7 @@ async fn limits_are_configurable() {
     let (retry_after, _) = assert_rate_limited(r, 1, 3600).await;
     assert!(retry_after > 3000, "{retry_after}");
 
-    let (_, key) = h.license(5);
+    let (_, key) = h.license(5).await;
     for n in 0..2 {
         let body = json!({ "license_key": key, "hardware_id": hw(n) });
         let r = post(&c, "/api/v1/licenses/activate", "203.0.113.1", &[], &body).await;
@@ -586,7 +606,7 @@ async fn limits_are_configurable() {
 
 #[tokio::test]
 async fn the_429_is_documented_with_its_headers() {
-    let spec: Value = serde_json::from_str(&api::spec_json()).unwrap();
+    let spec: Value = serde_json::from_str(&http::spec_json()).unwrap();
     for path in [
         "/api/v1/auth/login",
         "/api/v1/auth/signup",

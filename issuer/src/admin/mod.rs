@@ -1,0 +1,116 @@
+//! Admin commands: run locally by an operator, never over HTTP. They parse
+//! their arguments and call the use cases (`app`) and the store, like the
+//! HTTP handlers do; one file per command group.
+
+mod audit;
+mod keys;
+mod licenses;
+mod mail;
+mod offline;
+
+pub use self::audit::audit_list;
+pub use self::keys::{keys_generate, keys_list};
+pub use self::licenses::{
+    CreateArgs, license_create, license_list, license_revoke, license_show, parse_expiry,
+};
+pub use self::mail::{mail_list, mail_retry};
+pub use self::offline::{
+    OFFLINE_REQUEST_FORMAT, OFFLINE_TOKEN_FORMAT, OfflineRequest, OfflineToken, issue_offline,
+};
+
+use crate::config::{ConfigError, Overrides};
+use crate::domain::StorageError;
+use crate::domain::license::LicenseError;
+use crate::serve::{load_config, open_store};
+use crate::store::{OpenError, SharedStore};
+
+/// Why a command failed; the exit code tells scripts whether it was the
+/// operator's input (1) or something unexpected (2).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    User(String),
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl AdminError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AdminError::User(_) => 1,
+            AdminError::Unexpected(_) => 2,
+        }
+    }
+}
+
+impl From<ConfigError> for AdminError {
+    fn from(e: ConfigError) -> Self {
+        AdminError::User(format!("configuration: {e}"))
+    }
+}
+
+impl From<OpenError> for AdminError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::NewerSchema { .. } => AdminError::User(e.to_string()),
+            other => AdminError::Unexpected(other.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for AdminError {
+    fn from(e: StorageError) -> Self {
+        AdminError::Unexpected(e.to_string())
+    }
+}
+
+impl From<LicenseError> for AdminError {
+    fn from(e: LicenseError) -> Self {
+        match e {
+            LicenseError::Storage(s) => s.into(),
+            LicenseError::Signing(s) => AdminError::Unexpected(s),
+            other => AdminError::User(other.to_string()),
+        }
+    }
+}
+
+/// Runs one admin command's storage work: the store is async (it serves
+/// the API too), the commands are not.
+pub(crate) fn run<T>(
+    work: impl std::future::Future<Output = Result<T, AdminError>>,
+) -> Result<T, AdminError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AdminError::Unexpected(format!("cannot start the runtime: {e}")))?
+        .block_on(work)
+}
+
+/// The configured store.
+pub(crate) fn store() -> Result<SharedStore, AdminError> {
+    let config = load_config(&Overrides::default())?;
+    open_store(&config)
+}
+
+impl From<crate::keys::KeyFileError> for AdminError {
+    fn from(e: crate::keys::KeyFileError) -> Self {
+        AdminError::User(e.to_string())
+    }
+}
+
+pub(crate) fn print_json(value: &serde_json::Value) -> Result<(), AdminError> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| AdminError::Unexpected(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+pub fn migrate() -> Result<(), AdminError> {
+    let store = store()?;
+    let version = run(async { Ok(store.schema_version().await?) })?;
+    println!(
+        "database {} is at schema version {version}",
+        store.location()
+    );
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The use cases: what the issuer does, independent of how it is asked.
+//!
+//! A use case takes typed input (a parsed [`LicenseKey`], a `HardwareId`,
+//! a signed-in [`User`]), applies the rules of `domain`, calls the store
+//! (one whole operation per call), writes the audit trail and signs tokens.
+//! The HTTP handlers (`http`) and the operator's commands (`admin`) parse
+//! their input and call these; they do not orchestrate. Nothing here
+//! imports `http`.
+//!
+//! [`LicenseKey`]: crate::domain::license_key::LicenseKey
+//! [`User`]: crate::domain::account::User
+
+pub mod accounts;
+pub mod audit;
+pub mod billing;
+pub mod licenses;
+pub mod limits;
+pub mod mail;
+pub mod passwords;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::domain::tokens::TokenPolicy;
+use crate::store::SharedStore;
+
+/// What every use case can reach: the configuration, the store, and the
+/// background workers (audit writer, mail sender) of this process.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub audit: audit::AuditLog,
+    /// Stripe's API, when configured.
+    pub stripe: Option<Arc<billing::stripe_api::StripeApi>>,
+    /// The mail sender.
+    pub mailer: mail::Mailer,
+    /// Request rate limits (this process's; see `docs/ARCHITECTURE.md`).
+    pub limits: Arc<limits::Limiters>,
+}
+
+impl AppState {
+    /// The state of a running server (starts the audit writer, the mail
+    /// sender and the billing housekeeping, so it must be called inside the
+    /// tokio runtime).
+    pub fn new(config: Config, store: SharedStore) -> Self {
+        let stripe = config.stripe.as_ref().and_then(|c| {
+            billing::stripe_api::StripeApi::new(c)
+                .map_err(|e| tracing::error!(error = %e, "cannot set up the Stripe client"))
+                .ok()
+                .map(Arc::new)
+        });
+        let config = Arc::new(config);
+        billing::start_housekeeping(Arc::clone(&store));
+        AppState {
+            limits: Arc::new(limits::Limiters::from_config(&config)),
+            mailer: mail::Mailer::start(Arc::clone(&store), Arc::clone(&config)),
+            audit: audit::AuditLog::start(Arc::clone(&store)),
+            config,
+            stripe,
+            store,
+        }
+    }
+
+    /// The Stripe client and settings, or `NotConfigured`.
+    pub fn stripe(
+        &self,
+    ) -> Result<
+        (
+            &billing::stripe_api::StripeApi,
+            &crate::config::StripeConfig,
+        ),
+        billing::BillingError,
+    > {
+        match (&self.stripe, &self.config.stripe) {
+            (Some(api), Some(cfg)) => Ok((api, cfg)),
+            _ => Err(billing::BillingError::NotConfigured),
+        }
+    }
+
+    pub fn token_policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            lifetime: self.config.token_lifetime,
+            renew_after: self.config.token_renew_after,
+        }
+    }
+}
+
+/// Current Unix time. The edges (handlers, workers, admin commands) read
+/// the clock here and hand it to the logic.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,157 @@
+//! `auth/signup`, `auth/login`, `auth/logout`.
+
+use poem::web::Data;
+use poem_openapi::auth::Bearer;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+
+use super::body::JsonBody;
+use crate::app::{AppState, accounts, now};
+use crate::domain::account::{AccountError, User};
+use crate::domain::{input, rfc3339};
+use crate::http::{ApiResult, ApiTags, client};
+
+/// Access token from `auth/login`, sent as `Authorization: Bearer <token>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT")]
+pub struct BearerAuth(pub Bearer);
+
+impl BearerAuth {
+    /// The signed-in user and session id, or 401.
+    pub async fn user(&self, state: &AppState) -> ApiResult<(User, String)> {
+        Ok(accounts::authenticate(state, &self.0.token, now()).await?)
+    }
+}
+
+/// A new account.
+#[derive(Debug, Object)]
+pub struct SignupRequest {
+    /// Email address; also the login.
+    #[oai(validator(min_length = 6, max_length = 254))]
+    pub email: String,
+    /// At least 10 characters.
+    #[oai(validator(min_length = 10, max_length = 128))]
+    pub password: String,
+    /// The organization that will hold the licenses.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub company_name: String,
+}
+
+/// The answer to every accepted signup. It is the same whether the email
+/// was new or already registered, so signup cannot tell anyone which emails
+/// have accounts.
+#[derive(Debug, Object)]
+pub struct SignupResponse {
+    /// Always `accepted`.
+    pub status: String,
+    pub email: String,
+    /// What to do next.
+    pub next: String,
+}
+
+#[derive(ApiResponse)]
+pub enum SignupResult {
+    /// Accepted: unless the email was already registered, the account and
+    /// its organization now exist. Sign in next.
+    #[oai(status = 202)]
+    Accepted(Json<SignupResponse>),
+}
+
+/// Credentials.
+#[derive(Debug, Object)]
+pub struct LoginRequest {
+    #[oai(validator(min_length = 6, max_length = 254))]
+    pub email: String,
+    #[oai(validator(min_length = 10, max_length = 128))]
+    pub password: String,
+}
+
+/// An access token for the account endpoints.
+#[derive(Debug, Object)]
+pub struct LoginResponse {
+    /// JWT (HS256); send as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+    /// When the token expires (RFC 3339).
+    pub expires_at: String,
+}
+
+#[derive(ApiResponse)]
+pub enum LogoutResult {
+    /// The session has ended; the access token no longer works.
+    #[oai(status = 204)]
+    Ended,
+}
+
+pub struct AuthApi;
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Create an account and its organization.
+    ///
+    /// Honours `ENABLE_PILOT_SIGNUP` (`signup_closed`) and
+    /// `PILOT_USERS_LIMIT` (`signup_full`).
+    #[oai(path = "/auth/signup", method = "post", operation_id = "signup")]
+    async fn signup(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<SignupRequest>,
+    ) -> ApiResult<SignupResult> {
+        if !state.config.enable_pilot_signup {
+            return Err(AccountError::SignupClosed.into());
+        }
+        let email = input::email("email", &body.email)?;
+        input::password("password", &body.password)?;
+        let company = input::name("company_name", &body.company_name)?;
+        let password = zeroize::Zeroizing::new(body.0.password);
+        let client = client(req, &state);
+        match accounts::register(&state, &email, password, &company, &client, None, now()).await {
+            // Same answer as a new signup; the owner of the address is not
+            // told here (and nobody else learns that it is registered).
+            Ok(_) | Err(AccountError::EmailTaken) => {}
+            Err(other) => return Err(other.into()),
+        }
+        Ok(SignupResult::Accepted(Json(SignupResponse {
+            status: "accepted".into(),
+            email,
+            next: "Sign in with POST /api/v1/auth/login.".into(),
+        })))
+    }
+
+    /// Sign in: returns an access token (JWT) for a new session.
+    #[oai(path = "/auth/login", method = "post", operation_id = "login")]
+    async fn login(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<LoginRequest>,
+    ) -> ApiResult<Json<LoginResponse>> {
+        let email = body.email.trim().to_ascii_lowercase();
+        let password = zeroize::Zeroizing::new(body.0.password);
+        let client = client(req, &state);
+        let session = accounts::sign_in(&state, &client, &email, password, now()).await?;
+        Ok(Json(LoginResponse {
+            access_token: session.access_token,
+            token_type: "Bearer".into(),
+            expires_in: u64::try_from(session.lifetime).unwrap_or(0),
+            expires_at: rfc3339(session.expires_at),
+        }))
+    }
+
+    /// End the current session; its access token stops working at once.
+    #[oai(path = "/auth/logout", method = "post", operation_id = "logout")]
+    async fn logout(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+    ) -> ApiResult<LogoutResult> {
+        let (user, sid) = auth.user(&state).await?;
+        accounts::sign_out(&state, &user, &sid, &client(req, &state), now()).await?;
+        Ok(LogoutResult::Ended)
+    }
+}

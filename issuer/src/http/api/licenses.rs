@@ -1,0 +1,363 @@
+//! `licenses/activate`, `licenses/validate`, `licenses/deactivate`,
+//! `licenses` (the signed-in user's) and `licenses/features`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use poem::web::Data;
+use poem_openapi::auth::ApiKey;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use verifier::ProjectLimit;
+
+use super::auth::BearerAuth;
+use super::body::JsonBody;
+use crate::app::licenses::{self, Issued};
+use crate::app::{AppState, now};
+use crate::domain::license::{Activation, License, Seat, status_at};
+use crate::domain::license_key::LicenseKey;
+use crate::domain::tokens::IssuedToken;
+use crate::domain::{input, plans, rfc3339};
+use crate::http::problem::{ApiError, Problem};
+use crate::http::{ApiResult, ApiTags, client};
+
+/// The license key, sent in the `X-License-Key` header.
+#[derive(SecurityScheme)]
+#[oai(ty = "api_key", key_name = "X-License-Key", key_in = "header")]
+pub struct LicenseKeyAuth(pub ApiKey);
+
+/// What a license entitles its holder to.
+#[derive(Debug, Clone, Object, PartialEq, Eq)]
+pub struct EntitlementsView {
+    /// Projects allowed; `null` means unlimited.
+    pub max_projects: Option<u32>,
+    /// AI requests per billing period.
+    pub ai_requests: u32,
+    /// Machines that may be activated at once.
+    pub max_devices: u32,
+}
+
+/// A license as its holder sees it.
+#[derive(Debug, Clone, Object)]
+pub struct LicenseSummary {
+    pub id: String,
+    /// Plan id, e.g. `pilot-professional`.
+    pub tier: String,
+    /// Plan name, e.g. `Pilot Professional`.
+    pub plan_name: String,
+    /// `active`, `suspended`, `revoked`, `canceled` or `expired`.
+    pub status: String,
+    pub email: String,
+    pub organization: Option<String>,
+    /// When the license ends (RFC 3339).
+    pub expires_at: String,
+    /// The last group of the key, to tell licenses apart.
+    pub key_hint: String,
+    pub entitlements: EntitlementsView,
+    /// Machines activated now.
+    pub devices_used: u32,
+}
+
+/// One activated (or formerly activated) machine.
+#[derive(Debug, Clone, Object)]
+pub struct ActivationView {
+    pub id: String,
+    /// 64 hex characters; never the raw machine id.
+    pub hardware_id: String,
+    pub machine_name: Option<String>,
+    /// `active` or `deactivated`.
+    pub status: String,
+    pub activated_at: String,
+    pub last_validated_at: String,
+    pub deactivated_at: Option<String>,
+}
+
+/// A signed license token and its validity.
+#[derive(Debug, Clone, Object)]
+pub struct TokenView {
+    /// COSE_Sign1 bytes, base64url without padding.
+    pub token: String,
+    /// The token is accepted offline until then (RFC 3339).
+    pub expires_at: String,
+    /// Renew from then on (RFC 3339).
+    pub renew_after: String,
+}
+
+/// Activate a machine.
+#[derive(Debug, Object)]
+pub struct ActivateRequest {
+    /// `CODITECT-PILOT-XXXX-YYYY-ZZZZ`.
+    #[oai(validator(max_length = 64))]
+    pub license_key: String,
+    /// HMAC-SHA256 of the machine id, 64 hex characters.
+    #[oai(validator(max_length = 64))]
+    pub hardware_id: String,
+    /// A name to recognise the machine by.
+    #[oai(validator(max_length = 255))]
+    pub machine_name: Option<String>,
+}
+
+/// Renew a machine's token.
+#[derive(Debug, Object)]
+pub struct ValidateRequest {
+    #[oai(validator(max_length = 64))]
+    pub license_key: String,
+    #[oai(validator(max_length = 64))]
+    pub hardware_id: String,
+    /// The CLI's version, for support.
+    #[oai(validator(max_length = 64))]
+    pub client_version: Option<String>,
+}
+
+/// Free a seat: this machine's, or with `activation_id` another machine's
+/// (from the license's activation list).
+#[derive(Debug, Object)]
+pub struct DeactivateRequest {
+    #[oai(validator(max_length = 64))]
+    pub license_key: String,
+    #[oai(validator(max_length = 64))]
+    /// The machine asking.
+    pub hardware_id: String,
+    /// The activation to free, when it is not the asking machine's.
+    #[oai(validator(max_length = 64))]
+    pub activation_id: Option<String>,
+}
+
+/// The result of an activation or validation.
+#[derive(Debug, Object)]
+pub struct GrantResponse {
+    pub license: LicenseSummary,
+    pub activation: ActivationView,
+    pub token: TokenView,
+}
+
+#[derive(ApiResponse)]
+pub enum ActivateResult {
+    /// This machine was activated; a seat was taken.
+    #[oai(status = 201)]
+    Activated(Json<GrantResponse>),
+    /// This machine was already active; its activation is returned.
+    #[oai(status = 200)]
+    AlreadyActive(Json<GrantResponse>),
+}
+
+/// The freed seat.
+#[derive(Debug, Object)]
+pub struct DeactivateResponse {
+    pub license: LicenseSummary,
+    pub activation: ActivationView,
+}
+
+/// A license with its machines.
+#[derive(Debug, Object)]
+pub struct LicenseWithActivations {
+    pub license: LicenseSummary,
+    pub activations: Vec<ActivationView>,
+}
+
+/// The signed-in user's licenses.
+#[derive(Debug, Object)]
+pub struct LicenseList {
+    pub licenses: Vec<LicenseWithActivations>,
+}
+
+/// Entitlements of a license.
+#[derive(Debug, Object)]
+pub struct FeaturesResponse {
+    pub license_id: String,
+    pub tier: String,
+    pub plan_name: String,
+    pub status: String,
+    pub expires_at: String,
+    pub entitlements: EntitlementsView,
+}
+
+pub fn entitlements_view(license: &License) -> EntitlementsView {
+    let e = license.entitlements();
+    EntitlementsView {
+        max_projects: match e.max_projects {
+            ProjectLimit::Limited(n) => Some(n),
+            ProjectLimit::Unlimited => None,
+        },
+        ai_requests: e.ai_requests,
+        max_devices: e.max_devices,
+    }
+}
+
+pub fn summary(license: &License, devices_used: u32, now: i64) -> LicenseSummary {
+    LicenseSummary {
+        id: license.id.clone(),
+        tier: license.tier.clone(),
+        plan_name: plans::find(&license.tier)
+            .map_or_else(|| license.tier.clone(), |p| p.name.to_owned()),
+        status: status_at(license, now).to_owned(),
+        email: license.email.clone(),
+        organization: license.organization_name.clone(),
+        expires_at: rfc3339(license.expires_at),
+        key_hint: license.key_hint.clone(),
+        entitlements: entitlements_view(license),
+        devices_used,
+    }
+}
+
+pub fn activation_view(a: &Activation) -> ActivationView {
+    ActivationView {
+        id: a.id.clone(),
+        hardware_id: a.hardware_id.clone(),
+        machine_name: a.machine_name.clone(),
+        status: if a.active { "active" } else { "deactivated" }.to_owned(),
+        activated_at: rfc3339(a.activated_at),
+        last_validated_at: rfc3339(a.last_validated_at),
+        deactivated_at: a.deactivated_at.map(rfc3339),
+    }
+}
+
+pub fn token_view(token: &IssuedToken) -> TokenView {
+    let t = |v: u64| rfc3339(i64::try_from(v).unwrap_or(i64::MAX));
+    TokenView {
+        token: URL_SAFE_NO_PAD.encode(&token.bytes),
+        expires_at: t(token.claims.expires_at),
+        renew_after: t(token.claims.renew_after),
+    }
+}
+
+fn grant_response(issued: &Issued, now: i64) -> GrantResponse {
+    let grant = &issued.grant;
+    GrantResponse {
+        license: summary(&grant.license, grant.devices_used, now),
+        activation: activation_view(&grant.activation),
+        token: token_view(&issued.token),
+    }
+}
+
+pub struct LicensesApi;
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Licenses")]
+impl LicensesApi {
+    /// Activate a machine on a license and get its first token.
+    ///
+    /// The license's `max_activations` holds under concurrent requests; the
+    /// same machine again gets its existing activation (200) and a fresh token.
+    #[oai(
+        path = "/licenses/activate",
+        method = "post",
+        operation_id = "activate"
+    )]
+    async fn activate(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<ActivateRequest>,
+    ) -> ApiResult<ActivateResult> {
+        let key = input::license_key("license_key", &body.license_key)?;
+        let hw = input::hardware_id("hardware_id", &body.hardware_id)?;
+        let name = input::optional_name("machine_name", body.machine_name.as_deref())?;
+        let now = now();
+        let client = client(req, &state);
+        let issued = licenses::activate(&state, &client, &key, &hw, name.as_deref(), now).await?;
+        let response = Json(grant_response(&issued, now));
+        Ok(if issued.grant.already_active {
+            ActivateResult::AlreadyActive(response)
+        } else {
+            ActivateResult::Activated(response)
+        })
+    }
+
+    /// Renew the token of an activated machine.
+    ///
+    /// Refused with its own code when the license is suspended, revoked,
+    /// canceled or expired, or the machine is not activated.
+    #[oai(
+        path = "/licenses/validate",
+        method = "post",
+        operation_id = "validate"
+    )]
+    async fn validate(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<ValidateRequest>,
+    ) -> ApiResult<Json<GrantResponse>> {
+        let key = input::license_key("license_key", &body.license_key)?;
+        let hw = input::hardware_id("hardware_id", &body.hardware_id)?;
+        input::client_version("client_version", body.client_version.as_deref())?;
+        let now = now();
+        let issued = licenses::renew(&state, &client(req, &state), &key, &hw, now).await?;
+        Ok(Json(grant_response(&issued, now)))
+    }
+
+    /// Free a seat.
+    #[oai(
+        path = "/licenses/deactivate",
+        method = "post",
+        operation_id = "deactivate"
+    )]
+    async fn deactivate(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<DeactivateRequest>,
+    ) -> ApiResult<Json<DeactivateResponse>> {
+        let key = input::license_key("license_key", &body.license_key)?;
+        let machine = input::hardware_id("hardware_id", &body.hardware_id)?;
+        let seat = match body.activation_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => Seat::Activation(id),
+            _ => Seat::Machine(&machine),
+        };
+        let now = now();
+        let (license, activation, used) =
+            licenses::deactivate(&state, &client(req, &state), &key, seat, now).await?;
+        Ok(Json(DeactivateResponse {
+            license: summary(&license, used, now),
+            activation: activation_view(&activation),
+        }))
+    }
+
+    /// The signed-in user's licenses with their machines.
+    #[oai(path = "/licenses", method = "get", operation_id = "listLicenses")]
+    async fn list(&self, state: Data<&AppState>, auth: BearerAuth) -> ApiResult<Json<LicenseList>> {
+        let (user, _) = auth.user(&state).await?;
+        let now = now();
+        let rows = licenses::of_organization(&state, &user.organization_id).await?;
+        let licenses = rows
+            .iter()
+            .map(|(l, acts)| {
+                let used = acts.iter().filter(|a| a.active).count();
+                LicenseWithActivations {
+                    license: summary(l, u32::try_from(used).unwrap_or(u32::MAX), now),
+                    activations: acts.iter().map(activation_view).collect(),
+                }
+            })
+            .collect();
+        Ok(Json(LicenseList { licenses }))
+    }
+
+    /// The entitlements of the license whose key is in `X-License-Key`.
+    #[oai(path = "/licenses/features", method = "get", operation_id = "features")]
+    async fn features(
+        &self,
+        state: Data<&AppState>,
+        auth: LicenseKeyAuth,
+    ) -> ApiResult<Json<FeaturesResponse>> {
+        // A header that is no license key cannot name a license: the same
+        // answer as a missing one.
+        let key = LicenseKey::parse(&auth.0.key).map_err(|_| {
+            ApiError::from_problem(Problem::new(
+                poem::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "No license key",
+                "Send the license key (CODITECT-PILOT-XXXX-YYYY-ZZZZ) in the X-License-Key header.",
+            ))
+        })?;
+        let license = licenses::by_key(&state, &key).await?;
+        let now = now();
+        Ok(Json(FeaturesResponse {
+            license_id: license.id.clone(),
+            tier: license.tier.clone(),
+            plan_name: plans::find(&license.tier)
+                .map_or_else(|| license.tier.clone(), |p| p.name.to_owned()),
+            status: status_at(&license, now).to_owned(),
+            expires_at: rfc3339(license.expires_at),
+            entitlements: entitlements_view(&license),
+        }))
+    }
+}

@@ -1,0 +1,673 @@
+//! `GET /signup` and `POST /signup`: the signup form (email, password,
+//! company, plan and billing interval), then the account and a Stripe
+//! Checkout Session, and a 303 to Stripe's payment page.
+//!
+//! Someone who already has an account (an earlier checkout abandoned, say)
+//! continues as that account when the password is right. Wrong passwords
+//! count towards the same lockout as sign-ins.
+
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::web::{Data, Form, Query};
+use poem::{Request, Response, handler};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::Site;
+use super::cookies::{self, Cookie, SameSite};
+use super::csrf::{self, FormToken};
+use super::html::{Page, escape, message};
+use super::offers::{INTERVALS, offers};
+use crate::app::accounts::{self, PasswordCheck, check_password};
+use crate::app::billing::{BillingError, checkout};
+use crate::app::{AppState, now};
+use crate::domain::StorageError;
+use crate::domain::account::{AccountError, User};
+use crate::domain::input;
+
+/// The cookie naming the browser that started a checkout.
+pub const CHECKOUT_COOKIE: &str = "coditect_checkout";
+/// How long that cookie lives: as long as a Checkout Session stays open
+/// (Stripe: 24 hours), after which the key is in the mail only.
+const CHECKOUT_COOKIE_SECONDS: u32 = 24 * 3600;
+
+/// The fields of the form. Missing fields are empty; unknown ones ignored.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct SignupForm {
+    email: String,
+    password: String,
+    company_name: String,
+    plan: String,
+    interval: String,
+    csrf_token: String,
+}
+
+/// `?plan=` on the form's address preselects a plan.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct FormQuery {
+    plan: String,
+    interval: String,
+}
+
+/// What the form shows again after an error (never the password).
+struct Values {
+    email: String,
+    company_name: String,
+    plan: String,
+    interval: String,
+}
+
+/// Messages shown under the fields, by field name.
+#[derive(Default)]
+struct FieldErrors(Vec<(&'static str, String)>);
+
+impl FieldErrors {
+    fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push((field, message.into()));
+    }
+
+    fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.as_str())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn closed_page(state: &AppState, status: StatusCode) -> Response {
+    let support = escape(&state.config.mail.support_email);
+    Page::new(
+        "Pilot signup is closed",
+        message(
+            "Pilot signup is closed",
+            &[
+                "We are not taking new pilot signups right now.".to_owned(),
+                format!(
+                    "To hear when it opens again, or if you already have a license and need help, write to <a href=\"mailto:{support}\">{support}</a>."
+                ),
+            ],
+            Some(("/", "Back to the home page")),
+        ),
+    )
+    .status(status)
+    .no_store()
+    .respond(state)
+}
+
+/// Why the form cannot be used at all right now, as the page that says so:
+/// signup closed, the pilot full, or payments not configured.
+async fn unavailable(state: &AppState, status_when_refused: StatusCode) -> Option<Response> {
+    let support = escape(&state.config.mail.support_email);
+    if !state.config.enable_pilot_signup {
+        return Some(closed_page(state, status_when_refused));
+    }
+    match pilot_is_full(state).await {
+        Ok(false) => {}
+        Ok(true) => return Some(full_page(state, status_when_refused)),
+        Err(e) => return Some(internal_error(state, &e)),
+    }
+    if state.stripe().is_err() {
+        return Some(
+            Page::new(
+                "Payments unavailable",
+                message(
+                    "Payments are not available",
+                    &[
+                        "This server cannot take payments at the moment, so new pilots cannot start here.".to_owned(),
+                        format!("Please try again later, or write to <a href=\"mailto:{support}\">{support}</a>."),
+                    ],
+                    Some(("/", "Back to the home page")),
+                ),
+            )
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .no_store()
+            .respond(state),
+        );
+    }
+    None
+}
+
+/// Whether the pilot has as many users as `PILOT_USERS_LIMIT` allows.
+async fn pilot_is_full(state: &AppState) -> Result<bool, StorageError> {
+    Ok(state.store.user_count().await? >= state.config.pilot_users_limit)
+}
+
+fn full_page(state: &AppState, status: StatusCode) -> Response {
+    let support = escape(&state.config.mail.support_email);
+    Page::new(
+        "The pilot is full",
+        message(
+            "The pilot is full",
+            &[
+                "Every place in this pilot has been taken, so we cannot start new pilots right now.".to_owned(),
+                format!("Write to <a href=\"mailto:{support}\">{support}</a> to join the waiting list."),
+            ],
+            Some(("/", "Back to the home page")),
+        ),
+    )
+    .status(status)
+    .no_store()
+    .respond(state)
+}
+
+/// A failure on our side, logged with its cause; the page says only that.
+pub fn internal_error(state: &AppState, cause: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %cause, "web page failed");
+    let support = escape(&state.config.mail.support_email);
+    Page::new(
+        "Something went wrong",
+        message(
+            "Something went wrong on our side",
+            &[
+                "Nothing was charged. Please try again in a minute.".to_owned(),
+                format!(
+                    "If it keeps happening, write to <a href=\"mailto:{support}\">{support}</a>."
+                ),
+            ],
+            Some(("/signup", "Back to the signup form")),
+        ),
+    )
+    .status(StatusCode::INTERNAL_SERVER_ERROR)
+    .no_store()
+    .respond(state)
+}
+
+/// The CSRF refusal: the form is stale or was not ours.
+fn expired_page(state: &AppState) -> Response {
+    Page::new(
+        "This form expired",
+        message(
+            "This form expired",
+            &[format!(
+                "For your security we could not accept this form: it is too old, or it was not sent from this site ({}). Nothing was saved or charged. Reload the form and send it again.",
+                escape(&state.config.public_base_url)
+            )],
+            Some(("/signup", "Reload the signup form")),
+        ),
+    )
+    .status(StatusCode::FORBIDDEN)
+    .no_store()
+    .respond(state)
+}
+
+fn radio(name: &str, value: &str, checked: bool, label: &str) -> String {
+    format!(
+        "<label><input type=\"radio\" name=\"{name}\" value=\"{}\"{} required> {label}</label>",
+        escape(value),
+        if checked { " checked" } else { "" },
+    )
+}
+
+/// A text input with its label, hint and error.
+fn text_field(
+    name: &str,
+    label: &str,
+    kind: &str,
+    value: &str,
+    autocomplete: &str,
+    hint: Option<&str>,
+    errors: &FieldErrors,
+) -> String {
+    let error = errors.get(name);
+    let described = match (hint.is_some(), error.is_some()) {
+        (_, true) => format!(" aria-invalid=\"true\" aria-describedby=\"{name}-error\""),
+        (true, false) => format!(" aria-describedby=\"{name}-hint\""),
+        _ => String::new(),
+    };
+    let value = if kind == "password" {
+        String::new()
+    } else {
+        format!(" value=\"{}\"", escape(value))
+    };
+    format!(
+        "<div class=\"field{invalid}\">\n<label for=\"{name}\">{label}</label>\n\
+         <input id=\"{name}\" name=\"{name}\" type=\"{kind}\"{value} autocomplete=\"{autocomplete}\" required{described}>\n\
+         {hint}{error}</div>\n",
+        invalid = if error.is_some() { " invalid" } else { "" },
+        hint = hint
+            .map(|h| format!("<p class=\"hint\" id=\"{name}-hint\">{}</p>\n", escape(h)))
+            .unwrap_or_default(),
+        error = error
+            .map(|e| format!("<p class=\"error\" id=\"{name}-error\">{}</p>\n", escape(e)))
+            .unwrap_or_default(),
+    )
+}
+
+fn choice_error(name: &str, errors: &FieldErrors) -> String {
+    errors
+        .get(name)
+        .map(|e| format!("<p class=\"error\" id=\"{name}-error\">{}</p>\n", escape(e)))
+        .unwrap_or_default()
+}
+
+/// The form page, with `values` filled in, `errors` beside their fields and
+/// an optional banner (already escaped) above the form.
+fn form_page(
+    state: &AppState,
+    site: &Site,
+    token: &FormToken,
+    values: &Values,
+    errors: &FieldErrors,
+    banner: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let mut plans = String::new();
+    for offer in offers() {
+        let label = format!(
+            "<strong>{}</strong>, {} <span class=\"hint\">({})</span>",
+            escape(offer.plan.name),
+            escape(&offer.prices()),
+            escape(&offer.features().join(", "))
+        );
+        plans.push_str(&radio(
+            "plan",
+            offer.plan.id,
+            values.plan == offer.plan.id,
+            &label,
+        ));
+        plans.push('\n');
+    }
+    let mut intervals = String::new();
+    for (value, label) in INTERVALS {
+        let label = if *value == "year" {
+            format!("{label} <span class=\"hint\">(two months free)</span>")
+        } else {
+            (*label).to_owned()
+        };
+        intervals.push_str(&radio("interval", value, values.interval == *value, &label));
+        intervals.push('\n');
+    }
+    let summary = if errors.is_empty() {
+        String::new()
+    } else {
+        "<p class=\"banner\" role=\"alert\">Please correct the fields marked below.</p>\n"
+            .to_owned()
+    };
+    let banner = banner
+        .map(|b| format!("<p class=\"banner\" role=\"alert\" id=\"banner\">{b}</p>\n"))
+        .unwrap_or_default();
+    let invalid = |f: &str| {
+        if errors.get(f).is_some() {
+            " invalid"
+        } else {
+            ""
+        }
+    };
+    let body = format!(
+        "<h1>Start your pilot</h1>\n\
+         <p>Create your account and choose a plan. You pay on Stripe's secure page next; \
+         your license key is shown right after payment and sent by email.</p>\n\
+         {banner}{summary}\
+         <form class=\"signup\" method=\"post\" action=\"/signup\">\n{csrf}\n\
+         {email}{password}{company}\
+         <fieldset class=\"{plan_invalid}\" id=\"plan\"><legend>Plan</legend>\n{plans}{plan_error}</fieldset>\n\
+         <fieldset class=\"{interval_invalid}\" id=\"interval\"><legend>Billing</legend>\n{intervals}{interval_error}</fieldset>\n\
+         <button type=\"submit\" id=\"submit\">Continue to payment</button>\n</form>\n\
+         <p class=\"hint\">Nothing is charged until you confirm the payment on Stripe's page.</p>",
+        csrf = token.field(),
+        email = text_field(
+            "email",
+            "Email",
+            "email",
+            &values.email,
+            "email",
+            Some("Your license key is sent here; it is also your sign-in."),
+            errors
+        ),
+        password = text_field(
+            "password",
+            "Password",
+            "password",
+            "",
+            "new-password",
+            Some(&format!(
+                "At least {} characters. Already have an account? Use its password.",
+                input::MIN_PASSWORD
+            )),
+            errors
+        ),
+        company = text_field(
+            "company_name",
+            "Company name",
+            "text",
+            &values.company_name,
+            "organization",
+            None,
+            errors
+        ),
+        plan_invalid = invalid("plan"),
+        interval_invalid = invalid("interval"),
+        plan_error = choice_error("plan", errors),
+        interval_error = choice_error("interval", errors),
+    );
+    let mut resp = Page::new("Start your pilot", body)
+        .status(status)
+        .no_store()
+        .form_action(site.checkout_origin.clone())
+        .respond(state);
+    token.set_cookie(&mut resp, site.secure);
+    resp
+}
+
+/// `GET /signup`.
+#[handler]
+pub async fn show(
+    req: &Request,
+    state: Data<&AppState>,
+    query: Option<Query<FormQuery>>,
+) -> Response {
+    if let Some(page) = unavailable(&state, StatusCode::OK).await {
+        return page;
+    }
+    let site = Site::of(&state.config);
+    let token = match FormToken::for_request(req) {
+        Ok(t) => t,
+        Err(e) => return internal_error(&state, &e),
+    };
+    let query = query.map(|q| q.0).unwrap_or_default();
+    let plan = if crate::domain::plans::find(&query.plan).is_some() {
+        query.plan
+    } else {
+        "pilot-starter".to_owned()
+    };
+    let interval = if query.interval == "year" {
+        "year"
+    } else {
+        "month"
+    };
+    let values = Values {
+        email: String::new(),
+        company_name: String::new(),
+        plan,
+        interval: interval.to_owned(),
+    };
+    form_page(
+        &state,
+        &site,
+        &token,
+        &values,
+        &FieldErrors::default(),
+        None,
+        StatusCode::OK,
+    )
+}
+
+/// The fields checked with the API's rules; the messages reworded for
+/// people.
+fn check_fields(form: &SignupForm, password: &str) -> (Values, FieldErrors) {
+    let mut errors = FieldErrors::default();
+    let email = form.email.trim().to_owned();
+    if email.is_empty() {
+        errors.add("email", "Enter your email address.");
+    } else if input::email("email", &email).is_err() {
+        errors.add("email", "Enter an email address such as name@example.com.");
+    }
+    if password.is_empty() {
+        errors.add("password", "Choose a password.");
+    } else if let Err(e) = input::password("password", password) {
+        errors.add("password", format!("The password {}.", e.detail));
+    }
+    let company_name = form.company_name.trim().to_owned();
+    if company_name.is_empty() {
+        errors.add("company_name", "Enter your company's name.");
+    } else if let Err(e) = input::name("company_name", &company_name) {
+        errors.add("company_name", format!("The company name {}.", e.detail));
+    }
+    if crate::domain::plans::find(&form.plan).is_none() {
+        errors.add("plan", "Choose a plan.");
+    }
+    if !INTERVALS.iter().any(|(v, _)| *v == form.interval) {
+        errors.add("interval", "Choose monthly or annual billing.");
+    }
+    let values = Values {
+        email,
+        company_name,
+        plan: form.plan.clone(),
+        interval: form.interval.clone(),
+    };
+    (values, errors)
+}
+
+/// The account to buy for: a new one, or the existing one of this email
+/// when the password is right. `Err` is the page to answer with.
+async fn account(
+    req: &Request,
+    state: &AppState,
+    values: &Values,
+    password: Zeroizing<String>,
+) -> Result<User, AccountOutcome> {
+    let now = now();
+    let client = crate::http::client(req, state);
+    let email = values.email.clone();
+    let check = check_password(
+        state,
+        &client,
+        &email.to_ascii_lowercase(),
+        password.clone(),
+        now,
+        Some("web signup"),
+    )
+    .await
+    .map_err(AccountOutcome::Failed)?;
+    match check {
+        PasswordCheck::Right(user) => return Ok(user),
+        PasswordCheck::Locked { until } => {
+            let minutes = (until - now).max(60) / 60;
+            return Err(AccountOutcome::Field(
+                "password",
+                format!(
+                    "Too many wrong passwords for this email. Try again in {minutes} minute{}.",
+                    if minutes == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+        PasswordCheck::Wrong => {
+            return Err(AccountOutcome::Field(
+                "password",
+                "This email is already registered and the password does not match. \
+                 Enter the password you chose before, or use another email."
+                    .to_owned(),
+            ));
+        }
+        PasswordCheck::NoAccount => {}
+    }
+    let created = accounts::register(
+        state,
+        &email,
+        password,
+        &values.company_name,
+        &client,
+        Some("web signup"),
+        now,
+    )
+    .await;
+    match created {
+        Ok(user) => Ok(user),
+        // Registered between our look-up and the insert (a double submit).
+        Err(AccountError::EmailTaken) => Err(AccountOutcome::Field(
+            "email",
+            "This email was registered just now. Send the form again with the same password."
+                .to_owned(),
+        )),
+        Err(AccountError::SignupFull) => Err(AccountOutcome::Full),
+        Err(other) => Err(AccountOutcome::Failed(other)),
+    }
+}
+
+/// Why no account could be used.
+enum AccountOutcome {
+    /// A message for one field.
+    Field(&'static str, String),
+    /// The pilot filled up.
+    Full,
+    Failed(AccountError),
+}
+
+/// `POST /signup`.
+#[handler]
+pub async fn submit(
+    req: &Request,
+    state: Data<&AppState>,
+    form: poem::Result<Form<SignupForm>>,
+) -> Response {
+    let state: &AppState = &state;
+    if !state.config.enable_pilot_signup {
+        return closed_page(state, StatusCode::FORBIDDEN);
+    }
+    let site = Site::of(&state.config);
+    let Ok(Form(mut form)) = form else {
+        // Not our form (wrong type, repeated fields): nothing to show again.
+        return expired_page(state);
+    };
+    if let Err(refusal) = csrf::check(req, Some(&form.csrf_token), &site.origin) {
+        tracing::warn!(?refusal, "signup form refused (CSRF)");
+        return expired_page(state);
+    }
+    if let Some(page) = unavailable(state, StatusCode::FORBIDDEN).await {
+        return page;
+    }
+    let token = match FormToken::for_request(req) {
+        Ok(t) => t,
+        Err(e) => return internal_error(state, &e),
+    };
+    let password = Zeroizing::new(std::mem::take(&mut form.password));
+    let (values, mut errors) = check_fields(&form, &password);
+    if !errors.is_empty() {
+        return form_page(
+            state,
+            &site,
+            &token,
+            &values,
+            &errors,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    let user = match account(req, state, &values, password).await {
+        Ok(u) => u,
+        Err(AccountOutcome::Field(field, message)) => {
+            errors.add(field, message);
+            return form_page(
+                state,
+                &site,
+                &token,
+                &values,
+                &errors,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            );
+        }
+        Err(AccountOutcome::Full) => return full_page(state, StatusCode::FORBIDDEN),
+        Err(AccountOutcome::Failed(e)) => return internal_error(state, &e),
+    };
+    start_checkout(req, state, &site, &token, &values, &user).await
+}
+
+/// Starts the Stripe Checkout and sends the browser there.
+async fn start_checkout(
+    req: &Request,
+    state: &AppState,
+    site: &Site,
+    token: &FormToken,
+    values: &Values,
+    user: &User,
+) -> Response {
+    let browser = match cookies::random_value() {
+        Ok(v) => v,
+        Err(e) => return internal_error(state, &e),
+    };
+    let now = now();
+    let started = checkout::start(
+        state,
+        user,
+        &values.plan,
+        &values.interval,
+        Some(checkout::browser_hash(&browser)),
+        &crate::http::client(req, state),
+        now,
+    )
+    .await;
+    let support = escape(&state.config.mail.support_email);
+    match started {
+        Ok(started) => {
+            let mut resp = Response::builder()
+                .status(StatusCode::SEE_OTHER)
+                .header(header::CACHE_CONTROL, "no-store")
+                .finish();
+            match HeaderValue::from_str(&started.url) {
+                Ok(v) => {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                Err(e) => return internal_error(state, &e),
+            }
+            Cookie {
+                name: CHECKOUT_COOKIE,
+                value: &browser,
+                path: "/signup",
+                max_age_seconds: CHECKOUT_COOKIE_SECONDS,
+                same_site: SameSite::Lax,
+                secure: site.secure,
+            }
+            .set_on(&mut resp);
+            resp
+        }
+        Err(BillingError::AlreadySubscribed) => Page::new(
+            "Already subscribed",
+            message(
+                "You already have a subscription",
+                &[
+                    format!(
+                        "The organization of {} already has a CODITECT subscription, so there is nothing to buy here.",
+                        escape(&values.email)
+                    ),
+                    "Your license key was sent by email when you subscribed. To change your plan or billing details, open the billing portal from the CODITECT CLI or the API (POST /api/v1/billing/portal).".to_owned(),
+                    format!("Need help? Write to <a href=\"mailto:{support}\">{support}</a>."),
+                ],
+                Some(("/", "Back to the home page")),
+            ),
+        )
+        .status(StatusCode::CONFLICT)
+        .no_store()
+        .respond(state),
+        Err(BillingError::UnknownPlan { .. }) => {
+            let mut errors = FieldErrors::default();
+            errors.add(
+                "plan",
+                "This plan cannot be bought with this billing interval right now. Choose another, or write to us.",
+            );
+            form_page(
+                state,
+                site,
+                token,
+                values,
+                &errors,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
+        Err(BillingError::NotConfigured) => unavailable(state, StatusCode::SERVICE_UNAVAILABLE)
+            .await
+            .unwrap_or_else(|| internal_error(state, &BillingError::NotConfigured)),
+        Err(BillingError::Stripe(e)) => {
+            tracing::error!(error = %e, "Stripe call failed during web signup");
+            form_page(
+                state,
+                site,
+                token,
+                values,
+                &FieldErrors::default(),
+                Some(
+                    "We could not reach our payment provider. Your account is saved and nothing was charged: enter your password and send the form again in a minute."
+                        .to_owned(),
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+        }
+        Err(e) => internal_error(state, &e),
+    }
+}

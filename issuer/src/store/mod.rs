@@ -1,0 +1,273 @@
+//! Storage: the only part of the issuer that knows SQL.
+//!
+//! [`Store`] is the interface the use cases (`app`) call, one trait per
+//! aggregate. Each method is a whole operation with its own transaction:
+//! the invariants (a license never has more active seats than it allows; a
+//! Stripe event takes effect once; a mail is queued with the change that
+//! needs it and claimed by one sender at a time) hold inside these methods,
+//! not in their callers. Errors come back as domain errors
+//! ([`StorageError`] for the database's own failures); no database type
+//! leaves this module.
+//!
+//! Backends: [`sqlite`] (embedded, one process). Every backend passes the
+//! same conformance tests (`store/conformance.rs`).
+
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use verifier::HardwareId;
+
+use crate::domain::StorageError;
+use crate::domain::account::{AccountError, User};
+use crate::domain::audit::Event;
+use crate::domain::billing::{
+    ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
+};
+use crate::domain::license::{Activation, Grant, License, LicenseError, NewLicense, Seat};
+use crate::domain::license_key::LicenseKey;
+use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
+
+/// The handle every part of the server holds.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Why a database could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "the database at {location} has schema version {found}, newer than this build knows ({known}); run a newer coditect-issuer"
+    )]
+    NewerSchema {
+        location: String,
+        found: u32,
+        known: u32,
+    },
+    #[error("cannot open the database at {location}: {reason}")]
+    Open { location: String, reason: String },
+    #[error("migration {name} failed: {reason}")]
+    Migration { name: String, reason: String },
+}
+
+/// Opens (creating it if needed) the SQLite database at `path` and brings
+/// its schema up to date.
+pub fn open_sqlite(path: &std::path::Path) -> Result<SharedStore, OpenError> {
+    Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+}
+
+/// All of the issuer's storage.
+#[async_trait]
+pub trait Store:
+    Accounts + Licenses + Billing + Outbox + AuditTrail + Send + Sync + 'static
+{
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StorageError>;
+    /// The schema version the database is at.
+    async fn schema_version(&self) -> Result<u32, StorageError>;
+    /// Where the data is, for logs and admin output (never a password).
+    fn location(&self) -> String;
+}
+
+/// Organizations, users, failed sign-ins and login sessions.
+#[async_trait]
+pub trait Accounts {
+    /// Creates an organization and its first user (role `owner`);
+    /// `users_limit` caps the number of users (the pilot's size).
+    async fn signup(
+        &self,
+        email: &str,
+        password_hash: &str,
+        company_name: &str,
+        users_limit: Option<u32>,
+        now: i64,
+    ) -> Result<User, AccountError>;
+    /// Creates an organization with no users (the operator's licenses);
+    /// returns its id.
+    async fn create_organization(&self, name: &str, now: i64) -> Result<String, StorageError>;
+    /// How many users there are.
+    async fn user_count(&self) -> Result<u32, StorageError>;
+    /// For a sign-in at `now`: until when `email` is locked (if it is), and
+    /// its user with the password hash (if it has an account).
+    async fn sign_in_lookup(
+        &self,
+        email: &str,
+        now: i64,
+    ) -> Result<(Option<i64>, Option<(User, String)>), StorageError>;
+    /// Counts a failed sign-in for `email` (known or not); returns the end
+    /// of the lock when this failure locks it.
+    async fn record_failed_sign_in(
+        &self,
+        email: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StorageError>;
+    /// Forgets failed sign-ins after a successful one.
+    async fn clear_failed_sign_ins(&self, email: &str) -> Result<(), StorageError>;
+    /// Starts a session for the user; returns its id.
+    async fn create_session(
+        &self,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<String, StorageError>;
+    /// The user of a live session (not ended, not expired at `now`).
+    async fn session_user(&self, session_id: &str, now: i64) -> Result<Option<User>, StorageError>;
+    /// Ends a session.
+    async fn end_session(&self, session_id: &str, now: i64) -> Result<(), StorageError>;
+}
+
+/// Licenses and their seats (activations).
+#[async_trait]
+pub trait Licenses {
+    /// Creates a license; returns it with its key, which exists in plain
+    /// text only in this answer.
+    async fn create_license(
+        &self,
+        new: &NewLicense<'_>,
+        now: i64,
+    ) -> Result<(License, LicenseKey), LicenseError>;
+    async fn license(&self, id: &str) -> Result<Option<License>, StorageError>;
+    async fn license_by_key(&self, key: &LicenseKey) -> Result<Option<License>, StorageError>;
+    /// All licenses (newest first), or an organization's, each with its
+    /// activations (active ones first).
+    async fn licenses_with_activations(
+        &self,
+        organization_id: Option<&str>,
+    ) -> Result<Vec<(License, Vec<Activation>)>, StorageError>;
+    /// The activations of a license, active ones first.
+    async fn activations(&self, license_id: &str) -> Result<Vec<Activation>, StorageError>;
+    /// Takes a seat for this machine. The same machine again gets its
+    /// activation back; a new machine needs a free seat, also when many
+    /// ask at once.
+    async fn activate_seat(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+        machine_name: Option<&str>,
+        now: i64,
+    ) -> Result<Grant, LicenseError>;
+    /// Renews an active seat on a usable license; the last renewal time
+    /// moves to `now` (to the minute).
+    async fn renew_seat(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+        now: i64,
+    ) -> Result<Grant, LicenseError>;
+    /// Frees a seat; freeing a free seat is not an error. Returns the
+    /// license, the activation and the seats still in use.
+    async fn free_seat(
+        &self,
+        key: &LicenseKey,
+        seat: Seat<'_>,
+        now: i64,
+    ) -> Result<(License, Activation, u32), LicenseError>;
+    /// Revokes a license: renewals are refused from now on.
+    async fn revoke_license(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<License, LicenseError>;
+}
+
+/// Stripe customers, checkouts, subscriptions and their events.
+#[async_trait]
+pub trait Billing {
+    /// Whether this Stripe event was applied already.
+    async fn stripe_event_seen(&self, event_id: &str) -> Result<bool, StorageError>;
+    /// Applies a Stripe event exactly once: its record and its effect
+    /// (subscription, license, key mail, audit row) commit together, and a
+    /// repeat, also a simultaneous one, is a `Duplicate`. Returns the
+    /// outcome and whether a mail was queued.
+    async fn apply_stripe_event(
+        &self,
+        event: &StripeEvent,
+        rules: &BillingRules,
+        now: i64,
+    ) -> Result<(Outcome, bool), ApplyError>;
+    /// The organization's Stripe customer, if it has one.
+    async fn stripe_customer(&self, organization_id: &str) -> Result<Option<String>, StorageError>;
+    /// Whether the organization has a subscription that is still paid for.
+    async fn has_live_subscription(&self, organization_id: &str) -> Result<bool, StorageError>;
+    /// Stores the organization's Stripe customer unless it has one; returns
+    /// the one stored (ours, or a simultaneous checkout's).
+    async fn set_stripe_customer(
+        &self,
+        organization_id: &str,
+        customer_id: &str,
+    ) -> Result<String, StorageError>;
+    /// The organization's checkouts started after `since` and neither
+    /// completed nor expired.
+    async fn open_checkouts(
+        &self,
+        organization_id: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StorageError>;
+    /// Marks a checkout expired (unless it completed).
+    async fn checkout_expired(&self, session_id: &str, now: i64) -> Result<(), StorageError>;
+    /// Records a started checkout (again: nothing changes).
+    async fn record_checkout(
+        &self,
+        checkout: &CheckoutRecord,
+        now: i64,
+    ) -> Result<(), StorageError>;
+    /// The key of a completed checkout, for the browser that started it,
+    /// once; it is wiped as it is shown.
+    async fn reveal_key(
+        &self,
+        session_id: &str,
+        browser_hash: &str,
+        now: i64,
+    ) -> Result<Reveal, StorageError>;
+    /// Wipes keys that waited longer than the reveal window; returns how
+    /// many.
+    async fn wipe_stale_reveals(&self, now: i64) -> Result<usize, StorageError>;
+}
+
+/// The mail outbox.
+#[async_trait]
+pub trait Outbox {
+    /// Queues a mail on its own (mail that belongs to a change is queued
+    /// by that change's operation, in its transaction); returns its id.
+    async fn enqueue_mail(&self, mail: &Mail, now: i64) -> Result<String, StorageError>;
+    /// Takes up to `limit` due unsent mails, oldest first, and moves their
+    /// next attempt `CLAIM_SECS` ahead so that no other sender takes them.
+    async fn claim_mail(&self, now: i64, limit: usize) -> Result<Vec<DueMail>, StorageError>;
+    /// The mail went out: its body (it can hold a key) is wiped.
+    async fn mail_sent(&self, id: &str, now: i64) -> Result<(), StorageError>;
+    /// Counts a failed attempt and schedules the next one, or gives up.
+    /// `None` when the mail is no longer waiting.
+    async fn mail_failed(
+        &self,
+        id: &str,
+        now: i64,
+        failure: &Failure,
+        retry_initial: Duration,
+    ) -> Result<Option<Next>, StorageError>;
+    /// The newest `limit` mails (only unsent ones if `unsent_only`),
+    /// oldest first.
+    async fn outbox(&self, unsent_only: bool, limit: u32)
+    -> Result<Vec<OutboxEntry>, StorageError>;
+    /// Makes an unsent mail due at `now` with a fresh count of attempts;
+    /// false if there is no such unsent mail.
+    async fn retry_mail(&self, id: &str, now: i64) -> Result<bool, StorageError>;
+}
+
+/// The audit log.
+#[async_trait]
+pub trait AuditTrail {
+    /// Appends events in one transaction.
+    async fn append_audit(&self, events: &[Event]) -> Result<(), StorageError>;
+    /// Reads events, oldest first: the newest `limit` since `since`,
+    /// optionally of one kind.
+    async fn audit_events(
+        &self,
+        since: Option<i64>,
+        event: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StorageError>;
+}

@@ -1,0 +1,508 @@
+//! Licenses and their activations on SQLite: creating, activating a
+//! machine (never beyond `max_activations`, also under concurrent
+//! requests), validating, deactivating and revoking.
+//!
+//! Every function takes the connection and `now` (Unix seconds); seat
+//! accounting runs inside `BEGIN IMMEDIATE` transactions, so SQLite's write
+//! lock serialises concurrent activations of the same license.
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use verifier::{HardwareId, ProjectLimit};
+
+use crate::domain::StorageError;
+use crate::domain::license::{
+    Activation, Grant, License, LicenseError, LicenseStatus, NewLicense, Seat,
+    VALIDATION_TIME_RESOLUTION, project_limit_column,
+};
+use crate::domain::license_key::LicenseKey;
+
+const LICENSE_COLUMNS: &str = "l.id, l.key_hint, l.organization_id, o.name, l.email, l.tier, \
+     l.status, l.expires_at, l.max_activations, l.max_projects, l.ai_requests, l.created_at, \
+     l.revoked_reason";
+
+fn license_from_row(r: &Row<'_>) -> rusqlite::Result<License> {
+    let max_projects: Option<u32> = r.get(9)?;
+    Ok(License {
+        id: r.get(0)?,
+        key_hint: r.get(1)?,
+        organization_id: r.get(2)?,
+        organization_name: r.get(3)?,
+        email: r.get(4)?,
+        tier: r.get(5)?,
+        status: {
+            let s: String = r.get(6)?;
+            LicenseStatus::parse(&s).ok_or_else(|| {
+                rusqlite::Error::InvalidColumnType(
+                    6,
+                    format!("license status {s}"),
+                    rusqlite::types::Type::Text,
+                )
+            })?
+        },
+        expires_at: r.get(7)?,
+        max_activations: r.get(8)?,
+        max_projects: max_projects.map_or(ProjectLimit::Unlimited, ProjectLimit::Limited),
+        ai_requests: r.get(10)?,
+        created_at: r.get(11)?,
+        revoked_reason: r.get(12)?,
+    })
+}
+
+const ACTIVATION_COLUMNS: &str = "id, license_id, hardware_id, machine_name, status, \
+     activated_at, last_validated_at, deactivated_at";
+
+fn activation_from_row(r: &Row<'_>) -> rusqlite::Result<Activation> {
+    Ok(Activation {
+        id: r.get(0)?,
+        license_id: r.get(1)?,
+        hardware_id: r.get(2)?,
+        machine_name: r.get(3)?,
+        active: r.get::<_, String>(4)? == "active",
+        activated_at: r.get(5)?,
+        last_validated_at: r.get(6)?,
+        deactivated_at: r.get(7)?,
+    })
+}
+
+/// Creates a license; returns it with its key, which is shown only now.
+pub fn create(
+    conn: &Connection,
+    new: &NewLicense<'_>,
+    now: i64,
+) -> Result<(License, LicenseKey), LicenseError> {
+    let key = LicenseKey::generate().map_err(|e| StorageError::Failed(e.to_string()))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let ent = new.plan.entitlements;
+    let max_projects = project_limit_column(ent.max_projects);
+    conn.execute(
+        "INSERT INTO licenses (id, key_hash, key_hint, organization_id, email, tier, status,
+             expires_at, max_activations, max_projects, ai_requests, stripe_subscription_id,
+             created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+        params![
+            id,
+            key.hash(),
+            key.hint(),
+            new.organization_id,
+            new.email,
+            new.plan.id,
+            new.expires_at,
+            new.max_devices.unwrap_or(ent.max_devices),
+            max_projects,
+            ent.ai_requests,
+            new.stripe_subscription_id,
+            now,
+        ],
+    )?;
+    let license = get(conn, &id)?.ok_or(LicenseError::NotFound)?;
+    Ok((license, key))
+}
+
+/// The license with this id.
+pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<License>> {
+    conn.query_row(
+        &format!(
+            "SELECT {LICENSE_COLUMNS} FROM licenses l
+                 LEFT JOIN organizations o ON o.id = l.organization_id WHERE l.id = ?1"
+        ),
+        [id],
+        license_from_row,
+    )
+    .optional()
+}
+
+/// The license with this key.
+pub fn find_by_key(conn: &Connection, key: &LicenseKey) -> rusqlite::Result<Option<License>> {
+    conn.prepare_cached(&format!(
+        "SELECT {LICENSE_COLUMNS} FROM licenses l
+             LEFT JOIN organizations o ON o.id = l.organization_id WHERE l.key_hash = ?1"
+    ))?
+    .query_row([key.hash()], license_from_row)
+    .optional()
+}
+
+/// All licenses, newest first, or those of one organization.
+pub fn list(conn: &Connection, organization_id: Option<&str>) -> rusqlite::Result<Vec<License>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {LICENSE_COLUMNS} FROM licenses l
+         LEFT JOIN organizations o ON o.id = l.organization_id
+         WHERE ?1 IS NULL OR l.organization_id = ?1
+         ORDER BY l.created_at DESC, l.id"
+    ))?;
+    let rows = stmt.query_map([organization_id], license_from_row)?;
+    rows.collect()
+}
+
+/// All licenses (or an organization's) with their activations, in one
+/// read transaction.
+pub fn list_with_activations(
+    conn: &mut Connection,
+    organization_id: Option<&str>,
+) -> rusqlite::Result<Vec<(License, Vec<Activation>)>> {
+    let read = conn.transaction()?;
+    let licenses = list(&read, organization_id)?
+        .into_iter()
+        .map(|l| {
+            let acts = activations(&read, &l.id)?;
+            Ok((l, acts))
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    read.commit()?;
+    Ok(licenses)
+}
+
+/// The activations of a license, active ones first.
+pub fn activations(conn: &Connection, license_id: &str) -> rusqlite::Result<Vec<Activation>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = ?1
+         ORDER BY status = 'active' DESC, activated_at, id"
+    ))?;
+    let rows = stmt.query_map([license_id], activation_from_row)?;
+    rows.collect()
+}
+
+fn active_count(conn: &Connection, license_id: &str) -> rusqlite::Result<u32> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM activations WHERE license_id = ?1 AND status = 'active'",
+    )?
+    .query_row([license_id], |r| r.get(0))
+}
+
+fn activation_for(
+    conn: &Connection,
+    license_id: &str,
+    hardware_id: &HardwareId,
+) -> rusqlite::Result<Option<Activation>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE license_id = ?1 AND hardware_id = ?2"
+    ))?
+    .query_row(
+        params![license_id, hardware_id.to_hex()],
+        activation_from_row,
+    )
+    .optional()
+}
+
+fn usable_license(conn: &Connection, key: &LicenseKey, now: i64) -> Result<License, LicenseError> {
+    let license = find_by_key(conn, key)?.ok_or(LicenseError::NotFound)?;
+    match license.check_usable(now) {
+        Ok(()) => Ok(license),
+        // Say why, when the cause is a failed payment.
+        Err(LicenseError::Expired { since }) => {
+            let failed_at: Option<i64> = conn
+                .query_row(
+                    "SELECT s.past_due_since FROM subscriptions s
+                     JOIN licenses l ON l.stripe_subscription_id = s.stripe_subscription_id
+                     WHERE l.id = ?1 AND s.status IN ('past_due', 'unpaid')",
+                    [&license.id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            Err(match failed_at {
+                Some(failed_at) => LicenseError::PaymentOverdue { since, failed_at },
+                None => LicenseError::Expired { since },
+            })
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Activates this machine on the license. The same machine again gets its
+/// existing activation back; a new machine needs a free seat.
+pub fn activate(
+    conn: &mut Connection,
+    key: &LicenseKey,
+    hardware_id: &HardwareId,
+    machine_name: Option<&str>,
+    now: i64,
+) -> Result<Grant, LicenseError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let license = usable_license(&tx, key, now)?;
+    let existing = activation_for(&tx, &license.id, hardware_id)?;
+    let already_active = existing.as_ref().is_some_and(|a| a.active);
+    if !already_active && active_count(&tx, &license.id)? >= license.max_activations {
+        return Err(LicenseError::TooManyActivations {
+            max: license.max_activations,
+        });
+    }
+    let activation_id = match existing {
+        Some(a) => {
+            tx.execute(
+                "UPDATE activations SET status = 'active', deactivated_at = NULL,
+                     machine_name = coalesce(?2, machine_name), last_validated_at = ?3,
+                     activated_at = CASE WHEN status = 'active' THEN activated_at ELSE ?3 END
+                 WHERE id = ?1",
+                params![a.id, machine_name, now],
+            )?;
+            a.id
+        }
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            tx.execute(
+                "INSERT INTO activations (id, license_id, hardware_id, machine_name, status,
+                     activated_at, last_validated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5)",
+                params![id, license.id, hardware_id.to_hex(), machine_name, now],
+            )?;
+            id
+        }
+    };
+    let grant = grant(&tx, license, &activation_id, already_active)?;
+    tx.commit()?;
+    Ok(grant)
+}
+
+fn grant(
+    conn: &Connection,
+    license: License,
+    activation_id: &str,
+    already_active: bool,
+) -> Result<Grant, LicenseError> {
+    let activation = conn
+        .prepare_cached(&format!(
+            "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE id = ?1"
+        ))?
+        .query_row([activation_id], activation_from_row)?;
+    let devices_used = active_count(conn, &license.id)?;
+    Ok(Grant {
+        license,
+        activation,
+        devices_used,
+        already_active,
+    })
+}
+
+/// Renews an activated machine's standing: only a machine with an active
+/// activation on a usable license passes; `last_validated_at` moves to `now`
+/// (to the minute).
+pub fn validate(
+    conn: &mut Connection,
+    key: &LicenseKey,
+    hardware_id: &HardwareId,
+    now: i64,
+) -> Result<Grant, LicenseError> {
+    // One read transaction for the three reads: one snapshot, one lock.
+    let read = conn.transaction()?;
+    let license = usable_license(&read, key, now)?;
+    let mut activation = activation_for(&read, &license.id, hardware_id)?
+        .filter(|a| a.active)
+        .ok_or(LicenseError::NotActivated)?;
+    let devices_used = active_count(&read, &license.id)?;
+    read.commit()?;
+    if now.saturating_sub(activation.last_validated_at) >= VALIDATION_TIME_RESOLUTION {
+        // Only ever moves forward, and only while the machine is active.
+        conn.prepare_cached(
+            "UPDATE activations SET last_validated_at = ?2
+             WHERE id = ?1 AND status = 'active' AND last_validated_at < ?2",
+        )?
+        .execute(params![activation.id, now])?;
+        activation.last_validated_at = now;
+    }
+    Ok(Grant {
+        license,
+        activation,
+        devices_used,
+        already_active: true,
+    })
+}
+
+/// Frees a seat. Freeing an already free seat is not an error (the result
+/// is the same); an unknown one is.
+pub fn deactivate(
+    conn: &mut Connection,
+    key: &LicenseKey,
+    seat: Seat<'_>,
+    now: i64,
+) -> Result<(License, Activation, u32), LicenseError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let license = find_by_key(&tx, key)?.ok_or(LicenseError::NotFound)?;
+    let activation = match seat {
+        Seat::Machine(hw) => activation_for(&tx, &license.id, hw)?,
+        Seat::Activation(id) => tx
+            .query_row(
+                &format!(
+                    "SELECT {ACTIVATION_COLUMNS} FROM activations WHERE id = ?1 AND license_id = ?2"
+                ),
+                params![id, license.id],
+                activation_from_row,
+            )
+            .optional()?,
+    };
+    let activation = match (activation, seat) {
+        (Some(a), _) => a,
+        (None, Seat::Machine(_)) => return Err(LicenseError::NotActivated),
+        (None, Seat::Activation(_)) => return Err(LicenseError::ActivationNotFound),
+    };
+    tx.execute(
+        "UPDATE activations SET status = 'deactivated', deactivated_at = coalesce(deactivated_at, ?2)
+         WHERE id = ?1 AND status = 'active'",
+        params![activation.id, now],
+    )?;
+    let activation = tx.query_row(
+        &format!("SELECT {ACTIVATION_COLUMNS} FROM activations WHERE id = ?1"),
+        [&activation.id],
+        activation_from_row,
+    )?;
+    let used = active_count(&tx, &license.id)?;
+    tx.commit()?;
+    Ok((license, activation, used))
+}
+
+/// Revokes a license: renewals are refused from now on, so every machine's
+/// token lapses within its lifetime.
+pub fn revoke(
+    conn: &Connection,
+    id: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<License, LicenseError> {
+    let changed = conn.execute(
+        "UPDATE licenses SET status = 'revoked', revoked_at = ?2, revoked_reason = ?3, updated_at = ?2
+         WHERE id = ?1",
+        params![id, now, reason],
+    )?;
+    if changed == 0 {
+        return Err(LicenseError::NotFound);
+    }
+    get(conn, id)?.ok_or(LicenseError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::plans;
+    use crate::store::sqlite::Db;
+
+    const NOW: i64 = 1_796_256_000;
+
+    fn setup() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.sqlite3")).unwrap();
+        (dir, db)
+    }
+
+    fn new_license(conn: &Connection, plan: &str, devices: Option<u32>) -> (License, LicenseKey) {
+        create(
+            conn,
+            &NewLicense {
+                email: "a@example.com",
+                plan: plans::find(plan).unwrap(),
+                expires_at: NOW + 86_400 * 30,
+                max_devices: devices,
+                organization_id: None,
+                stripe_subscription_id: None,
+            },
+            NOW,
+        )
+        .unwrap()
+    }
+
+    fn hw(n: u32) -> HardwareId {
+        HardwareId::from_machine_id(&format!("machine-{n}"))
+    }
+
+    #[test]
+    fn licenses_carry_their_plan_and_store_only_a_hash() {
+        let (_d, db) = setup();
+        let conn = db.conn().unwrap();
+        let (lic, key) = new_license(&conn, "pilot-professional", None);
+        assert_eq!(lic.max_activations, 3);
+        assert_eq!(lic.max_projects, ProjectLimit::Unlimited);
+        assert_eq!(find_by_key(&conn, &key).unwrap().unwrap().id, lic.id);
+        let stored: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM licenses WHERE key_hash = ?1 OR key_hint = ?2",
+                params![key.expose(), key.expose()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, 0, "the plain key is not stored");
+        let (lic, _) = new_license(&conn, "pilot-starter", Some(5));
+        assert_eq!(lic.max_activations, 5);
+        assert_eq!(lic.max_projects, ProjectLimit::Limited(3));
+    }
+
+    #[test]
+    fn seats_are_counted_reused_and_freed() {
+        let (_d, db) = setup();
+        let mut conn = db.conn().unwrap();
+        let (_, key) = new_license(&conn, "pilot-starter", Some(2));
+        let a = activate(&mut conn, &key, &hw(1), Some("laptop"), NOW).unwrap();
+        assert_eq!((a.devices_used, a.already_active), (1, false));
+        let again = activate(&mut conn, &key, &hw(1), None, NOW + 5).unwrap();
+        assert_eq!(again.activation.id, a.activation.id);
+        assert!(again.already_active);
+        assert_eq!(again.activation.machine_name.as_deref(), Some("laptop"));
+        activate(&mut conn, &key, &hw(2), None, NOW).unwrap();
+        assert!(matches!(
+            activate(&mut conn, &key, &hw(3), None, NOW),
+            Err(LicenseError::TooManyActivations { max: 2 })
+        ));
+        let (_, freed, used) = deactivate(&mut conn, &key, Seat::Machine(&hw(2)), NOW).unwrap();
+        assert_eq!(used, 1);
+        assert!(!freed.active);
+        let third = activate(&mut conn, &key, &hw(3), None, NOW).unwrap();
+        assert_eq!(third.devices_used, 2);
+        // Machine 2 is gone: it can no longer validate.
+        assert!(matches!(
+            validate(&mut conn, &key, &hw(2), NOW),
+            Err(LicenseError::NotActivated)
+        ));
+    }
+
+    #[test]
+    fn validate_refuses_each_unusable_state_with_its_own_reason() {
+        let (_d, db) = setup();
+        let mut conn = db.conn().unwrap();
+        let (lic, key) = new_license(&conn, "pilot-professional", None);
+        activate(&mut conn, &key, &hw(1), None, NOW).unwrap();
+        // Within the resolution nothing is written; past it the time moves.
+        let v = validate(&mut conn, &key, &hw(1), NOW + 30).unwrap();
+        assert_eq!(v.activation.last_validated_at, NOW);
+        let v = validate(&mut conn, &key, &hw(1), NOW + 100).unwrap();
+        assert_eq!(v.activation.last_validated_at, NOW + 100);
+        assert_eq!(
+            activations(&conn, &v.license.id).unwrap()[0].last_validated_at,
+            NOW + 100
+        );
+        assert!(matches!(
+            validate(&mut conn, &key, &hw(9), NOW),
+            Err(LicenseError::NotActivated)
+        ));
+        assert!(matches!(
+            validate(&mut conn, &key, &hw(1), lic.expires_at),
+            Err(LicenseError::Expired { .. })
+        ));
+        for status in ["suspended", "canceled", "revoked"] {
+            conn.execute("UPDATE licenses SET status = ?1", [status])
+                .unwrap();
+            match validate(&mut conn, &key, &hw(1), NOW) {
+                Err(LicenseError::Inactive(s)) => assert_eq!(s.as_str(), status),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        let other = LicenseKey::parse("CODITECT-PILOT-AAAA-BBBB-CCCC").unwrap();
+        assert!(matches!(
+            validate(&mut conn, &other, &hw(1), NOW),
+            Err(LicenseError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn revoked_licenses_refuse_activation_too() {
+        let (_d, db) = setup();
+        let mut conn = db.conn().unwrap();
+        let (lic, key) = new_license(&conn, "pilot-professional", None);
+        let revoked = revoke(&conn, &lic.id, Some("chargeback"), NOW).unwrap();
+        assert_eq!(revoked.status, LicenseStatus::Revoked);
+        assert!(matches!(
+            activate(&mut conn, &key, &hw(1), None, NOW),
+            Err(LicenseError::Inactive(LicenseStatus::Revoked))
+        ));
+        assert!(matches!(
+            revoke(&conn, "nope", None, NOW),
+            Err(LicenseError::NotFound)
+        ));
+    }
+}

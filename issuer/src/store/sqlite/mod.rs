@@ -1,0 +1,288 @@
+//! The SQLite backend: a connection pool, the pragmas every connection
+//! gets, the embedded migrations, and [`SqliteStore`], which implements the
+//! storage interface with the SQL in this folder (one file per aggregate).
+//!
+//! All database work of one operation runs in one hop on tokio's blocking
+//! threads ([`Db::run`]), never on the async workers. Writers take turns on
+//! an async mutex rather than in SQLite's busy handler, which sleeps in
+//! steps of milliseconds.
+
+mod accounts;
+mod audit;
+mod billing;
+mod licenses;
+mod outbox;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::OpenError;
+use crate::domain::StorageError;
+use crate::domain::account::AccountError;
+use crate::domain::billing::ApplyError;
+use crate::domain::license::LicenseError;
+
+pub use store::SqliteStore;
+
+/// The numbered migrations in `migrations/`, embedded at build time.
+/// Schema version N is the state after applying the first N.
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_initial.sql",
+        include_str!("../../../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_security.sql",
+        include_str!("../../../../migrations/0002_security.sql"),
+    ),
+    (
+        3,
+        "0003_billing.sql",
+        include_str!("../../../../migrations/0003_billing.sql"),
+    ),
+];
+
+/// The schema version this build writes.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                StorageError::Unavailable(e.to_string())
+            }
+            other => StorageError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StorageError {
+    fn from(e: r2d2::Error) -> Self {
+        StorageError::Unavailable(e.to_string())
+    }
+}
+
+/// `?` on SQL inside operations that answer with a domain error.
+macro_rules! storage_error_from_sqlite {
+    ($($t:ty),*) => {$(
+        impl From<rusqlite::Error> for $t {
+            fn from(e: rusqlite::Error) -> Self {
+                <$t>::from(StorageError::from(e))
+            }
+        }
+    )*};
+}
+storage_error_from_sqlite!(LicenseError, AccountError, ApplyError);
+
+/// After a secret (a license key waiting to be mailed or shown) has been
+/// wiped from a row: copies the WAL into the database and empties it, so
+/// the old versions of the row's page are gone from disk too
+/// (`secure_delete` zeroes them inside the database file). Best effort: a
+/// reader in the middle of a transaction makes SQLite skip the truncation,
+/// and the next scrub or checkpoint finishes the job.
+fn scrub(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "checkpoint after wiping a secret was skipped");
+    }
+}
+
+/// A pool of connections to one SQLite file.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    path: PathBuf,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA secure_delete = ON;",
+    )
+}
+
+impl Db {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub(crate) fn open(path: &Path) -> Result<Self, OpenError> {
+        let open_err = |e: &dyn std::fmt::Display| OpenError::Open {
+            location: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+        }
+        let mut first = Connection::open(path).map_err(|e| open_err(&e))?;
+        configure(&mut first).map_err(|e| open_err(&e))?;
+        migrate(&mut first, path)?;
+        drop(first);
+        let manager = SqliteConnectionManager::file(path).with_init(configure);
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)
+            .map_err(|e| open_err(&e))?;
+        Ok(Db {
+            pool,
+            path: path.to_path_buf(),
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Runs `f` with a connection on a blocking thread.
+    pub(crate) async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(StorageError::from)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| E::from(StorageError::Failed(format!("database task failed: {e}"))))?
+    }
+
+    /// Like [`Db::run`], for work that writes: one writer at a time.
+    pub(crate) async fn run_write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let _turn = self.writer.lock().await;
+        self.run(f).await
+    }
+}
+
+#[cfg(test)]
+impl Db {
+    /// A connection for tests that look at the SQL itself.
+    pub(crate) fn conn(
+        &self,
+    ) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, r2d2::Error> {
+        self.pool.get()
+    }
+}
+
+/// The schema version recorded in the database.
+fn schema_version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Applies every migration newer than the database, each in its own
+/// transaction together with the version bump. Refuses a newer database.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, OpenError> {
+    let failed = |name: &str, e: rusqlite::Error| OpenError::Migration {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    };
+    let found = schema_version(conn).map_err(|e| failed("(reading the version)", e))?;
+    let known = latest_version();
+    if found > known {
+        return Err(OpenError::NewerSchema {
+            location: path.display().to_string(),
+            found,
+            known,
+        });
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| failed(name, e))?;
+        // Another process may have migrated while we waited for the lock.
+        if schema_version(&tx).map_err(|e| failed(name, e))? >= *version {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .and_then(|()| tx.pragma_update(None, "user_version", version))
+            .and_then(|()| tx.commit())
+            .map_err(|e| failed(name, e))?;
+    }
+    schema_version(conn).map_err(|e| failed("(reading the version)", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_set_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let db = Db::open(&path).unwrap();
+        let conn = db.conn().unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), latest_version());
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+        drop(db);
+        // Opening again changes nothing.
+        Db::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        Db::open(&path).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", latest_version() + 1)
+            .unwrap();
+        let Err(err) = Db::open(&path) else {
+            panic!("newer database accepted")
+        };
+        assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_match_their_files() {
+        for (i, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version as usize, i + 1);
+            assert!(name.starts_with(&format!("{version:04}_")));
+        }
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".sql")
+            })
+            .count();
+        assert_eq!(
+            on_disk,
+            MIGRATIONS.len(),
+            "every migrations/*.sql is embedded"
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! [`SqliteStore`]: the storage interface over one SQLite file. Each
+//! method is one hop to a blocking thread running the SQL of its aggregate
+//! (`accounts.rs`, `licenses.rs`, `billing.rs`, `outbox.rs`, `audit.rs`);
+//! methods that write wait for the writer's turn.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use verifier::HardwareId;
+
+use super::{Db, accounts, audit, billing, licenses, outbox};
+use crate::domain::StorageError;
+use crate::domain::account::{AccountError, User};
+use crate::domain::audit::Event;
+use crate::domain::billing::{
+    ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
+};
+use crate::domain::license::{Activation, Grant, License, LicenseError, NewLicense, Seat};
+use crate::domain::license_key::LicenseKey;
+use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
+use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, Store};
+
+/// The embedded backend.
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Db,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and applies pending
+    /// migrations.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        Ok(SqliteStore {
+            db: Db::open(path)?,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.db.path
+    }
+}
+
+/// A storage error of an operation that answers with a domain error.
+fn storage<E: Into<StorageError>>(e: E) -> StorageError {
+    e.into()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.db
+            .run(|c| {
+                c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    .map(|_| ())
+                    .map_err(storage)
+            })
+            .await
+    }
+
+    async fn schema_version(&self) -> Result<u32, StorageError> {
+        self.db
+            .run(|c| super::schema_version(c).map_err(storage))
+            .await
+    }
+
+    fn location(&self) -> String {
+        self.db.path.display().to_string()
+    }
+}
+
+#[async_trait]
+impl Accounts for SqliteStore {
+    async fn signup(
+        &self,
+        email: &str,
+        password_hash: &str,
+        company_name: &str,
+        users_limit: Option<u32>,
+        now: i64,
+    ) -> Result<User, AccountError> {
+        let (email, hash, company) = (
+            email.to_owned(),
+            password_hash.to_owned(),
+            company_name.to_owned(),
+        );
+        self.db
+            .run_write(move |c| accounts::signup(c, &email, &hash, &company, users_limit, now))
+            .await
+    }
+
+    async fn create_organization(&self, name: &str, now: i64) -> Result<String, StorageError> {
+        let name = name.to_owned();
+        self.db
+            .run_write(move |c| accounts::create_organization(c, &name, now).map_err(storage))
+            .await
+    }
+
+    async fn user_count(&self) -> Result<u32, StorageError> {
+        self.db
+            .run(|c| {
+                c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+                    .map_err(storage)
+            })
+            .await
+    }
+
+    async fn sign_in_lookup(
+        &self,
+        email: &str,
+        now: i64,
+    ) -> Result<(Option<i64>, Option<(User, String)>), StorageError> {
+        let email = email.to_owned();
+        self.db
+            .run(move |c| {
+                let locked = accounts::locked_until(c, &email, now)?;
+                let found = accounts::find_by_email(c, &email)?;
+                Ok::<_, AccountError>((locked, found))
+            })
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn record_failed_sign_in(
+        &self,
+        email: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        let email = email.to_owned();
+        self.db
+            .run_write(move |c| accounts::record_failure(c, &email, now))
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn clear_failed_sign_ins(&self, email: &str) -> Result<(), StorageError> {
+        let email = email.to_owned();
+        self.db
+            .run_write(move |c| accounts::clear_failures(c, &email))
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn create_session(
+        &self,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<String, StorageError> {
+        let user_id = user_id.to_owned();
+        self.db
+            .run_write(move |c| accounts::create_session(c, &user_id, now, expires_at))
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn session_user(&self, session_id: &str, now: i64) -> Result<Option<User>, StorageError> {
+        let sid = session_id.to_owned();
+        self.db
+            .run(move |c| accounts::session_user(c, &sid, now))
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn end_session(&self, session_id: &str, now: i64) -> Result<(), StorageError> {
+        let sid = session_id.to_owned();
+        self.db
+            .run_write(move |c| accounts::end_session(c, &sid, now))
+            .await
+            .map_err(account_storage)
+    }
+}
+
+/// The account functions answer only storage failures where the trait
+/// promises a [`StorageError`]; anything else would be a bug, reported as
+/// a failure.
+fn account_storage(e: AccountError) -> StorageError {
+    match e {
+        AccountError::Storage(s) => s,
+        other => StorageError::Failed(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Licenses for SqliteStore {
+    async fn create_license(
+        &self,
+        new: &NewLicense<'_>,
+        now: i64,
+    ) -> Result<(License, LicenseKey), LicenseError> {
+        let email = new.email.to_owned();
+        let plan = new.plan;
+        let (expires_at, max_devices) = (new.expires_at, new.max_devices);
+        let org = new.organization_id.map(str::to_owned);
+        let sub = new.stripe_subscription_id.map(str::to_owned);
+        self.db
+            .run_write(move |c| {
+                licenses::create(
+                    c,
+                    &NewLicense {
+                        email: &email,
+                        plan,
+                        expires_at,
+                        max_devices,
+                        organization_id: org.as_deref(),
+                        stripe_subscription_id: sub.as_deref(),
+                    },
+                    now,
+                )
+            })
+            .await
+    }
+
+    async fn license(&self, id: &str) -> Result<Option<License>, StorageError> {
+        let id = id.to_owned();
+        self.db
+            .run(move |c| licenses::get(c, &id).map_err(storage))
+            .await
+    }
+
+    async fn license_by_key(&self, key: &LicenseKey) -> Result<Option<License>, StorageError> {
+        let key = key.clone();
+        self.db
+            .run(move |c| licenses::find_by_key(c, &key).map_err(storage))
+            .await
+    }
+
+    async fn licenses_with_activations(
+        &self,
+        organization_id: Option<&str>,
+    ) -> Result<Vec<(License, Vec<Activation>)>, StorageError> {
+        let org = organization_id.map(str::to_owned);
+        self.db
+            .run(move |c| licenses::list_with_activations(c, org.as_deref()).map_err(storage))
+            .await
+    }
+
+    async fn activations(&self, license_id: &str) -> Result<Vec<Activation>, StorageError> {
+        let id = license_id.to_owned();
+        self.db
+            .run(move |c| licenses::activations(c, &id).map_err(storage))
+            .await
+    }
+
+    async fn activate_seat(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+        machine_name: Option<&str>,
+        now: i64,
+    ) -> Result<Grant, LicenseError> {
+        let (key, hw, name) = (key.clone(), *hardware_id, machine_name.map(str::to_owned));
+        self.db
+            .run_write(move |c| licenses::activate(c, &key, &hw, name.as_deref(), now))
+            .await
+    }
+
+    async fn renew_seat(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+        now: i64,
+    ) -> Result<Grant, LicenseError> {
+        let (key, hw) = (key.clone(), *hardware_id);
+        self.db
+            .run(move |c| licenses::validate(c, &key, &hw, now))
+            .await
+    }
+
+    async fn free_seat(
+        &self,
+        key: &LicenseKey,
+        seat: Seat<'_>,
+        now: i64,
+    ) -> Result<(License, Activation, u32), LicenseError> {
+        enum Owned {
+            Machine(HardwareId),
+            Activation(String),
+        }
+        let key = key.clone();
+        let seat = match seat {
+            Seat::Machine(hw) => Owned::Machine(*hw),
+            Seat::Activation(id) => Owned::Activation(id.to_owned()),
+        };
+        self.db
+            .run_write(move |c| {
+                let seat = match &seat {
+                    Owned::Machine(hw) => Seat::Machine(hw),
+                    Owned::Activation(id) => Seat::Activation(id),
+                };
+                licenses::deactivate(c, &key, seat, now)
+            })
+            .await
+    }
+
+    async fn revoke_license(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<License, LicenseError> {
+        let (id, reason) = (id.to_owned(), reason.map(str::to_owned));
+        self.db
+            .run_write(move |c| licenses::revoke(c, &id, reason.as_deref(), now))
+            .await
+    }
+}
+
+#[async_trait]
+impl Billing for SqliteStore {
+    async fn stripe_event_seen(&self, event_id: &str) -> Result<bool, StorageError> {
+        let id = event_id.to_owned();
+        self.db
+            .run(move |c| billing::stripe_event_seen(c, &id).map_err(storage))
+            .await
+    }
+
+    async fn apply_stripe_event(
+        &self,
+        event: &StripeEvent,
+        rules: &BillingRules,
+        now: i64,
+    ) -> Result<(Outcome, bool), ApplyError> {
+        let (event, rules) = (event.clone(), rules.clone());
+        self.db
+            .run_write(move |c| billing::apply_event(c, &event, &rules, now))
+            .await
+    }
+
+    async fn stripe_customer(&self, organization_id: &str) -> Result<Option<String>, StorageError> {
+        let org = organization_id.to_owned();
+        self.db
+            .run(move |c| billing::customer_of(c, &org).map_err(storage))
+            .await
+    }
+
+    async fn has_live_subscription(&self, organization_id: &str) -> Result<bool, StorageError> {
+        let org = organization_id.to_owned();
+        self.db
+            .run(move |c| billing::has_live_subscription(c, &org).map_err(storage))
+            .await
+    }
+
+    async fn set_stripe_customer(
+        &self,
+        organization_id: &str,
+        customer_id: &str,
+    ) -> Result<String, StorageError> {
+        let (org, customer) = (organization_id.to_owned(), customer_id.to_owned());
+        self.db
+            .run_write(move |c| billing::set_customer(c, &org, &customer))
+            .await
+    }
+
+    async fn open_checkouts(
+        &self,
+        organization_id: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let org = organization_id.to_owned();
+        self.db
+            .run(move |c| billing::open_checkouts(c, &org, since).map_err(storage))
+            .await
+    }
+
+    async fn checkout_expired(&self, session_id: &str, now: i64) -> Result<(), StorageError> {
+        let id = session_id.to_owned();
+        self.db
+            .run_write(move |c| billing::checkout_expired(c, &id, now).map_err(storage))
+            .await
+    }
+
+    async fn record_checkout(
+        &self,
+        checkout: &CheckoutRecord,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let checkout = checkout.clone();
+        self.db
+            .run_write(move |c| billing::record_checkout(c, &checkout, now).map_err(storage))
+            .await
+    }
+
+    async fn reveal_key(
+        &self,
+        session_id: &str,
+        browser_hash: &str,
+        now: i64,
+    ) -> Result<Reveal, StorageError> {
+        let (id, browser) = (session_id.to_owned(), browser_hash.to_owned());
+        self.db
+            .run_write(move |c| billing::reveal(c, &id, &browser, now))
+            .await
+    }
+
+    async fn wipe_stale_reveals(&self, now: i64) -> Result<usize, StorageError> {
+        self.db
+            .run_write(move |c| billing::wipe_stale_reveals(c, now).map_err(storage))
+            .await
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn enqueue_mail(&self, mail: &Mail, now: i64) -> Result<String, StorageError> {
+        let mail = mail.clone();
+        self.db
+            .run_write(move |c| outbox::enqueue(c, &mail, now).map_err(storage))
+            .await
+    }
+
+    async fn claim_mail(&self, now: i64, limit: usize) -> Result<Vec<DueMail>, StorageError> {
+        self.db
+            .run_write(move |c| outbox::claim_due(c, now, limit).map_err(storage))
+            .await
+    }
+
+    async fn mail_sent(&self, id: &str, now: i64) -> Result<(), StorageError> {
+        let id = id.to_owned();
+        self.db
+            .run_write(move |c| outbox::record_sent(c, &id, now).map_err(storage))
+            .await
+    }
+
+    async fn mail_failed(
+        &self,
+        id: &str,
+        now: i64,
+        failure: &Failure,
+        retry_initial: Duration,
+    ) -> Result<Option<Next>, StorageError> {
+        let (id, failure) = (id.to_owned(), failure.clone());
+        self.db
+            .run_write(move |c| {
+                outbox::record_failure(c, &id, now, &failure, retry_initial).map_err(storage)
+            })
+            .await
+    }
+
+    async fn outbox(
+        &self,
+        unsent_only: bool,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        self.db
+            .run(move |c| outbox::list(c, unsent_only, limit).map_err(storage))
+            .await
+    }
+
+    async fn retry_mail(&self, id: &str, now: i64) -> Result<bool, StorageError> {
+        let id = id.to_owned();
+        self.db
+            .run_write(move |c| outbox::retry_now(c, &id, now).map_err(storage))
+            .await
+    }
+}
+
+#[async_trait]
+impl AuditTrail for SqliteStore {
+    async fn append_audit(&self, events: &[Event]) -> Result<(), StorageError> {
+        let events = events.to_vec();
+        self.db
+            .run_write(move |c| {
+                let tx = c.transaction()?;
+                for e in &events {
+                    audit::record(&tx, e)?;
+                }
+                tx.commit()?;
+                Ok::<_, StorageError>(())
+            })
+            .await
+    }
+
+    async fn audit_events(
+        &self,
+        since: Option<i64>,
+        event: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StorageError> {
+        let event = event.map(str::to_owned);
+        self.db
+            .run(move |c| audit::query(c, since, event.as_deref(), limit).map_err(storage))
+            .await
+    }
+}
