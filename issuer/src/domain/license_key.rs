@@ -1,26 +1,19 @@
 //! License keys: `CODITECT-PILOT-XXXX-YYYY-ZZZZ`, twelve characters from a
 //! CSPRNG over an alphabet without look-alikes (no 0/O, 1/I/L), about 59
 //! bits. Only a SHA-256 hash of the key is stored; being random and long,
-//! the key needs no slow hash.
+//! the key needs no slow hash. The format itself is defined once, in
+//! `proto::license_key`, which the CLI and the rate limiter follow too.
 
 use core::fmt;
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-const PREFIX: &str = "CODITECT-PILOT-";
-const ALPHABET: &[u8; 31] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
-/// Length of `CODITECT-PILOT-XXXX-YYYY-ZZZZ`.
-pub const KEY_LEN: usize = 29;
+pub use proto::license_key::{ALPHABET, KEY_LEN, KeyFormatError, PREFIX};
 
 /// A license key in its canonical (upper-case) form. Not `Debug`-printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LicenseKey(Zeroizing<String>);
-
-/// The key is not in the `CODITECT-PILOT-XXXX-YYYY-ZZZZ` format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("license key must look like CODITECT-PILOT-XXXX-YYYY-ZZZZ")]
-pub struct KeyFormatError;
 
 impl LicenseKey {
     /// A new random key.
@@ -48,19 +41,7 @@ impl LicenseKey {
     /// Accepts what a person types: surrounding spaces and lower case are
     /// forgiven, anything else must match the format.
     pub fn parse(input: &str) -> Result<Self, KeyFormatError> {
-        let key = input.trim().to_ascii_uppercase();
-        if key.len() != KEY_LEN || !key.starts_with(PREFIX) {
-            return Err(KeyFormatError);
-        }
-        let groups: Vec<&str> = key[PREFIX.len()..].split('-').collect();
-        let ok = groups.len() == 3
-            && groups
-                .iter()
-                .all(|g| g.len() == 4 && g.bytes().all(|b| ALPHABET.contains(&b)));
-        if !ok {
-            return Err(KeyFormatError);
-        }
-        Ok(LicenseKey(Zeroizing::new(key)))
+        proto::license_key::canonical(input).map(|key| LicenseKey(Zeroizing::new(key)))
     }
 
     /// The key as shown to its owner, once.

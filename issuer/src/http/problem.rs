@@ -5,8 +5,8 @@
 //! the log pairs with the cause.
 
 use poem::http::StatusCode;
+use poem_openapi::ApiResponse;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object};
 
 use crate::domain::StorageError;
 use crate::domain::account::AccountError;
@@ -14,33 +14,17 @@ use crate::domain::input::FieldError;
 use crate::domain::license::{LicenseError, LicenseStatus};
 use crate::domain::rfc3339;
 
-/// A problem report.
-#[derive(Debug, Clone, Object, serde::Serialize, PartialEq, Eq)]
-pub struct Problem {
-    /// A URI naming the kind of problem: `urn:coditect:problem:<code>`.
-    #[oai(rename = "type")]
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// Short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened here and what to do.
-    pub detail: String,
-    /// Stable machine-readable code, e.g. `too_many_activations`.
-    pub code: String,
-    /// The request field at fault, when there is one.
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// Id of the request, as in the `X-Request-Id` header and the log.
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+/// A problem report: the body every refusal carries (`proto::Problem`, the
+/// type the CLI reads too).
+pub use proto::Problem;
+
+/// Making a problem document for an HTTP status.
+pub trait NewProblem {
+    fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self;
 }
 
-impl Problem {
-    pub fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
+impl NewProblem for Problem {
+    fn new(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Self {
         Problem {
             type_: format!("urn:coditect:problem:{code}"),
             title: title.to_owned(),

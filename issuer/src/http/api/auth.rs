@@ -3,7 +3,8 @@
 use poem::web::Data;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
+pub use proto::auth::{LoginRequest, LoginResponse, SignupRequest, SignupResponse};
 
 use super::body::JsonBody;
 use crate::app::{AppState, accounts, now};
@@ -23,60 +24,12 @@ impl BearerAuth {
     }
 }
 
-/// A new account.
-#[derive(Debug, Object)]
-pub struct SignupRequest {
-    /// Email address; also the login.
-    #[oai(validator(min_length = 6, max_length = 254))]
-    pub email: String,
-    /// At least 10 characters.
-    #[oai(validator(min_length = 10, max_length = 128))]
-    pub password: String,
-    /// The organization that will hold the licenses.
-    #[oai(validator(min_length = 1, max_length = 255))]
-    pub company_name: String,
-}
-
-/// The answer to every accepted signup. It is the same whether the email
-/// was new or already registered, so signup cannot tell anyone which emails
-/// have accounts.
-#[derive(Debug, Object)]
-pub struct SignupResponse {
-    /// Always `accepted`.
-    pub status: String,
-    pub email: String,
-    /// What to do next.
-    pub next: String,
-}
-
 #[derive(ApiResponse)]
 pub enum SignupResult {
     /// Accepted: unless the email was already registered, the account and
     /// its organization now exist. Sign in next.
     #[oai(status = 202)]
     Accepted(Json<SignupResponse>),
-}
-
-/// Credentials.
-#[derive(Debug, Object)]
-pub struct LoginRequest {
-    #[oai(validator(min_length = 6, max_length = 254))]
-    pub email: String,
-    #[oai(validator(min_length = 10, max_length = 128))]
-    pub password: String,
-}
-
-/// An access token for the account endpoints.
-#[derive(Debug, Object)]
-pub struct LoginResponse {
-    /// JWT (HS256); send as `Authorization: Bearer <token>`.
-    pub access_token: String,
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// Seconds until the token expires.
-    pub expires_in: u64,
-    /// When the token expires (RFC 3339).
-    pub expires_at: String,
 }
 
 #[derive(ApiResponse)]

@@ -14,7 +14,7 @@ use crate::app::billing::{BillingError, checkout};
 use crate::app::{AppState, now};
 use crate::domain::input::FieldError;
 use crate::http::middleware::errors::problem_response;
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::{ApiError, NewProblem, Problem};
 use crate::http::{ApiResult, ApiTags, client};
 
 /// A plan that can be bought.

@@ -6,7 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use crate::app::AppState;
 use crate::http::ApiTags;
-use crate::http::problem::Problem;
+use crate::http::problem::{NewProblem, Problem};
 
 pub struct HealthApi;
 

@@ -6,7 +6,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use poem::web::Data;
 use poem_openapi::auth::ApiKey;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
+pub use proto::licenses::{
+    ActivateRequest, ActivationView, DeactivateRequest, DeactivateResponse, EntitlementsView,
+    FeaturesResponse, GrantResponse, LicenseList, LicenseSummary, LicenseWithActivations,
+    TokenView, ValidateRequest,
+};
 use verifier::ProjectLimit;
 
 use super::auth::BearerAuth;
@@ -17,118 +22,13 @@ use crate::domain::license::{Activation, License, Seat, status_at};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::tokens::IssuedToken;
 use crate::domain::{input, plans, rfc3339};
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::{ApiError, NewProblem, Problem};
 use crate::http::{ApiResult, ApiTags, client};
 
 /// The license key, sent in the `X-License-Key` header.
 #[derive(SecurityScheme)]
 #[oai(ty = "api_key", key_name = "X-License-Key", key_in = "header")]
 pub struct LicenseKeyAuth(pub ApiKey);
-
-/// What a license entitles its holder to.
-#[derive(Debug, Clone, Object, PartialEq, Eq)]
-pub struct EntitlementsView {
-    /// Projects allowed; `null` means unlimited.
-    pub max_projects: Option<u32>,
-    /// AI requests per billing period.
-    pub ai_requests: u32,
-    /// Machines that may be activated at once.
-    pub max_devices: u32,
-}
-
-/// A license as its holder sees it.
-#[derive(Debug, Clone, Object)]
-pub struct LicenseSummary {
-    pub id: String,
-    /// Plan id, e.g. `pilot-professional`.
-    pub tier: String,
-    /// Plan name, e.g. `Pilot Professional`.
-    pub plan_name: String,
-    /// `active`, `suspended`, `revoked`, `canceled` or `expired`.
-    pub status: String,
-    pub email: String,
-    pub organization: Option<String>,
-    /// When the license ends (RFC 3339).
-    pub expires_at: String,
-    /// The last group of the key, to tell licenses apart.
-    pub key_hint: String,
-    pub entitlements: EntitlementsView,
-    /// Machines activated now.
-    pub devices_used: u32,
-}
-
-/// One activated (or formerly activated) machine.
-#[derive(Debug, Clone, Object)]
-pub struct ActivationView {
-    pub id: String,
-    /// 64 hex characters; never the raw machine id.
-    pub hardware_id: String,
-    pub machine_name: Option<String>,
-    /// `active` or `deactivated`.
-    pub status: String,
-    pub activated_at: String,
-    pub last_validated_at: String,
-    pub deactivated_at: Option<String>,
-}
-
-/// A signed license token and its validity.
-#[derive(Debug, Clone, Object)]
-pub struct TokenView {
-    /// COSE_Sign1 bytes, base64url without padding.
-    pub token: String,
-    /// The token is accepted offline until then (RFC 3339).
-    pub expires_at: String,
-    /// Renew from then on (RFC 3339).
-    pub renew_after: String,
-}
-
-/// Activate a machine.
-#[derive(Debug, Object)]
-pub struct ActivateRequest {
-    /// `CODITECT-PILOT-XXXX-YYYY-ZZZZ`.
-    #[oai(validator(max_length = 64))]
-    pub license_key: String,
-    /// HMAC-SHA256 of the machine id, 64 hex characters.
-    #[oai(validator(max_length = 64))]
-    pub hardware_id: String,
-    /// A name to recognise the machine by.
-    #[oai(validator(max_length = 255))]
-    pub machine_name: Option<String>,
-}
-
-/// Renew a machine's token.
-#[derive(Debug, Object)]
-pub struct ValidateRequest {
-    #[oai(validator(max_length = 64))]
-    pub license_key: String,
-    #[oai(validator(max_length = 64))]
-    pub hardware_id: String,
-    /// The CLI's version, for support.
-    #[oai(validator(max_length = 64))]
-    pub client_version: Option<String>,
-}
-
-/// Free a seat: this machine's, or with `activation_id` another machine's
-/// (from the license's activation list).
-#[derive(Debug, Object)]
-pub struct DeactivateRequest {
-    #[oai(validator(max_length = 64))]
-    pub license_key: String,
-    #[oai(validator(max_length = 64))]
-    /// The machine asking.
-    pub hardware_id: String,
-    /// The activation to free, when it is not the asking machine's.
-    #[oai(validator(max_length = 64))]
-    pub activation_id: Option<String>,
-}
-
-/// The result of an activation or validation.
-#[derive(Debug, Object)]
-pub struct GrantResponse {
-    pub license: LicenseSummary,
-    pub activation: ActivationView,
-    pub token: TokenView,
-}
 
 #[derive(ApiResponse)]
 pub enum ActivateResult {
@@ -138,37 +38,6 @@ pub enum ActivateResult {
     /// This machine was already active; its activation is returned.
     #[oai(status = 200)]
     AlreadyActive(Json<GrantResponse>),
-}
-
-/// The freed seat.
-#[derive(Debug, Object)]
-pub struct DeactivateResponse {
-    pub license: LicenseSummary,
-    pub activation: ActivationView,
-}
-
-/// A license with its machines.
-#[derive(Debug, Object)]
-pub struct LicenseWithActivations {
-    pub license: LicenseSummary,
-    pub activations: Vec<ActivationView>,
-}
-
-/// The signed-in user's licenses.
-#[derive(Debug, Object)]
-pub struct LicenseList {
-    pub licenses: Vec<LicenseWithActivations>,
-}
-
-/// Entitlements of a license.
-#[derive(Debug, Object)]
-pub struct FeaturesResponse {
-    pub license_id: String,
-    pub tier: String,
-    pub plan_name: String,
-    pub status: String,
-    pub expires_at: String,
-    pub entitlements: EntitlementsView,
 }
 
 pub fn entitlements_view(license: &License) -> EntitlementsView {

@@ -5,7 +5,7 @@ use poem::Request;
 use poem::http::StatusCode;
 
 use crate::app::billing::webhook::MAX_WEBHOOK_BYTES;
-use crate::http::problem::Problem;
+use crate::http::problem::{NewProblem, Problem};
 
 /// Largest request body accepted, in bytes (the Stripe webhook has its own
 /// cap, `MAX_WEBHOOK_BYTES`).

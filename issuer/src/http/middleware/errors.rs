@@ -6,7 +6,7 @@ use poem::Response;
 use poem::http::StatusCode;
 
 use super::field_errors;
-use crate::http::problem::Problem;
+use crate::http::problem::{NewProblem, Problem};
 
 /// A problem response for an error the framework raised (unknown route,
 /// wrong method, a body that does not fit, missing credentials). A body

@@ -26,7 +26,7 @@ use poem_openapi::payload::Json;
 
 pub use crate::app::limits::{Decision, Limit, LimitedRoute, Limiters, Refusal, Report};
 use crate::domain::license_key::LicenseKey;
-use crate::http::problem::{ApiError, Problem};
+use crate::http::problem::{ApiError, NewProblem, Problem};
 
 /// The limited route a request goes to, if any. The path is compared
 /// with repeated and trailing slashes removed, so that spelling variants
