@@ -13,6 +13,7 @@ pub mod html;
 pub mod landing;
 pub mod offers;
 pub mod signup;
+pub mod signup_form;
 pub mod success;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 mod accounts;
 mod audit;
 mod billing;
+mod checkouts;
 mod licenses;
 mod outbox;
 mod store;

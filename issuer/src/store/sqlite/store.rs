@@ -1,7 +1,7 @@
 //! [`SqliteStore`]: the storage interface over one SQLite file. Each
 //! method is one hop to a blocking thread running the SQL of its aggregate
-//! (`accounts.rs`, `licenses.rs`, `billing.rs`, `outbox.rs`, `audit.rs`);
-//! methods that write wait for the writer's turn.
+//! (`accounts.rs`, `licenses.rs`, `billing/`, `checkouts.rs`, `outbox.rs`,
+//! `audit.rs`); methods that write wait for the writer's turn.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use verifier::HardwareId;
 
-use super::{Db, accounts, audit, billing, licenses, outbox};
+use super::{Db, accounts, audit, billing, checkouts, licenses, outbox};
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, User};
 use crate::domain::audit::Event;
@@ -331,14 +331,14 @@ impl Billing for SqliteStore {
     async fn stripe_customer(&self, organization_id: &str) -> Result<Option<String>, StorageError> {
         let org = organization_id.to_owned();
         self.db
-            .run(move |c| billing::customer_of(c, &org).map_err(storage))
+            .run(move |c| checkouts::customer_of(c, &org).map_err(storage))
             .await
     }
 
     async fn has_live_subscription(&self, organization_id: &str) -> Result<bool, StorageError> {
         let org = organization_id.to_owned();
         self.db
-            .run(move |c| billing::has_live_subscription(c, &org).map_err(storage))
+            .run(move |c| checkouts::has_live_subscription(c, &org).map_err(storage))
             .await
     }
 
@@ -349,7 +349,7 @@ impl Billing for SqliteStore {
     ) -> Result<String, StorageError> {
         let (org, customer) = (organization_id.to_owned(), customer_id.to_owned());
         self.db
-            .run_write(move |c| billing::set_customer(c, &org, &customer))
+            .run_write(move |c| checkouts::set_customer(c, &org, &customer))
             .await
     }
 
@@ -360,14 +360,14 @@ impl Billing for SqliteStore {
     ) -> Result<Vec<String>, StorageError> {
         let org = organization_id.to_owned();
         self.db
-            .run(move |c| billing::open_checkouts(c, &org, since).map_err(storage))
+            .run(move |c| checkouts::open_checkouts(c, &org, since).map_err(storage))
             .await
     }
 
     async fn checkout_expired(&self, session_id: &str, now: i64) -> Result<(), StorageError> {
         let id = session_id.to_owned();
         self.db
-            .run_write(move |c| billing::checkout_expired(c, &id, now).map_err(storage))
+            .run_write(move |c| checkouts::checkout_expired(c, &id, now).map_err(storage))
             .await
     }
 
@@ -378,7 +378,7 @@ impl Billing for SqliteStore {
     ) -> Result<(), StorageError> {
         let checkout = checkout.clone();
         self.db
-            .run_write(move |c| billing::record_checkout(c, &checkout, now).map_err(storage))
+            .run_write(move |c| checkouts::record_checkout(c, &checkout, now).map_err(storage))
             .await
     }
 
@@ -390,13 +390,13 @@ impl Billing for SqliteStore {
     ) -> Result<Reveal, StorageError> {
         let (id, browser) = (session_id.to_owned(), browser_hash.to_owned());
         self.db
-            .run_write(move |c| billing::reveal(c, &id, &browser, now))
+            .run_write(move |c| checkouts::reveal(c, &id, &browser, now))
             .await
     }
 
     async fn wipe_stale_reveals(&self, now: i64) -> Result<usize, StorageError> {
         self.db
-            .run_write(move |c| billing::wipe_stale_reveals(c, now).map_err(storage))
+            .run_write(move |c| checkouts::wipe_stale_reveals(c, now).map_err(storage))
             .await
     }
 }

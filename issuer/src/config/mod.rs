@@ -1,0 +1,529 @@
+//! Configuration from environment variables (listed with their defaults in
+//! `.env.example`). Secrets may come from `NAME_FILE` instead of `NAME`.
+//!
+//! With nothing set, the issuer runs for development: SQLite in the user's
+//! data directory and the development signing key. In production
+//! (`CODITECT_ENV=production`) it refuses to start without real secrets.
+
+mod env;
+mod rate_limits;
+mod secrets;
+mod stripe;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use verifier::TokenSigner;
+use zeroize::Zeroizing;
+
+pub use env::{Env, ProcessEnv};
+pub use rate_limits::{Per, Rate, RateLimits};
+pub use stripe::{Prices, StripeConfig};
+
+use rate_limits::trust_proxy;
+use secrets::{development_jwt_secret, secret, signer};
+use stripe::stripe;
+
+/// Development (the default) or production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Local runs and tests: development key and generated secrets allowed.
+    Development,
+    /// Real deployment: every secret must be configured.
+    Production,
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// What the configuration refused. Messages name variables, never values.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error(
+        "production mode refuses the development signing key; set SIGNING_KEY_FILE to the production key"
+    )]
+    DevelopmentKeyInProduction,
+    #[error("production mode needs a signing key: set SIGNING_KEY_FILE (or SIGNING_KEY)")]
+    MissingSigningKey,
+    #[error("production mode needs JWT_SECRET (or JWT_SECRET_FILE) of at least 32 bytes")]
+    WeakJwtSecret,
+    #[error(
+        "production mode needs Stripe: set STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and the four STRIPE_PRICE_* variables (or their _FILE forms)"
+    )]
+    MissingStripe,
+    #[error("production mode sends license keys by mail: set SMTP_URL (or SMTP_URL_FILE)")]
+    MissingSmtp,
+    #[error("no data directory: set CODITECT_DATA_DIR")]
+    NoDataDir,
+    #[error("{0}")]
+    Key(String),
+}
+
+/// The whole configuration of the issuer.
+pub struct Config {
+    pub environment: Environment,
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseLocation,
+    pub public_base_url: String,
+    /// `PUBLIC_BASE_URL` was set; otherwise `serve` derives the URL from
+    /// the address it listens on.
+    pub public_base_url_configured: bool,
+    pub jwt_secret: Zeroizing<Vec<u8>>,
+    pub jwt_expiry: Duration,
+    pub signer: TokenSigner,
+    pub signing_key_is_development: bool,
+    pub token_lifetime: Duration,
+    pub token_renew_after: Duration,
+    pub enable_pilot_signup: bool,
+    pub pilot_users_limit: u32,
+    /// Request rate limits (`RATE_LIMIT_*`).
+    pub rate_limits: RateLimits,
+    /// How many reverse proxies in front of the issuer append to
+    /// `X-Forwarded-For` (`TRUST_PROXY`; 0: the header is ignored).
+    pub trust_proxy: usize,
+    /// Stripe; `None` in development when `STRIPE_SECRET_KEY` is unset.
+    pub stripe: Option<StripeConfig>,
+    /// How long after a paid period ends its license still renews
+    /// (`BILLING_GRACE`, 2 days): room for Stripe's renewal to arrive.
+    pub billing_grace: Duration,
+    /// How long a past-due subscription's license keeps renewing after the
+    /// first failed payment (`PAST_DUE_GRACE`, 7 days).
+    pub past_due_grace: Duration,
+    /// Outgoing mail.
+    pub mail: MailConfig,
+}
+
+/// Outgoing mail settings.
+pub struct MailConfig {
+    /// `SMTP_URL` (`smtp://user:pass@host:587` with STARTTLS,
+    /// `smtps://…:465`, or `smtp://host:25?tls=none` for a local relay).
+    /// `None`: mail is written to the log (development only).
+    pub smtp_url: Option<Zeroizing<String>>,
+    /// `MAIL_FROM`: the sender (`CODITECT <licenses@coditect.ai>`).
+    pub from: String,
+    /// `SUPPORT_EMAIL`: named in mails and pages (`support@coditect.ai`).
+    pub support_email: String,
+    /// `MAIL_RETRY_INITIAL`: wait before the first retry of a failed send
+    /// (30s); each further failure doubles it, up to an hour.
+    pub retry_initial: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets are left out on purpose.
+        f.debug_struct("Config")
+            .field("environment", &self.environment)
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database)
+            .field("public_base_url", &self.public_base_url)
+            .field("kid", &self.signer.kid())
+            .field(
+                "signing_key_is_development",
+                &self.signing_key_is_development,
+            )
+            .field("token_lifetime", &self.token_lifetime)
+            .field("token_renew_after", &self.token_renew_after)
+            .field("rate_limits", &self.rate_limits)
+            .field("trust_proxy", &self.trust_proxy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Notes for the log about choices made for the operator (development key,
+/// generated JWT secret). Never contains a secret.
+pub type Notices = Vec<String>;
+
+const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
+/// Options that come from the command line rather than the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads the configuration; `notices` collects what the log should say.
+    pub fn load(
+        env: &dyn Env,
+        overrides: &Overrides,
+        notices: &mut Notices,
+    ) -> Result<Self, ConfigError> {
+        let environment = match env.get("CODITECT_ENV").as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(_) => {
+                return Err(invalid(
+                    "CODITECT_ENV",
+                    "must be `development` or `production`",
+                ));
+            }
+        };
+        let production = environment == Environment::Production;
+
+        let bind = match (overrides.bind, env.get("PORT")) {
+            (Some(addr), _) => addr,
+            (None, Some(port)) => {
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| invalid("PORT", "must be a port number"))?;
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+            (None, None) => DEFAULT_BIND
+                .parse()
+                .map_err(|_| invalid("--bind", "bad default"))?,
+        };
+
+        let data_dir = match env.get("CODITECT_DATA_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => directories::ProjectDirs::from("ai", "CODITECT", "coditect-issuer")
+                .map(|d| d.data_dir().to_path_buf())
+                .ok_or(ConfigError::NoDataDir)?,
+        };
+
+        let database = match env.get("DATABASE_URL") {
+            None => DatabaseLocation::Sqlite(data_dir.join("issuer.sqlite3")),
+            Some(url) => parse_database_url(&url)?,
+        };
+
+        let public_base_url_configured = env.get("PUBLIC_BASE_URL").is_some();
+        let public_base_url = env
+            .get("PUBLIC_BASE_URL")
+            .unwrap_or_else(|| format!("http://{bind}"))
+            .trim_end_matches('/')
+            .to_owned();
+        if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
+            return Err(invalid(
+                "PUBLIC_BASE_URL",
+                "must start with http:// or https://",
+            ));
+        }
+
+        let jwt_secret = match secret(env, "JWT_SECRET")? {
+            Some(s) if s.len() >= 32 => Zeroizing::new(s.as_bytes().to_vec()),
+            Some(_) if production => return Err(ConfigError::WeakJwtSecret),
+            None if production => return Err(ConfigError::WeakJwtSecret),
+            Some(s) => {
+                notices.push(
+                    "JWT_SECRET is shorter than 32 bytes; acceptable only in development".into(),
+                );
+                Zeroizing::new(s.as_bytes().to_vec())
+            }
+            None => {
+                notices.push(format!(
+                    "JWT_SECRET is not set; using a generated secret kept in {}",
+                    data_dir.join("jwt-secret").display()
+                ));
+                development_jwt_secret(&data_dir)?
+            }
+        };
+
+        let jwt_expiry = duration(env, "JWT_EXPIRY", "24h")?;
+        let token_lifetime = duration(env, "TOKEN_LIFETIME", "72h")?;
+        let token_renew_after = duration(env, "TOKEN_RENEW_AFTER", "24h")?;
+        if token_renew_after >= token_lifetime {
+            return Err(invalid(
+                "TOKEN_RENEW_AFTER",
+                "must be shorter than TOKEN_LIFETIME",
+            ));
+        }
+
+        let (signer, signing_key_is_development) = signer(env, production, notices)?;
+
+        let enable_pilot_signup = boolean(env, "ENABLE_PILOT_SIGNUP", true)?;
+        let pilot_users_limit = match env.get("PILOT_USERS_LIMIT") {
+            None => 100,
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid("PILOT_USERS_LIMIT", "must be a whole number"))?,
+        };
+
+        let rate_limits = RateLimits::load(env)?;
+        let trust_proxy = trust_proxy(env)?;
+        let stripe = stripe(env, production)?;
+        let billing_grace = duration(env, "BILLING_GRACE", "2days")?;
+        let past_due_grace = duration(env, "PAST_DUE_GRACE", "7days")?;
+        let mail = MailConfig {
+            smtp_url: secret(env, "SMTP_URL")?,
+            from: env
+                .get("MAIL_FROM")
+                .unwrap_or_else(|| "CODITECT <licenses@coditect.ai>".into()),
+            support_email: env
+                .get("SUPPORT_EMAIL")
+                .unwrap_or_else(|| "support@coditect.ai".into()),
+            retry_initial: duration(env, "MAIL_RETRY_INITIAL", "30s")?,
+        };
+        if mail.smtp_url.is_none() && production {
+            return Err(ConfigError::MissingSmtp);
+        }
+        if mail.smtp_url.is_none() {
+            notices.push(
+                "SMTP_URL is not set; mail (license keys included) is written to the log instead of sent"
+                    .into(),
+            );
+        }
+
+        Ok(Config {
+            environment,
+            bind,
+            data_dir,
+            database,
+            public_base_url,
+            public_base_url_configured,
+            jwt_secret,
+            jwt_expiry,
+            signer,
+            signing_key_is_development,
+            token_lifetime,
+            token_renew_after,
+            enable_pilot_signup,
+            pilot_users_limit,
+            rate_limits,
+            trust_proxy,
+            stripe,
+            billing_grace,
+            past_due_grace,
+            mail,
+        })
+    }
+}
+
+fn invalid(var: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.to_owned(),
+    }
+}
+
+/// `DATABASE_URL`: a file path, or `sqlite://PATH`.
+pub fn parse_database_url(url: &str) -> Result<DatabaseLocation, ConfigError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(invalid("DATABASE_URL", "sqlite:// needs a file path"));
+        }
+        return Ok(DatabaseLocation::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(invalid(
+            "DATABASE_URL",
+            "PostgreSQL is not supported yet; use a file path or sqlite://PATH",
+        ));
+    }
+    if url.contains("://") {
+        return Err(invalid(
+            "DATABASE_URL",
+            "unknown scheme; use a file path or sqlite://PATH",
+        ));
+    }
+    Ok(DatabaseLocation::Sqlite(PathBuf::from(url)))
+}
+
+fn duration(env: &dyn Env, name: &'static str, default: &str) -> Result<Duration, ConfigError> {
+    let text = env.get(name).unwrap_or_else(|| default.to_owned());
+    let d = humantime::parse_duration(&text)
+        .map_err(|_| invalid(name, "must be a duration such as 30m, 24h or 3days"))?;
+    if d.is_zero() {
+        return Err(invalid(name, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn boolean(env: &dyn Env, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match env.get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(_) => Err(invalid(name, "must be true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys;
+
+    fn load(env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::load(env, &Overrides::default(), &mut Vec::new())
+    }
+
+    #[test]
+    fn development_runs_with_nothing_but_a_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let mut notices = Vec::new();
+        let cfg = Config::load(
+            &[("CODITECT_DATA_DIR", d)],
+            &Overrides::default(),
+            &mut notices,
+        )
+        .unwrap();
+        assert_eq!(cfg.environment, Environment::Development);
+        assert!(cfg.signing_key_is_development);
+        assert_eq!(cfg.signer.kid(), keys::DEVELOPMENT_KID);
+        assert_eq!(
+            cfg.database,
+            DatabaseLocation::Sqlite(dir.path().join("issuer.sqlite3"))
+        );
+        assert_eq!(cfg.token_lifetime, Duration::from_secs(72 * 3600));
+        assert_eq!(cfg.token_renew_after, Duration::from_secs(24 * 3600));
+        assert!(notices.iter().any(|n| n.contains("DEVELOPMENT key")));
+        // The generated JWT secret is stable across restarts.
+        let again = load(&[("CODITECT_DATA_DIR", d)]).unwrap();
+        assert_eq!(*cfg.jwt_secret, *again.jwt_secret);
+    }
+
+    #[test]
+    fn production_refuses_missing_or_weak_secrets_and_the_dev_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let strong = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            load(&[("CODITECT_DATA_DIR", d), ("CODITECT_ENV", "production")]).unwrap_err(),
+            ConfigError::WeakJwtSecret
+        );
+        assert_eq!(
+            load(&[
+                ("CODITECT_DATA_DIR", d),
+                ("CODITECT_ENV", "production"),
+                ("JWT_SECRET", "short")
+            ])
+            .unwrap_err(),
+            ConfigError::WeakJwtSecret
+        );
+        assert_eq!(
+            load(&[
+                ("CODITECT_DATA_DIR", d),
+                ("CODITECT_ENV", "production"),
+                ("JWT_SECRET", strong)
+            ])
+            .unwrap_err(),
+            ConfigError::MissingSigningKey
+        );
+        let dev_key = format!(
+            "{}/../keys/development/coditect-dev.private.pem",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        assert_eq!(
+            load(&[
+                ("CODITECT_DATA_DIR", d),
+                ("CODITECT_ENV", "production"),
+                ("JWT_SECRET", strong),
+                ("SIGNING_KEY_FILE", &dev_key)
+            ])
+            .unwrap_err(),
+            ConfigError::DevelopmentKeyInProduction
+        );
+        let prod = dir.path().join("prod-2026.pem");
+        keys::write_pem_file(&prod, &keys::generate().unwrap()).unwrap();
+        let prod = prod.to_str().unwrap();
+        let base = [
+            ("CODITECT_DATA_DIR", d),
+            ("CODITECT_ENV", "production"),
+            ("JWT_SECRET", strong),
+            ("SIGNING_KEY_FILE", prod),
+        ];
+        assert_eq!(load(&base).unwrap_err(), ConfigError::MissingStripe);
+        let stripe = [
+            ("STRIPE_SECRET_KEY", "sk_live_abc"),
+            ("STRIPE_PRICE_STARTER_MONTHLY", "price_sm"),
+            ("STRIPE_PRICE_STARTER_ANNUAL", "price_sa"),
+            ("STRIPE_PRICE_PRO_MONTHLY", "price_pm"),
+            ("STRIPE_PRICE_PRO_ANNUAL", "price_pa"),
+        ];
+        let without_webhook_secret: Vec<(&str, &str)> =
+            base.iter().chain(stripe.iter()).copied().collect();
+        assert_eq!(
+            load(&VecEnv(without_webhook_secret.clone())).unwrap_err(),
+            ConfigError::MissingStripe
+        );
+        let mut full = without_webhook_secret;
+        full.push(("STRIPE_WEBHOOK_SECRET", "whsec_abc"));
+        assert_eq!(
+            load(&VecEnv(full.clone())).unwrap_err(),
+            ConfigError::MissingSmtp
+        );
+        full.push(("SMTP_URL", "smtp://mail.example.com:587"));
+        let mut redirected = full.clone();
+        redirected.push(("STRIPE_API_BASE", "http://127.0.0.1:9"));
+        assert!(matches!(
+            load(&VecEnv(redirected)).unwrap_err(),
+            ConfigError::Invalid {
+                var: "STRIPE_API_BASE",
+                ..
+            }
+        ));
+        let cfg = load(&VecEnv(full)).unwrap();
+        assert_eq!(cfg.signer.kid(), "prod-2026");
+        assert!(!cfg.signing_key_is_development);
+        let stripe = cfg.stripe.as_ref().unwrap();
+        assert_eq!(
+            stripe.prices.price_for("pilot-professional", "year"),
+            Some("price_pa")
+        );
+        assert_eq!(
+            stripe.prices.plan_of("price_sm"),
+            Some(("pilot-starter", "month"))
+        );
+        assert_eq!(stripe.prices.plan_of("price_other"), None);
+    }
+
+    struct VecEnv<'a>(Vec<(&'a str, &'a str)>);
+
+    impl Env for VecEnv<'_> {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            parse_database_url("sqlite:///var/lib/x.db"),
+            Ok(DatabaseLocation::Sqlite("/var/lib/x.db".into()))
+        );
+        assert_eq!(
+            parse_database_url("data/x.db"),
+            Ok(DatabaseLocation::Sqlite("data/x.db".into()))
+        );
+        assert!(parse_database_url("postgres://u@h/db").is_err());
+        assert!(parse_database_url("mysql://h/db").is_err());
+        assert!(parse_database_url("sqlite://").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        for (var, value) in [
+            ("JWT_EXPIRY", "soon"),
+            ("TOKEN_LIFETIME", "0s"),
+            ("PORT", "eighty"),
+            ("ENABLE_PILOT_SIGNUP", "maybe"),
+            ("PILOT_USERS_LIMIT", "-1"),
+            ("CODITECT_ENV", "staging"),
+            ("PUBLIC_BASE_URL", "ftp://x"),
+        ] {
+            let err = load(&[("CODITECT_DATA_DIR", d), (var, value)]).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}: {err}");
+            assert!(!err.to_string().contains(value) || var == "PORT", "{err}");
+        }
+        let err = load(&[
+            ("CODITECT_DATA_DIR", d),
+            ("TOKEN_LIFETIME", "1h"),
+            ("TOKEN_RENEW_AFTER", "2h"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("TOKEN_RENEW_AFTER"));
+    }
+}
