@@ -25,6 +25,9 @@ fi
 # that it is exactly what the server serves).
 python3 -m openapi_spec_validator schemas/openapi.json
 
+# The architecture rules the compiler cannot check (docs/ARCHITECTURE.md).
+scripts/check-layers.sh
+
 cargo test --workspace --locked "$@"
 
 # The distribution build of the CLI (no dev-keys) on its own: it must refuse

@@ -1,5 +1,5 @@
 //! Signing keys: creating them, reading them, and publishing their public
-//! halves as a JWK Set (DESIGN §2).
+//! halves as a JWK Set (`docs/ARCHITECTURE.md`, "The license token").
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -483,7 +483,7 @@ fn renewal_window_and_no_network_while_fresh() {
     assert!(renewed.expires_at >= first.expires_at);
 }
 
-/// DESIGN §4: a clock more than a small tolerance behind the high-water
+/// A clock more than a small tolerance behind the high-water
 /// mark is refused with a clear message; going online repairs it.
 #[test]
 fn a_clock_set_back_is_refused_and_going_online_repairs_it() {

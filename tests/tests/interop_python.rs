@@ -1,6 +1,6 @@
-//! Interoperability with independent Python implementations (DESIGN §2: "any
-//! COSE library must be able to verify a token with the published public
-//! key"): `pycose` and `cwt` verify our tokens, a `pycose` token verifies
+//! Interoperability with independent Python implementations (any COSE
+//! library must be able to verify a token with the published public key,
+//! `docs/ARCHITECTURE.md`): `pycose` and `cwt` verify our tokens, a `pycose` token verifies
 //! with `verifier::verify`, and Python's `hmac` gives the same hardware ids.
 //!
 //! The Python side lives in `tests/python/` (packages pinned in

@@ -1,4 +1,4 @@
-//! The hardware id that binds a token to one machine (DESIGN §3).
+//! The hardware id that binds a token to one machine.
 //!
 //! `hardware_id = hex(HMAC-SHA256(key = PRODUCT_KEY, message = machine id))`.
 //! The raw machine id never leaves the machine; only this keyed digest does.

@@ -1,4 +1,4 @@
-//! Where a token stands in its lifetime (DESIGN §4): fresh until renew-after,
+//! Where a token stands in its lifetime: fresh until renew-after,
 //! then due for renewal until it expires.
 
 use crate::claims::LicenseClaims;

@@ -1,1 +1,929 @@
+//! Long file: the suite is one list of checks, one per operation and
+//! invariant, kept together so that every backend runs exactly the same.
+//!
+//! The conformance suite of the storage interface: the same test bodies for
+//! every backend. Each check takes a fresh, empty, migrated store and uses
+//! only the [`Store`](super::Store) trait, so what it proves holds for any
+//! backend that passes it. A backend runs the suite with
+//! [`conformance_tests!`](crate::conformance_tests) (see `store/sqlite/mod.rs`).
+//!
+//! Covered: every operation of the interface, and the invariants behind
+//! them: seats never beyond the license's limit (also under concurrent
+//! activations), a Stripe event applied once (also under concurrent
+//! deliveries) and in order, the key mail queued with its license, a mail
+//! claimed by one sender only, the lockout in the database.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use verifier::HardwareId;
+
+use super::SharedStore;
+use crate::domain::account::{AccountError, LOCKOUT_SECONDS, LOCKOUT_THRESHOLD};
+use crate::domain::audit::Event;
+use crate::domain::billing::{
+    BillingChange, BillingRules, CheckoutRecord, Graces, LicenseMailFacts, Outcome, REVEAL_WINDOW,
+    Reveal, StripeEvent, SubscriptionSnapshot,
+};
+use crate::domain::license::{LicenseError, LicenseStatus, NewLicense, Seat};
+use crate::domain::license_key::LicenseKey;
+use crate::domain::mail::{CLAIM_SECS, Failure, Mail, Next, OutboxStatus};
+use crate::domain::plans;
+
+/// A moment in 2026, the suite's "now".
+pub const NOW: i64 = 1_796_256_000;
+const DAY: i64 = 86_400;
+
+fn hw(n: u32) -> HardwareId {
+    HardwareId::from_machine_id(&format!("conformance-machine-{n}"))
+}
+
+fn new_license<'a>(plan: &str, devices: Option<u32>, org: Option<&'a str>) -> NewLicense<'a> {
+    NewLicense {
+        email: "owner@example.com",
+        plan: plans::find(plan).unwrap(),
+        expires_at: NOW + 30 * DAY,
+        max_devices: devices,
+        organization_id: org,
+        stripe_subscription_id: None,
+    }
+}
+
+async fn license(store: &SharedStore, devices: u32) -> LicenseKey {
+    store
+        .create_license(&new_license("pilot-professional", Some(devices), None), NOW)
+        .await
+        .unwrap()
+        .1
+}
+
+/// Runs every check of the suite as its own test, each on a fresh store
+/// made by `$fresh` (an async expression giving `(guard, SharedStore)`; the
+/// guard keeps the database alive and drops it at the end).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:expr) => {
+        $crate::conformance_tests!(@each $fresh;
+            store_answers_and_is_at_the_latest_schema,
+            signup_counts_users_and_refuses_taken_emails,
+            sign_in_failures_lock_the_email_and_a_success_clears_them,
+            sessions_end_at_sign_out_and_at_expiry,
+            licenses_are_found_by_id_key_and_organization,
+            seats_are_taken_reused_freed_and_never_exceeded,
+            concurrent_activations_never_exceed_the_seats,
+            renewals_refuse_each_unusable_state_with_its_reason,
+            revoking_stops_renewals_and_unknown_licenses_are_refused,
+            a_paid_checkout_creates_one_license_and_one_mail,
+            concurrent_deliveries_of_one_event_apply_it_once,
+            subscription_events_apply_in_order_whatever_the_delivery_order,
+            a_failed_payment_ends_renewals_after_the_grace_and_says_why,
+            customers_and_checkouts_are_kept_per_organization,
+            the_key_is_revealed_once_to_the_browser_that_paid,
+            mail_is_claimed_once_retried_and_given_up,
+            two_senders_never_claim_the_same_mail,
+            the_audit_log_appends_and_filters,
+        );
+    };
+    (@each $fresh:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = $fresh;
+                $crate::store::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+pub async fn store_answers_and_is_at_the_latest_schema(store: SharedStore) {
+    store.ping().await.unwrap();
+    assert!(store.schema_version().await.unwrap() >= 1);
+    assert!(!store.location().is_empty());
+}
+
+pub async fn signup_counts_users_and_refuses_taken_emails(store: SharedStore) {
+    assert_eq!(store.user_count().await.unwrap(), 0);
+    let u = store
+        .signup("a@x.io", "hash", "Acme", Some(2), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        (u.organization_name.as_str(), u.role.as_str()),
+        ("Acme", "owner")
+    );
+    assert!(matches!(
+        store.signup("A@X.IO", "hash", "Acme", Some(2), NOW).await,
+        Err(AccountError::EmailTaken)
+    ));
+    store
+        .signup("b@x.io", "h", "B", Some(2), NOW)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.signup("c@x.io", "h", "C", Some(2), NOW).await,
+        Err(AccountError::SignupFull)
+    ));
+    assert_eq!(store.user_count().await.unwrap(), 2);
+    let (_, found) = store.sign_in_lookup("a@X.io", NOW).await.unwrap();
+    let (user, hash) = found.unwrap();
+    assert_eq!((user.id, hash.as_str()), (u.id, "hash"));
+    let org = store.create_organization("Solo", NOW).await.unwrap();
+    assert!(!org.is_empty());
+    assert_eq!(store.user_count().await.unwrap(), 2, "no user with it");
+}
+
+pub async fn sign_in_failures_lock_the_email_and_a_success_clears_them(store: SharedStore) {
+    for i in 0..i64::from(LOCKOUT_THRESHOLD) - 1 {
+        assert_eq!(
+            store
+                .record_failed_sign_in("a@x.io", NOW + i)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let until = store
+        .record_failed_sign_in("a@x.io", NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!(until, Some(NOW + 10 + LOCKOUT_SECONDS));
+    let (locked, found) = store.sign_in_lookup("a@x.io", NOW + 11).await.unwrap();
+    assert_eq!((locked, found), (until, None), "an unknown email locks too");
+    let (locked, _) = store
+        .sign_in_lookup("a@x.io", NOW + 10 + LOCKOUT_SECONDS)
+        .await
+        .unwrap();
+    assert_eq!(locked, None, "the lock ends");
+    // A success forgets the count.
+    for i in 0..i64::from(LOCKOUT_THRESHOLD) - 1 {
+        store
+            .record_failed_sign_in("b@x.io", NOW + i)
+            .await
+            .unwrap();
+    }
+    store.clear_failed_sign_ins("b@x.io").await.unwrap();
+    assert_eq!(
+        store
+            .record_failed_sign_in("b@x.io", NOW + 9)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn sessions_end_at_sign_out_and_at_expiry(store: SharedStore) {
+    let u = store
+        .signup("a@x.io", "h", "Acme", None, NOW)
+        .await
+        .unwrap();
+    let sid = store.create_session(&u.id, NOW, NOW + 60).await.unwrap();
+    assert_eq!(
+        store.session_user(&sid, NOW).await.unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(store.session_user(&sid, NOW + 60).await.unwrap(), None);
+    assert_eq!(
+        store.session_user("no-such-session", NOW).await.unwrap(),
+        None
+    );
+    store.end_session(&sid, NOW + 1).await.unwrap();
+    store.end_session(&sid, NOW + 2).await.unwrap();
+    assert_eq!(store.session_user(&sid, NOW + 3).await.unwrap(), None);
+}
+
+pub async fn licenses_are_found_by_id_key_and_organization(store: SharedStore) {
+    let u = store
+        .signup("a@x.io", "h", "Acme", None, NOW)
+        .await
+        .unwrap();
+    let org = u.organization_id.as_str();
+    let (mine, key) = store
+        .create_license(&new_license("pilot-starter", None, Some(org)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        (mine.max_activations, mine.tier.as_str()),
+        (1, "pilot-starter")
+    );
+    assert_eq!(mine.organization_name.as_deref(), Some("Acme"));
+    assert_eq!(mine.key_hint, key.hint());
+    let (other, _) = store
+        .create_license(&new_license("pilot-professional", Some(5), None), NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(other.max_activations, 5);
+    assert_eq!(store.license(&mine.id).await.unwrap(), Some(mine.clone()));
+    assert_eq!(store.license("nope").await.unwrap(), None);
+    assert_eq!(
+        store.license_by_key(&key).await.unwrap(),
+        Some(mine.clone())
+    );
+    let stranger = LicenseKey::parse("CODITECT-PILOT-AAAA-BBBB-CCCC").unwrap();
+    assert_eq!(store.license_by_key(&stranger).await.unwrap(), None);
+    let of_org = store.licenses_with_activations(Some(org)).await.unwrap();
+    assert_eq!(of_org.len(), 1);
+    assert_eq!(of_org[0].0.id, mine.id);
+    let all = store.licenses_with_activations(None).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|(l, _)| l.id.as_str()).collect();
+    assert_eq!(ids, [other.id.as_str(), mine.id.as_str()], "newest first");
+}
+
+pub async fn seats_are_taken_reused_freed_and_never_exceeded(store: SharedStore) {
+    let key = license(&store, 2).await;
+    let a = store
+        .activate_seat(&key, &hw(1), Some("laptop"), NOW)
+        .await
+        .unwrap();
+    assert_eq!((a.devices_used, a.already_active), (1, false));
+    let again = store
+        .activate_seat(&key, &hw(1), None, NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(again.activation.id, a.activation.id);
+    assert!(again.already_active);
+    assert_eq!(again.activation.machine_name.as_deref(), Some("laptop"));
+    store.activate_seat(&key, &hw(2), None, NOW).await.unwrap();
+    assert!(matches!(
+        store.activate_seat(&key, &hw(3), None, NOW).await,
+        Err(LicenseError::TooManyActivations { max: 2 })
+    ));
+    let (_, freed, used) = store
+        .free_seat(&key, Seat::Machine(&hw(2)), NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (freed.active, freed.deactivated_at, used),
+        (false, Some(NOW + 10), 1)
+    );
+    // Freeing it again changes nothing.
+    let (_, again, used) = store
+        .free_seat(&key, Seat::Machine(&hw(2)), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!((again.deactivated_at, used), (Some(NOW + 10), 1));
+    let third = store.activate_seat(&key, &hw(3), None, NOW).await.unwrap();
+    assert_eq!(third.devices_used, 2);
+    // By activation id (another machine's seat), and unknown ones.
+    let (_, by_id, used) = store
+        .free_seat(&key, Seat::Activation(&third.activation.id), NOW)
+        .await
+        .unwrap();
+    assert_eq!((by_id.id, used), (third.activation.id, 1));
+    assert!(matches!(
+        store.free_seat(&key, Seat::Activation("nope"), NOW).await,
+        Err(LicenseError::ActivationNotFound)
+    ));
+    assert!(matches!(
+        store.free_seat(&key, Seat::Machine(&hw(9)), NOW).await,
+        Err(LicenseError::NotActivated)
+    ));
+    let acts = store.activations(&a.license.id).await.unwrap();
+    assert_eq!(acts.len(), 3);
+    assert!(acts[0].active, "active ones first");
+    assert!(!acts[1].active && !acts[2].active);
+}
+
+pub async fn concurrent_activations_never_exceed_the_seats(store: SharedStore) {
+    let key = license(&store, 3).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let (store, key) = (Arc::clone(&store), key.clone());
+            tokio::spawn(async move { store.activate_seat(&key, &hw(n), None, NOW).await })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(g) => {
+                granted += 1;
+                assert!(g.devices_used <= 3);
+            }
+            Err(LicenseError::TooManyActivations { max: 3 }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(granted, 3);
+    let lic = store.license_by_key(&key).await.unwrap().unwrap();
+    let active = store.activations(&lic.id).await.unwrap();
+    assert_eq!(active.iter().filter(|a| a.active).count(), 3);
+}
+
+pub async fn renewals_refuse_each_unusable_state_with_its_reason(store: SharedStore) {
+    let key = license(&store, 3).await;
+    store.activate_seat(&key, &hw(1), None, NOW).await.unwrap();
+    // Within the minute nothing is written; past it the time moves.
+    let v = store.renew_seat(&key, &hw(1), NOW + 30).await.unwrap();
+    assert_eq!(v.activation.last_validated_at, NOW);
+    let v = store.renew_seat(&key, &hw(1), NOW + 100).await.unwrap();
+    assert_eq!(v.activation.last_validated_at, NOW + 100);
+    assert_eq!((v.devices_used, v.already_active), (1, true));
+    assert!(matches!(
+        store.renew_seat(&key, &hw(2), NOW).await,
+        Err(LicenseError::NotActivated)
+    ));
+    assert!(matches!(
+        store.renew_seat(&key, &hw(1), NOW + 30 * DAY).await,
+        Err(LicenseError::Expired { since }) if since == NOW + 30 * DAY
+    ));
+    let stranger = LicenseKey::parse("CODITECT-PILOT-AAAA-BBBB-CCCC").unwrap();
+    assert!(matches!(
+        store.renew_seat(&stranger, &hw(1), NOW).await,
+        Err(LicenseError::NotFound)
+    ));
+    store
+        .free_seat(&key, Seat::Machine(&hw(1)), NOW)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.renew_seat(&key, &hw(1), NOW).await,
+        Err(LicenseError::NotActivated)
+    ));
+}
+
+pub async fn revoking_stops_renewals_and_unknown_licenses_are_refused(store: SharedStore) {
+    let key = license(&store, 3).await;
+    store.activate_seat(&key, &hw(1), None, NOW).await.unwrap();
+    let id = store.license_by_key(&key).await.unwrap().unwrap().id;
+    let revoked = store
+        .revoke_license(&id, Some("chargeback"), NOW)
+        .await
+        .unwrap();
+    assert_eq!(revoked.status, LicenseStatus::Revoked);
+    assert_eq!(revoked.revoked_reason.as_deref(), Some("chargeback"));
+    for result in [
+        store.renew_seat(&key, &hw(1), NOW).await.map(|_| ()),
+        store
+            .activate_seat(&key, &hw(2), None, NOW)
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(matches!(
+            result,
+            Err(LicenseError::Inactive(LicenseStatus::Revoked))
+        ));
+    }
+    assert!(matches!(
+        store.revoke_license("nope", None, NOW).await,
+        Err(LicenseError::NotFound)
+    ));
+}
+
+/// Billing rules of the suite: the test prices, graces of a day (paid
+/// period) and a week (past due), a mail naming the key.
+fn rules() -> BillingRules {
+    BillingRules {
+        plan_of_price: Arc::new(|price: &str| match price {
+            "price_sm" => plans::find("pilot-starter"),
+            "price_pm" => plans::find("pilot-professional"),
+            _ => None,
+        }),
+        graces: Graces {
+            billing: DAY,
+            past_due: 7 * DAY,
+        },
+        license_mail: Arc::new(|f: LicenseMailFacts<'_>| Mail {
+            kind: "license_key",
+            to: f.to.to_owned(),
+            subject: format!("Your key ({})", f.plan_name),
+            body: format!("key {}", f.key),
+        }),
+    }
+}
+
+fn snapshot(status: &str, price: &str, quantity: u32, end: i64) -> SubscriptionSnapshot {
+    SubscriptionSnapshot {
+        id: "sub_1".into(),
+        customer_id: "cus_1".into(),
+        status: status.into(),
+        price_id: Some(price.into()),
+        quantity,
+        current_period_end: Some(end),
+        cancel_at_period_end: false,
+    }
+}
+
+fn event(id: &str, created: i64, change: BillingChange) -> StripeEvent {
+    StripeEvent {
+        id: id.into(),
+        kind: "test".into(),
+        created,
+        change,
+    }
+}
+
+/// An organization with customer `cus_1` whose owner started checkout
+/// `cs_1` in a browser (hash `browser`), and the completion event.
+async fn paying_organization(store: &SharedStore) -> (String, StripeEvent) {
+    let u = store
+        .signup("buyer@x.io", "h", "Acme", None, NOW)
+        .await
+        .unwrap();
+    let org = u.organization_id.clone();
+    assert_eq!(
+        store.set_stripe_customer(&org, "cus_1").await.unwrap(),
+        "cus_1"
+    );
+    store
+        .record_checkout(
+            &CheckoutRecord {
+                session_id: "cs_1".into(),
+                organization_id: org.clone(),
+                user_id: u.id,
+                plan: "pilot-professional".into(),
+                interval: "month".into(),
+                browser_hash: Some("browser".into()),
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let completed = event(
+        "evt_checkout",
+        NOW + 10,
+        BillingChange::CheckoutCompleted {
+            customer: "cus_1".into(),
+            session_id: "cs_1".into(),
+            subscription: snapshot("active", "price_pm", 1, NOW + 30 * DAY),
+        },
+    );
+    (org, completed)
+}
+
+pub async fn a_paid_checkout_creates_one_license_and_one_mail(store: SharedStore) {
+    let (org, completed) = paying_organization(&store).await;
+    assert!(!store.stripe_event_seen("evt_checkout").await.unwrap());
+    let (outcome, mailed) = store
+        .apply_stripe_event(&completed, &rules(), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!((outcome, mailed), (Outcome::Applied, true));
+    assert!(store.stripe_event_seen("evt_checkout").await.unwrap());
+    let (outcome, mailed) = store
+        .apply_stripe_event(&completed, &rules(), NOW + 30)
+        .await
+        .unwrap();
+    assert_eq!((outcome, mailed), (Outcome::Duplicate, false));
+    let licenses = store.licenses_with_activations(Some(&org)).await.unwrap();
+    assert_eq!(licenses.len(), 1);
+    let lic = &licenses[0].0;
+    assert_eq!(
+        (lic.tier.as_str(), lic.max_activations),
+        ("pilot-professional", 3)
+    );
+    assert_eq!(lic.expires_at, NOW + 30 * DAY + DAY, "period end + grace");
+    assert_eq!(lic.email, "buyer@x.io");
+    let mails = store.outbox(false, 10).await.unwrap();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].recipient, "buyer@x.io");
+    let audit = store
+        .audit_events(None, Some("license_created"), 10)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert!(store.has_live_subscription(&org).await.unwrap());
+    // An event about a customer nobody has is recorded and ignored.
+    let stranger = event(
+        "evt_stranger",
+        NOW,
+        BillingChange::SubscriptionChanged {
+            snapshot: SubscriptionSnapshot {
+                customer_id: "cus_unknown".into(),
+                ..snapshot("active", "price_pm", 1, NOW)
+            },
+        },
+    );
+    let (outcome, _) = store
+        .apply_stripe_event(&stranger, &rules(), NOW)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Ignored(_)));
+    assert!(store.stripe_event_seen("evt_stranger").await.unwrap());
+    // A payload that lacks what its change needs is refused, not recorded.
+    let bad = event(
+        "evt_bad",
+        NOW,
+        BillingChange::Malformed {
+            customer: "cus_1".into(),
+            reason: "no id".into(),
+        },
+    );
+    assert!(store.apply_stripe_event(&bad, &rules(), NOW).await.is_err());
+    assert!(!store.stripe_event_seen("evt_bad").await.unwrap());
+}
+
+pub async fn concurrent_deliveries_of_one_event_apply_it_once(store: SharedStore) {
+    let (org, completed) = paying_organization(&store).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (store, completed) = (Arc::clone(&store), completed.clone());
+            tokio::spawn(async move {
+                store
+                    .apply_stripe_event(&completed, &rules(), NOW + 20)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        if t.await.unwrap() == (Outcome::Applied, true) {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(
+        store
+            .licenses_with_activations(Some(&org))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.outbox(false, 10).await.unwrap().len(), 1);
+}
+
+pub async fn subscription_events_apply_in_order_whatever_the_delivery_order(store: SharedStore) {
+    let (org, completed) = paying_organization(&store).await;
+    store
+        .apply_stripe_event(&completed, &rules(), NOW + 20)
+        .await
+        .unwrap();
+    let changed = |id: &str, at: i64, s: SubscriptionSnapshot| {
+        event(id, at, BillingChange::SubscriptionChanged { snapshot: s })
+    };
+    let newer = changed(
+        "evt_2",
+        NOW + 200,
+        snapshot("active", "price_pm", 2, NOW + 40 * DAY),
+    );
+    let older = changed(
+        "evt_1",
+        NOW + 100,
+        snapshot("active", "price_sm", 1, NOW + 35 * DAY),
+    );
+    let (o, _) = store
+        .apply_stripe_event(&newer, &rules(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(o, Outcome::Applied);
+    let (o, _) = store
+        .apply_stripe_event(&older, &rules(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(o, Outcome::Stale);
+    let lic = store.licenses_with_activations(Some(&org)).await.unwrap()[0]
+        .0
+        .clone();
+    assert_eq!(
+        (lic.tier.as_str(), lic.max_activations),
+        ("pilot-professional", 6)
+    );
+    // Deleted, then a late update: stays canceled.
+    let deleted = event(
+        "evt_3",
+        NOW + 300,
+        BillingChange::SubscriptionDeleted {
+            customer: "cus_1".into(),
+            subscription_id: "sub_1".into(),
+        },
+    );
+    store
+        .apply_stripe_event(&deleted, &rules(), NOW)
+        .await
+        .unwrap();
+    let late = changed(
+        "evt_4",
+        NOW + 400,
+        snapshot("active", "price_pm", 1, NOW + 50 * DAY),
+    );
+    let (o, _) = store
+        .apply_stripe_event(&late, &rules(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(o, Outcome::Stale);
+    let lic = store.license(&lic.id).await.unwrap().unwrap();
+    assert_eq!(lic.status, LicenseStatus::Canceled);
+    assert!(!store.has_live_subscription(&org).await.unwrap());
+}
+
+pub async fn a_failed_payment_ends_renewals_after_the_grace_and_says_why(store: SharedStore) {
+    let (org, completed) = paying_organization(&store).await;
+    store
+        .apply_stripe_event(&completed, &rules(), NOW + 20)
+        .await
+        .unwrap();
+    let key_holder = store.licenses_with_activations(Some(&org)).await.unwrap()[0]
+        .0
+        .clone();
+    let failed_at = NOW + 1_000;
+    let failed = event(
+        "evt_failed",
+        failed_at,
+        BillingChange::PaymentFailed {
+            customer: "cus_1".into(),
+            subscription_id: "sub_1".into(),
+        },
+    );
+    store
+        .apply_stripe_event(&failed, &rules(), failed_at)
+        .await
+        .unwrap();
+    let lic = store.license(&key_holder.id).await.unwrap().unwrap();
+    assert_eq!(lic.expires_at, failed_at + 7 * DAY, "the past-due grace");
+    assert_eq!(lic.status, LicenseStatus::Active);
+    // The key is not at hand here (it went by mail): read it from the mail.
+    let body = store.claim_mail(NOW + 20, 10).await.unwrap()[0]
+        .body
+        .clone()
+        .unwrap();
+    let key = LicenseKey::parse(body.trim_start_matches("key ")).unwrap();
+    store
+        .activate_seat(&key, &hw(1), None, NOW + 30)
+        .await
+        .unwrap();
+    match store.renew_seat(&key, &hw(1), failed_at + 7 * DAY).await {
+        Err(LicenseError::PaymentOverdue {
+            since,
+            failed_at: f,
+        }) => {
+            assert_eq!((since, f), (failed_at + 7 * DAY, failed_at));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Paid again: renewals work, until the new period's end.
+    let paid = event(
+        "evt_paid",
+        failed_at + 10,
+        BillingChange::InvoicePaid {
+            customer: "cus_1".into(),
+            subscription_id: "sub_1".into(),
+            period_end: Some(NOW + 60 * DAY),
+        },
+    );
+    store
+        .apply_stripe_event(&paid, &rules(), failed_at + 10)
+        .await
+        .unwrap();
+    store
+        .renew_seat(&key, &hw(1), failed_at + 7 * DAY)
+        .await
+        .unwrap();
+    let lic = store.license(&key_holder.id).await.unwrap().unwrap();
+    assert_eq!(lic.expires_at, NOW + 60 * DAY + DAY);
+}
+
+pub async fn customers_and_checkouts_are_kept_per_organization(store: SharedStore) {
+    let u = store
+        .signup("a@x.io", "h", "Acme", None, NOW)
+        .await
+        .unwrap();
+    let org = u.organization_id.clone();
+    assert_eq!(store.stripe_customer(&org).await.unwrap(), None);
+    assert_eq!(
+        store.set_stripe_customer(&org, "cus_A").await.unwrap(),
+        "cus_A"
+    );
+    // A second (simultaneous) first checkout keeps the first customer.
+    assert_eq!(
+        store.set_stripe_customer(&org, "cus_B").await.unwrap(),
+        "cus_A"
+    );
+    assert_eq!(
+        store.stripe_customer(&org).await.unwrap().as_deref(),
+        Some("cus_A")
+    );
+    assert!(!store.has_live_subscription(&org).await.unwrap());
+    let checkout = |id: &str| CheckoutRecord {
+        session_id: id.into(),
+        organization_id: org.clone(),
+        user_id: u.id.clone(),
+        plan: "pilot-starter".into(),
+        interval: "month".into(),
+        browser_hash: None,
+    };
+    store
+        .record_checkout(&checkout("cs_old"), NOW - 2 * DAY)
+        .await
+        .unwrap();
+    store.record_checkout(&checkout("cs_1"), NOW).await.unwrap();
+    store
+        .record_checkout(&checkout("cs_1"), NOW + 5)
+        .await
+        .unwrap();
+    store
+        .record_checkout(&checkout("cs_2"), NOW + 1)
+        .await
+        .unwrap();
+    let mut open = store.open_checkouts(&org, NOW - DAY).await.unwrap();
+    open.sort();
+    assert_eq!(open, ["cs_1", "cs_2"]);
+    store.checkout_expired("cs_1", NOW + 2).await.unwrap();
+    assert_eq!(
+        store.open_checkouts(&org, NOW - DAY).await.unwrap(),
+        ["cs_2"]
+    );
+}
+
+pub async fn the_key_is_revealed_once_to_the_browser_that_paid(store: SharedStore) {
+    let (_, completed) = paying_organization(&store).await;
+    assert_eq!(
+        store.reveal_key("cs_1", "browser", NOW).await.unwrap(),
+        Reveal::Pending
+    );
+    store
+        .apply_stripe_event(&completed, &rules(), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reveal_key("cs_1", "another", NOW + 30).await.unwrap(),
+        Reveal::Unknown
+    );
+    assert_eq!(
+        store
+            .reveal_key("cs_none", "browser", NOW + 30)
+            .await
+            .unwrap(),
+        Reveal::Unknown
+    );
+    let Reveal::Key { key, email, .. } =
+        store.reveal_key("cs_1", "browser", NOW + 30).await.unwrap()
+    else {
+        panic!("the key was not revealed");
+    };
+    assert_eq!(email, "buyer@x.io");
+    let key = LicenseKey::parse(&key).unwrap();
+    assert!(matches!(
+        store.reveal_key("cs_1", "browser", NOW + 40).await.unwrap(),
+        Reveal::AlreadyShown { key_hint, .. } if key_hint == key.hint()
+    ));
+    // A key never shown is wiped after the window.
+    assert_eq!(store.wipe_stale_reveals(NOW + 40).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .wipe_stale_reveals(NOW + 20 + REVEAL_WINDOW + 1)
+            .await
+            .unwrap(),
+        0,
+        "shown keys are wiped already"
+    );
+}
+
+fn mail(to: &str) -> Mail {
+    Mail {
+        kind: "license_key",
+        to: to.into(),
+        subject: "Your key".into(),
+        body: "key".into(),
+    }
+}
+
+pub async fn mail_is_claimed_once_retried_and_given_up(store: SharedStore) {
+    let second = store
+        .enqueue_mail(&mail("b@x.io"), NOW + 200)
+        .await
+        .unwrap();
+    let first = store
+        .enqueue_mail(&mail("a@x.io"), NOW + 100)
+        .await
+        .unwrap();
+    let later = store
+        .enqueue_mail(&mail("c@x.io"), NOW + 10_000)
+        .await
+        .unwrap();
+    let due = store.claim_mail(NOW + 500, 10).await.unwrap();
+    let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()], "oldest first");
+    assert_eq!(due[0].body.as_deref().map(String::as_str), Some("key"));
+    assert!(store.claim_mail(NOW + 501, 10).await.unwrap().is_empty());
+    let again = store.claim_mail(NOW + 500 + CLAIM_SECS, 1).await.unwrap();
+    assert_eq!(
+        again[0].id, first,
+        "after the claim ran out, the oldest again"
+    );
+    store.mail_sent(&first, NOW + 600).await.unwrap();
+    let refused = Failure::transient("421 try later");
+    let next = store
+        .mail_failed(&second, NOW + 600, &refused, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        Some(Next::RetryAt {
+            attempts: 1,
+            at: NOW + 630
+        })
+    );
+    let next = store
+        .mail_failed(
+            &later,
+            NOW + 600,
+            &Failure::permanent("no such address"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next, Some(Next::GaveUp { attempts: 1 }));
+    assert_eq!(
+        store
+            .mail_failed(&first, NOW + 700, &refused, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        None,
+        "a sent mail is not failed afterwards"
+    );
+    let all = store.outbox(false, 10).await.unwrap();
+    let status = |id: &str| all.iter().find(|e| e.id == id).unwrap().clone();
+    assert_eq!(status(&first).status, OutboxStatus::Sent);
+    assert_eq!(status(&second).status, OutboxStatus::Waiting);
+    assert_eq!(status(&second).next_attempt_at, Some(NOW + 630));
+    assert_eq!(status(&second).last_error.as_deref(), Some("421 try later"));
+    assert_eq!(status(&later).status, OutboxStatus::GivenUp);
+    let unsent: Vec<String> = store
+        .outbox(true, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(unsent.len(), 2);
+    assert!(store.retry_mail(&later, NOW + 800).await.unwrap());
+    assert!(!store.retry_mail(&first, NOW + 800).await.unwrap(), "sent");
+    assert!(!store.retry_mail("nope", NOW + 800).await.unwrap());
+    let revived = store.claim_mail(NOW + 800, 10).await.unwrap();
+    assert!(revived.iter().any(|d| d.id == later));
+}
+
+pub async fn two_senders_never_claim_the_same_mail(store: SharedStore) {
+    for i in 0..40 {
+        store
+            .enqueue_mail(&mail(&format!("m{i}@x.io")), NOW + i)
+            .await
+            .unwrap();
+    }
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.claim_mail(NOW + 100, 3).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|d| d.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for s in senders {
+        all.extend(s.await.unwrap());
+    }
+    let count = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        (count, all.len()),
+        (40, 40),
+        "each mail claimed exactly once"
+    );
+}
+
+pub async fn the_audit_log_appends_and_filters(store: SharedStore) {
+    store
+        .append_audit(&[
+            Event::new(10, "login", "ok").actor("user:u1"),
+            Event::new(20, "validate", "ok").subject("activation", "a1"),
+            Event::new(30, "validate", "not_activated"),
+        ])
+        .await
+        .unwrap();
+    let all = store.audit_events(None, None, 100).await.unwrap();
+    let kinds: Vec<(&str, &str)> = all
+        .iter()
+        .map(|e| (e.event.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("login", "ok"),
+            ("validate", "ok"),
+            ("validate", "not_activated")
+        ]
+    );
+    assert_eq!(
+        store.audit_events(Some(15), None, 100).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store
+            .audit_events(None, Some("validate"), 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let newest = store.audit_events(None, None, 1).await.unwrap();
+    assert_eq!(newest[0].at, 30, "the newest `limit`, oldest first");
+    assert_eq!(all[1].subject_id.as_deref(), Some("a1"));
+}

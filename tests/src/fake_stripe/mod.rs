@@ -2,8 +2,8 @@
 //! that speaks the part of Stripe's API the issuer uses (customers, Checkout
 //! Sessions, billing portal sessions, subscriptions, prices), serves a
 //! "hosted checkout" page and a billing portal page, and delivers signed
-//! webhook events to a configurable URL (DESIGN §7: "tests talk to a local
-//! fake Stripe over HTTP, never to a mock object inside the process").
+//! webhook events to a configurable URL: the billing tests talk to a local
+//! fake Stripe over HTTP, never to a mock object inside the process.
 //!
 //! # Wire format
 //!

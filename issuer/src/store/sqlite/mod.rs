@@ -224,6 +224,16 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, OpenError> {
     schema_version(conn).map_err(|e| failed("(reading the version)", e))
 }
 
+/// The storage conformance suite, on a fresh SQLite file per test.
+#[cfg(test)]
+mod conformance {
+    crate::conformance_tests!({
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open_sqlite(&dir.path().join("conformance.sqlite3")).unwrap();
+        (dir, store)
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
