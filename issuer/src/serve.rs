@@ -40,19 +40,21 @@ pub fn load_config(overrides: &Overrides) -> Result<Config, AdminError> {
 }
 
 /// Opens the configured database, applying migrations.
-pub fn open_store(config: &Config) -> Result<SharedStore, AdminError> {
-    let DatabaseLocation::Sqlite(path) = &config.database;
-    Ok(crate::store::open_sqlite(path)?)
+pub async fn open_store(config: &Config) -> Result<SharedStore, AdminError> {
+    Ok(match &config.database {
+        DatabaseLocation::Sqlite(path) => crate::store::open_sqlite(path)?,
+        DatabaseLocation::Postgres(url) => crate::store::open_postgres(url).await?,
+    })
 }
 
 pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
     let config = load_config(&Overrides { bind })?;
-    let store = open_store(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| AdminError::Unexpected(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
+        let store = open_store(&config).await?;
         let acceptor = TcpListener::bind(config.bind)
             .into_acceptor()
             .await

@@ -56,7 +56,9 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
         }
     }
     let config = Config::load(&VecEnv(vars), &Overrides::default(), &mut Vec::new()).unwrap();
-    let coditect_issuer::config::DatabaseLocation::Sqlite(path) = &config.database;
+    let coditect_issuer::config::DatabaseLocation::Sqlite(path) = &config.database else {
+        panic!("the harness runs on SQLite");
+    };
     let store = coditect_issuer::store::open_sqlite(path).unwrap();
     let db_path = path.clone();
     Harness {

@@ -62,7 +62,9 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
     let config = Config::load(&VecEnv(vars), &Overrides::default(), &mut Vec::new()).unwrap();
-    let coditect_issuer::config::DatabaseLocation::Sqlite(path) = &config.database;
+    let coditect_issuer::config::DatabaseLocation::Sqlite(path) = &config.database else {
+        panic!("the harness runs on SQLite");
+    };
     let store = coditect_issuer::store::open_sqlite(path).unwrap();
     let db_path = path.clone();
     Harness {

@@ -75,21 +75,30 @@ impl From<LicenseError> for AdminError {
 }
 
 /// Runs one admin command's storage work: the store is async (it serves
-/// the API too), the commands are not.
+/// the API too), the commands are not. One runtime serves the whole
+/// command, so that the store's connections (made in it) stay usable.
 pub(crate) fn run<T>(
     work: impl std::future::Future<Output = Result<T, AdminError>>,
 ) -> Result<T, AdminError> {
-    tokio::runtime::Builder::new_current_thread()
+    runtime()?.block_on(work)
+}
+
+fn runtime() -> Result<&'static tokio::runtime::Runtime, AdminError> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| AdminError::Unexpected(format!("cannot start the runtime: {e}")))?
-        .block_on(work)
+        .map_err(|e| AdminError::Unexpected(format!("cannot start the runtime: {e}")))?;
+    Ok(RUNTIME.get_or_init(|| rt))
 }
 
 /// The configured store.
 pub(crate) fn store() -> Result<SharedStore, AdminError> {
     let config = load_config(&Overrides::default())?;
-    open_store(&config)
+    run(open_store(&config))
 }
 
 impl From<crate::keys::KeyFileError> for AdminError {

@@ -68,7 +68,7 @@ pub fn issue_offline(
         })
         .transpose()?;
     let config = load_config(&Overrides::default())?;
-    let store = open_store(&config)?;
+    let store = run(open_store(&config))?;
     let issued = run(async {
         Ok(licenses::activate_offline(
             &store,

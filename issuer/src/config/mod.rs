@@ -17,6 +17,8 @@ use std::time::Duration;
 use verifier::TokenSigner;
 use zeroize::Zeroizing;
 
+use crate::store::postgres::PgUrl;
+
 pub use env::{Env, ProcessEnv};
 pub use rate_limits::{Per, Rate, RateLimits};
 pub use stripe::{Prices, StripeConfig};
@@ -39,6 +41,9 @@ pub enum Environment {
 pub enum DatabaseLocation {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database (the URL may hold a password; it never
+    /// prints it).
+    Postgres(PgUrl),
 }
 
 /// What the configuration refused. Messages name variables, never values.
@@ -189,7 +194,8 @@ impl Config {
                 .ok_or(ConfigError::NoDataDir)?,
         };
 
-        let database = match env.get("DATABASE_URL") {
+        // The URL can hold the database password: it may come from a file.
+        let database = match secret(env, "DATABASE_URL")? {
             None => DatabaseLocation::Sqlite(data_dir.join("issuer.sqlite3")),
             Some(url) => parse_database_url(&url)?,
         };
@@ -303,7 +309,8 @@ fn invalid(var: &'static str, reason: &str) -> ConfigError {
     }
 }
 
-/// `DATABASE_URL`: a file path, or `sqlite://PATH`.
+/// `DATABASE_URL`: a file path, `sqlite://PATH`, or a PostgreSQL URL
+/// (`postgres://` or `postgresql://`).
 pub fn parse_database_url(url: &str) -> Result<DatabaseLocation, ConfigError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -311,16 +318,15 @@ pub fn parse_database_url(url: &str) -> Result<DatabaseLocation, ConfigError> {
         }
         return Ok(DatabaseLocation::Sqlite(PathBuf::from(path)));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(invalid(
-            "DATABASE_URL",
-            "PostgreSQL is not supported yet; use a file path or sqlite://PATH",
-        ));
+    if PgUrl::is_postgres(url) {
+        return PgUrl::parse(url)
+            .map(DatabaseLocation::Postgres)
+            .map_err(|reason| invalid("DATABASE_URL", &reason));
     }
     if url.contains("://") {
         return Err(invalid(
             "DATABASE_URL",
-            "unknown scheme; use a file path or sqlite://PATH",
+            "unknown scheme; use a file path, sqlite://PATH or postgresql://USER@HOST/DATABASE",
         ));
     }
     Ok(DatabaseLocation::Sqlite(PathBuf::from(url)))
@@ -496,7 +502,18 @@ mod tests {
             parse_database_url("data/x.db"),
             Ok(DatabaseLocation::Sqlite("data/x.db".into()))
         );
-        assert!(parse_database_url("postgres://u@h/db").is_err());
+        assert!(matches!(
+            parse_database_url("postgres://u@h/db"),
+            Ok(DatabaseLocation::Postgres(u)) if u.redacted() == "postgresql://u@h:5432/db"
+        ));
+        assert!(matches!(
+            parse_database_url("postgresql://u:pw@/db?host=/cloudsql/p:r:i"),
+            Ok(DatabaseLocation::Postgres(_))
+        ));
+        let Err(err) = parse_database_url("postgresql://u:hunter2@h") else {
+            panic!("a URL without a database was accepted")
+        };
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(parse_database_url("mysql://h/db").is_err());
         assert!(parse_database_url("sqlite://").is_err());
     }

@@ -58,8 +58,8 @@ async fn license(store: &SharedStore, devices: u32) -> LicenseKey {
 }
 
 /// Runs every check of the suite as its own test, each on a fresh store
-/// made by `$fresh` (an async expression giving `(guard, SharedStore)`; the
-/// guard keeps the database alive and drops it at the end).
+/// made by `$fresh` (an async expression giving `Some((guard, SharedStore))`;
+/// the guard keeps the database alive and drops it at the end).
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh:expr) => {
@@ -88,7 +88,11 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let (_guard, store) = $fresh;
+                // `None`: the backend is not available here (and the
+                // harness has said so; under CI=true it fails instead).
+                let Some((_guard, store)) = ($fresh) else {
+                    return;
+                };
                 $crate::store::conformance::$name(store).await;
             }
         )*

@@ -9,9 +9,11 @@
 //! ([`StorageError`] for the database's own failures); no database type
 //! leaves this module.
 //!
-//! Backends: [`sqlite`] (embedded, one process). Every backend passes the
-//! same conformance tests (`store/conformance.rs`).
+//! Backends: [`sqlite`] (embedded, one process) and [`postgres`] (any
+//! number of processes on one server). Every backend passes the same
+//! conformance tests (`store/conformance.rs`).
 
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -57,6 +59,12 @@ pub enum OpenError {
 /// its schema up to date.
 pub fn open_sqlite(path: &std::path::Path) -> Result<SharedStore, OpenError> {
     Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+}
+
+/// Connects to the PostgreSQL database at `url` and brings its schema up
+/// to date (under an advisory lock: several processes may start at once).
+pub async fn open_postgres(url: &postgres::PgUrl) -> Result<SharedStore, OpenError> {
+    Ok(Arc::new(postgres::PgStore::open(url).await?))
 }
 
 /// All of the issuer's storage.

@@ -35,17 +35,17 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (
         1,
         "0001_initial.sql",
-        include_str!("../../../../migrations/0001_initial.sql"),
+        include_str!("../../../../migrations/sqlite/0001_initial.sql"),
     ),
     (
         2,
         "0002_security.sql",
-        include_str!("../../../../migrations/0002_security.sql"),
+        include_str!("../../../../migrations/sqlite/0002_security.sql"),
     ),
     (
         3,
         "0003_billing.sql",
-        include_str!("../../../../migrations/0003_billing.sql"),
+        include_str!("../../../../migrations/sqlite/0003_billing.sql"),
     ),
 ];
 
@@ -230,7 +230,7 @@ mod conformance {
     crate::conformance_tests!({
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::open_sqlite(&dir.path().join("conformance.sqlite3")).unwrap();
-        (dir, store)
+        Some((dir, store))
     });
 }
 
@@ -280,7 +280,7 @@ mod tests {
             assert_eq!(*version as usize, i + 1);
             assert!(name.starts_with(&format!("{version:04}_")));
         }
-        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite"))
             .unwrap()
             .filter(|e| {
                 e.as_ref()

@@ -1,0 +1,494 @@
+//! Licenses and their activations on PostgreSQL.
+//!
+//! The seat invariant: an activation and a freed seat take a row lock on
+//! the license (`SELECT … FOR UPDATE`) before they count seats, so
+//! concurrent activations of one license, from any number of issuer
+//! processes, take their turn on that row; other licenses are not held
+//! up. A renewal is one query (license, this machine's activation, the
+//! seat count and, for an expired license, the failed payment), plus an
+//! update of the last renewal time at most once a minute: at most two
+//! round trips.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use verifier::{HardwareId, ProjectLimit};
+
+use super::{PgStore, to_u32};
+use crate::domain::StorageError;
+use crate::domain::license::{
+    Activation, Grant, License, LicenseError, LicenseStatus, NewLicense, Seat,
+    VALIDATION_TIME_RESOLUTION, project_limit_column,
+};
+use crate::domain::license_key::LicenseKey;
+use crate::store::Licenses;
+
+/// The license columns, 13 of them, read by [`license_from_row`].
+const LICENSE_COLUMNS: &str = "l.id, l.key_hint, l.organization_id, o.name, l.email, l.tier, \
+     l.status, l.expires_at, l.max_activations, l.max_projects, l.ai_requests, l.created_at, \
+     l.revoked_reason";
+const LICENSE_WIDTH: usize = 13;
+
+/// When the license's subscription is in a failed-payment state: since
+/// when (one column, after the license's).
+const FAILED_PAYMENT: &str = "(SELECT s.past_due_since FROM subscriptions s
+      WHERE s.stripe_subscription_id = l.stripe_subscription_id
+        AND s.status IN ('past_due', 'unpaid'))";
+
+/// The activation columns, 8 of them, read by [`activation_from_row`].
+const ACTIVATION_COLUMNS: &str = "a.id, a.license_id, a.hardware_id, a.machine_name, a.status, \
+     a.activated_at, a.last_validated_at, a.deactivated_at";
+
+fn bad(what: &str) -> StorageError {
+    StorageError::Failed(format!("unexpected {what} in the database"))
+}
+
+/// The license in the row's columns from `at`.
+pub(super) fn license_from_row(r: &Row, at: usize) -> Result<License, StorageError> {
+    let status: String = r.try_get(at + 6)?;
+    let max_projects: Option<i64> = r.try_get(at + 9)?;
+    Ok(License {
+        id: r.try_get(at)?,
+        key_hint: r.try_get(at + 1)?,
+        organization_id: r.try_get(at + 2)?,
+        organization_name: r.try_get(at + 3)?,
+        email: r.try_get(at + 4)?,
+        tier: r.try_get(at + 5)?,
+        status: LicenseStatus::parse(&status).ok_or_else(|| bad("license status"))?,
+        expires_at: r.try_get(at + 7)?,
+        max_activations: to_u32(r.try_get(at + 8)?)?,
+        max_projects: match max_projects {
+            None => ProjectLimit::Unlimited,
+            Some(n) => ProjectLimit::Limited(to_u32(n)?),
+        },
+        ai_requests: to_u32(r.try_get(at + 10)?)?,
+        created_at: r.try_get(at + 11)?,
+        revoked_reason: r.try_get(at + 12)?,
+    })
+}
+
+/// The activation in the row's columns from `at`, or `None` when they are
+/// NULL (an outer join found none).
+fn activation_from_row(r: &Row, at: usize) -> Result<Option<Activation>, StorageError> {
+    let Some(id) = r.try_get::<_, Option<String>>(at)? else {
+        return Ok(None);
+    };
+    let status: String = r.try_get(at + 4)?;
+    Ok(Some(Activation {
+        id,
+        license_id: r.try_get(at + 1)?,
+        hardware_id: r.try_get(at + 2)?,
+        machine_name: r.try_get(at + 3)?,
+        active: status == "active",
+        activated_at: r.try_get(at + 5)?,
+        last_validated_at: r.try_get(at + 6)?,
+        deactivated_at: r.try_get(at + 7)?,
+    }))
+}
+
+fn count(v: i64) -> Result<u32, StorageError> {
+    to_u32(v)
+}
+
+/// Inserts a license inside the caller's transaction (a checkout's
+/// completion creates one too); returns it with its key, shown only now.
+pub(super) async fn insert_license<C: GenericClient>(
+    client: &C,
+    new: &NewLicense<'_>,
+    now: i64,
+) -> Result<(License, LicenseKey), LicenseError> {
+    let key = LicenseKey::generate().map_err(|e| StorageError::Failed(e.to_string()))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let ent = new.plan.entitlements;
+    let max_projects = project_limit_column(ent.max_projects).map(i64::from);
+    let max_devices = i64::from(new.max_devices.unwrap_or(ent.max_devices));
+    let stmt = client
+        .prepare_cached(&format!(
+            "WITH l AS (
+                 INSERT INTO licenses (id, key_hash, key_hint, organization_id, email, tier,
+                     status, expires_at, max_activations, max_projects, ai_requests,
+                     stripe_subscription_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $12)
+                 RETURNING *)
+             SELECT {LICENSE_COLUMNS} FROM l LEFT JOIN organizations o ON o.id = l.organization_id"
+        ))
+        .await?;
+    let row = client
+        .query_one(
+            &stmt,
+            &[
+                &id,
+                &key.hash(),
+                &key.hint(),
+                &new.organization_id,
+                &new.email,
+                &new.plan.id,
+                &new.expires_at,
+                &max_devices,
+                &max_projects,
+                &i64::from(ent.ai_requests),
+                &new.stripe_subscription_id,
+                &now,
+            ],
+        )
+        .await?;
+    Ok((license_from_row(&row, 0)?, key))
+}
+
+/// The license with this id.
+pub(super) async fn license_by_id<C: GenericClient>(
+    client: &C,
+    id: &str,
+) -> Result<Option<License>, StorageError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {LICENSE_COLUMNS} FROM licenses l
+             LEFT JOIN organizations o ON o.id = l.organization_id WHERE l.id = $1"
+        ))
+        .await?;
+    match client.query_opt(&stmt, &[&id]).await? {
+        Some(row) => Ok(Some(license_from_row(&row, 0)?)),
+        None => Ok(None),
+    }
+}
+
+/// The license as its holder may use it at `now`; an expired license
+/// whose subscription failed to pay says so.
+fn usable(license: License, failed_at: Option<i64>, now: i64) -> Result<License, LicenseError> {
+    match license.check_usable(now) {
+        Ok(()) => Ok(license),
+        Err(LicenseError::Expired { since }) => Err(match failed_at {
+            Some(failed_at) => LicenseError::PaymentOverdue { since, failed_at },
+            None => LicenseError::Expired { since },
+        }),
+        Err(other) => Err(other),
+    }
+}
+
+/// The license with this key, locked until the transaction ends, with its
+/// failed payment (if any).
+async fn lock_by_key<C: GenericClient>(
+    client: &C,
+    key: &LicenseKey,
+) -> Result<Option<(License, Option<i64>)>, StorageError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {LICENSE_COLUMNS}, {FAILED_PAYMENT} FROM licenses l
+             LEFT JOIN organizations o ON o.id = l.organization_id
+             WHERE l.key_hash = $1 FOR UPDATE OF l"
+        ))
+        .await?;
+    match client.query_opt(&stmt, &[&key.hash()]).await? {
+        Some(row) => Ok(Some((
+            license_from_row(&row, 0)?,
+            row.try_get(LICENSE_WIDTH)?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The seats in use on a license and this machine's activation (if it has
+/// one), in one query.
+async fn seats_and_machine<C: GenericClient>(
+    client: &C,
+    license_id: &str,
+    hardware_id: &HardwareId,
+) -> Result<(u32, Option<Activation>), StorageError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT (SELECT count(*) FROM activations
+                     WHERE license_id = $1 AND status = 'active'), {ACTIVATION_COLUMNS}
+             FROM (SELECT 1) one
+             LEFT JOIN activations a ON a.license_id = $1 AND a.hardware_id = $2"
+        ))
+        .await?;
+    let row = client
+        .query_one(&stmt, &[&license_id, &hardware_id.to_hex()])
+        .await?;
+    Ok((count(row.try_get(0)?)?, activation_from_row(&row, 1)?))
+}
+
+async fn active_count<C: GenericClient>(client: &C, license_id: &str) -> Result<u32, StorageError> {
+    let stmt = client
+        .prepare_cached("SELECT count(*) FROM activations WHERE license_id = $1 AND status = 'active'")
+        .await?;
+    count(client.query_one(&stmt, &[&license_id]).await?.try_get(0)?)
+}
+
+#[async_trait]
+impl Licenses for PgStore {
+    async fn create_license(
+        &self,
+        new: &NewLicense<'_>,
+        now: i64,
+    ) -> Result<(License, LicenseKey), LicenseError> {
+        let conn = self.db.conn().await?;
+        insert_license(&conn, new, now).await
+    }
+
+    async fn license(&self, id: &str) -> Result<Option<License>, StorageError> {
+        let conn = self.db.conn().await?;
+        license_by_id(&conn, id).await
+    }
+
+    async fn license_by_key(&self, key: &LicenseKey) -> Result<Option<License>, StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {LICENSE_COLUMNS} FROM licenses l
+                 LEFT JOIN organizations o ON o.id = l.organization_id WHERE l.key_hash = $1"
+            ))
+            .await?;
+        match conn.query_opt(&stmt, &[&key.hash()]).await? {
+            Some(row) => Ok(Some(license_from_row(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn licenses_with_activations(
+        &self,
+        organization_id: Option<&str>,
+    ) -> Result<Vec<(License, Vec<Activation>)>, StorageError> {
+        let mut conn = self.db.conn().await?;
+        // One snapshot for both reads.
+        let tx = conn
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {LICENSE_COLUMNS} FROM licenses l
+                     LEFT JOIN organizations o ON o.id = l.organization_id
+                     WHERE $1::text IS NULL OR l.organization_id = $1
+                     ORDER BY l.created_at DESC, l.id"
+                ),
+                &[&organization_id],
+            )
+            .await?;
+        let licenses = rows
+            .iter()
+            .map(|r| license_from_row(r, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<&str> = licenses.iter().map(|l| l.id.as_str()).collect();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {ACTIVATION_COLUMNS} FROM activations a
+                     WHERE a.license_id = ANY($1)
+                     ORDER BY a.status = 'active' DESC, a.activated_at, a.id"
+                ),
+                &[&ids],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut out: Vec<(License, Vec<Activation>)> =
+            licenses.into_iter().map(|l| (l, Vec::new())).collect();
+        let index: std::collections::HashMap<String, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, (l, _))| (l.id.clone(), i))
+            .collect();
+        for row in &rows {
+            if let Some(a) = activation_from_row(row, 0)?
+                && let Some(&i) = index.get(&a.license_id)
+            {
+                out[i].1.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn activations(&self, license_id: &str) -> Result<Vec<Activation>, StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {ACTIVATION_COLUMNS} FROM activations a WHERE a.license_id = $1
+                 ORDER BY a.status = 'active' DESC, a.activated_at, a.id"
+            ))
+            .await?;
+        let rows = conn.query(&stmt, &[&license_id]).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.extend(activation_from_row(row, 0)?);
+        }
+        Ok(out)
+    }
+
+    async fn activate_seat(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+        machine_name: Option<&str>,
+        now: i64,
+    ) -> Result<Grant, LicenseError> {
+        let mut conn = self.db.conn().await?;
+        let tx = conn.transaction().await?;
+        let (license, failed_at) = lock_by_key(&tx, key)
+            .await?
+            .ok_or(LicenseError::NotFound)?;
+        let license = usable(license, failed_at, now)?;
+        let (used, existing) = seats_and_machine(&tx, &license.id, hardware_id).await?;
+        let already_active = existing.as_ref().is_some_and(|a| a.active);
+        if !already_active && used >= license.max_activations {
+            return Err(LicenseError::TooManyActivations {
+                max: license.max_activations,
+            });
+        }
+        let row = match existing {
+            Some(a) => {
+                let stmt = tx
+                    .prepare_cached(&format!(
+                        "UPDATE activations a SET status = 'active', deactivated_at = NULL,
+                             machine_name = coalesce($2, a.machine_name), last_validated_at = $3,
+                             activated_at = CASE WHEN a.status = 'active'
+                                                 THEN a.activated_at ELSE $3 END
+                         WHERE a.id = $1 RETURNING {ACTIVATION_COLUMNS}"
+                    ))
+                    .await?;
+                tx.query_one(&stmt, &[&a.id, &machine_name, &now]).await?
+            }
+            None => {
+                let stmt = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO activations AS a (id, license_id, hardware_id, machine_name,
+                             status, activated_at, last_validated_at)
+                         VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING {ACTIVATION_COLUMNS}"
+                    ))
+                    .await?;
+                let id = uuid::Uuid::new_v4().to_string();
+                tx.query_one(
+                    &stmt,
+                    &[&id, &license.id, &hardware_id.to_hex(), &machine_name, &now],
+                )
+                .await?
+            }
+        };
+        let activation = activation_from_row(&row, 0)?.ok_or_else(|| bad("missing activation"))?;
+        tx.commit().await?;
+        Ok(Grant {
+            license,
+            activation,
+            devices_used: if already_active { used } else { used + 1 },
+            already_active,
+        })
+    }
+
+    async fn renew_seat(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+        now: i64,
+    ) -> Result<Grant, LicenseError> {
+        let conn = self.db.conn().await?;
+        // One round trip reads everything a renewal decides on.
+        let stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {LICENSE_COLUMNS}, {FAILED_PAYMENT},
+                        (SELECT count(*) FROM activations c
+                         WHERE c.license_id = l.id AND c.status = 'active'),
+                        {ACTIVATION_COLUMNS}
+                 FROM licenses l
+                 LEFT JOIN organizations o ON o.id = l.organization_id
+                 LEFT JOIN activations a ON a.license_id = l.id AND a.hardware_id = $2
+                 WHERE l.key_hash = $1"
+            ))
+            .await?;
+        let row = conn
+            .query_opt(&stmt, &[&key.hash(), &hardware_id.to_hex()])
+            .await?
+            .ok_or(LicenseError::NotFound)?;
+        let license = license_from_row(&row, 0)?;
+        let failed_at: Option<i64> = row.try_get(LICENSE_WIDTH)?;
+        let devices_used = count(row.try_get(LICENSE_WIDTH + 1)?)?;
+        let activation = activation_from_row(&row, LICENSE_WIDTH + 2)?;
+        let license = usable(license, failed_at, now)?;
+        let mut activation = activation
+            .filter(|a| a.active)
+            .ok_or(LicenseError::NotActivated)?;
+        if now.saturating_sub(activation.last_validated_at) >= VALIDATION_TIME_RESOLUTION {
+            // Only ever moves forward, and only while the machine is active.
+            let stmt = conn
+                .prepare_cached(
+                    "UPDATE activations SET last_validated_at = $2
+                     WHERE id = $1 AND status = 'active' AND last_validated_at < $2",
+                )
+                .await?;
+            conn.execute(&stmt, &[&activation.id, &now]).await?;
+            activation.last_validated_at = now;
+        }
+        Ok(Grant {
+            license,
+            activation,
+            devices_used,
+            already_active: true,
+        })
+    }
+
+    async fn free_seat(
+        &self,
+        key: &LicenseKey,
+        seat: Seat<'_>,
+        now: i64,
+    ) -> Result<(License, Activation, u32), LicenseError> {
+        let mut conn = self.db.conn().await?;
+        let tx = conn.transaction().await?;
+        let (license, _) = lock_by_key(&tx, key)
+            .await?
+            .ok_or(LicenseError::NotFound)?;
+        // Frees the seat (if it is taken) and returns the activation as it
+        // is now, in one statement.
+        let (column, value, missing) = match seat {
+            Seat::Machine(hw) => ("hardware_id", hw.to_hex(), LicenseError::NotActivated),
+            Seat::Activation(id) => ("id", id.to_owned(), LicenseError::ActivationNotFound),
+        };
+        let stmt = tx
+            .prepare_cached(&format!(
+                "WITH target AS (
+                     SELECT id FROM activations WHERE license_id = $1 AND {column} = $2),
+                 freed AS (
+                     UPDATE activations a SET status = 'deactivated',
+                         deactivated_at = coalesce(a.deactivated_at, $3)
+                     WHERE a.id IN (SELECT id FROM target) AND a.status = 'active'
+                     RETURNING {ACTIVATION_COLUMNS})
+                 SELECT * FROM freed
+                 UNION ALL
+                 SELECT {ACTIVATION_COLUMNS} FROM activations a
+                 WHERE a.id IN (SELECT id FROM target) AND NOT EXISTS (SELECT 1 FROM freed)"
+            ))
+            .await?;
+        let row = tx
+            .query_opt(&stmt, &[&license.id, &value, &now])
+            .await?
+            .ok_or(missing)?;
+        let activation = activation_from_row(&row, 0)?.ok_or_else(|| bad("missing activation"))?;
+        let used = active_count(&tx, &license.id).await?;
+        tx.commit().await?;
+        Ok((license, activation, used))
+    }
+
+    async fn revoke_license(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<License, LicenseError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(&format!(
+                "WITH l AS (
+                     UPDATE licenses SET status = 'revoked', revoked_at = $2, revoked_reason = $3,
+                         updated_at = $2
+                     WHERE id = $1 RETURNING *)
+                 SELECT {LICENSE_COLUMNS} FROM l LEFT JOIN organizations o ON o.id = l.organization_id"
+            ))
+            .await?;
+        let row = conn
+            .query_opt(&stmt, &[&id, &now, &reason])
+            .await?
+            .ok_or(LicenseError::NotFound)?;
+        Ok(license_from_row(&row, 0)?)
+    }
+}

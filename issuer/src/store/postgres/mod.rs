@@ -1,0 +1,279 @@
+//! The PostgreSQL backend: the connection settings (`DATABASE_URL`), a
+//! pool of connections, the embedded migrations (applied under an advisory
+//! lock, so two processes migrating at once take turns), and [`PgStore`],
+//! which implements the storage interface with the SQL in this folder (one
+//! file per aggregate, as in `store/sqlite/`).
+//!
+//! The invariants hold inside PostgreSQL, so any number of issuer
+//! processes can share one database: a seat is taken under a row lock on
+//! its license (`SELECT … FOR UPDATE`), a Stripe event's id is inserted in
+//! the transaction of its effect, and mail is claimed with
+//! `FOR UPDATE SKIP LOCKED`.
+
+mod accounts;
+mod audit;
+mod billing;
+mod licenses;
+mod outbox;
+mod store;
+mod url;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+
+use super::OpenError;
+use crate::domain::StorageError;
+use crate::domain::account::AccountError;
+use crate::domain::billing::ApplyError;
+use crate::domain::license::LicenseError;
+
+pub use store::PgStore;
+pub use url::PgUrl;
+
+/// The numbered migrations in `migrations/postgres/`, embedded at build
+/// time. Schema version N is the state after applying the first N.
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
+    1,
+    "0001_schema.sql",
+    include_str!("../../../../migrations/postgres/0001_schema.sql"),
+)];
+
+/// The schema version this build writes.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The key of the advisory lock that migrations run under ("coditect").
+const MIGRATION_LOCK: i64 = 0x636f_6469_7465_6374;
+
+/// How many connections one issuer process keeps at most. Cloud SQL's
+/// smallest tiers allow 25 to 100 connections for all instances together.
+const POOL_SIZE: usize = 16;
+
+/// How long a request waits for a connection, or for a new connection to
+/// be made, before the database counts as unavailable.
+const WAIT: Duration = Duration::from_secs(5);
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let transient = match e.code() {
+            // No answer from the server at all: a broken or refused
+            // connection.
+            None => true,
+            Some(code) => {
+                code.code().starts_with("08") // connection exception
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::TOO_MANY_CONNECTIONS
+                    || *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW
+            }
+        };
+        // The server's own message (with its detail) is more useful in the
+        // log than the client's summary.
+        let text = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        };
+        if transient {
+            StorageError::Unavailable(text)
+        } else {
+            StorageError::Failed(text)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StorageError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StorageError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// `?` on SQL inside operations that answer with a domain error.
+macro_rules! storage_error_from_postgres {
+    ($($t:ty),*) => {$(
+        impl From<tokio_postgres::Error> for $t {
+            fn from(e: tokio_postgres::Error) -> Self {
+                <$t>::from(StorageError::from(e))
+            }
+        }
+        impl From<deadpool_postgres::PoolError> for $t {
+            fn from(e: deadpool_postgres::PoolError) -> Self {
+                <$t>::from(StorageError::from(e))
+            }
+        }
+    )*};
+}
+storage_error_from_postgres!(LicenseError, AccountError, ApplyError);
+
+/// Whether an error is a unique-constraint violation (someone else
+/// inserted the same key first).
+pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// A count or limit kept as BIGINT, read as the unsigned number the
+/// domain uses; a negative or oversized value is a database error.
+pub(crate) fn to_u32(v: i64) -> Result<u32, StorageError> {
+    u32::try_from(v).map_err(|_| StorageError::Failed(format!("{v} is not a count")))
+}
+
+/// A pool of connections to one database.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pub(crate) pool: Pool,
+    location: String,
+}
+
+impl Db {
+    /// Connects, checks the server answers, and applies pending
+    /// migrations.
+    pub(crate) async fn open(url: &PgUrl) -> Result<Self, OpenError> {
+        let location = url.redacted();
+        let open_err = |e: &dyn std::fmt::Display| OpenError::Open {
+            location: location.clone(),
+            reason: e.to_string(),
+        };
+        let manager = Manager::from_config(
+            url.config().clone(),
+            url.tls().map_err(|e| open_err(&e))?,
+            ManagerConfig {
+                // Checks a connection with a cheap query before handing it
+                // out again, so a server restart costs one failed check,
+                // not one failed request.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(WAIT))
+            .create_timeout(Some(WAIT))
+            .recycle_timeout(Some(WAIT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| open_err(&e))?;
+        let db = Db { pool, location };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub(crate) fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// A connection from the pool.
+    pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Applies every migration newer than the database, each in its own
+    /// transaction together with its version row, while holding an
+    /// advisory lock: a second process waits, then finds nothing to do.
+    /// Refuses a database from a newer build.
+    async fn migrate(&self) -> Result<u32, OpenError> {
+        let failed = |name: &str, e: &dyn std::fmt::Display| OpenError::Migration {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        };
+        let opening = "(opening)";
+        let mut conn = self.pool.get().await.map_err(|e| OpenError::Open {
+            location: self.location.clone(),
+            reason: e.to_string(),
+        })?;
+        conn.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    BIGINT PRIMARY KEY,
+                 name       TEXT NOT NULL,
+                 applied_at BIGINT NOT NULL
+             )",
+        )
+        .await
+        .or_else(|e| {
+            // Two processes creating the table at once: one wins.
+            if is_unique_violation(&e) {
+                Ok(())
+            } else {
+                Err(failed(opening, &e))
+            }
+        })?;
+        conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| failed(opening, &e))?;
+        let result = self.migrate_locked(&mut conn).await;
+        let unlocked = conn
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        let version = result?;
+        unlocked.map_err(|e| failed(opening, &e))?;
+        Ok(version)
+    }
+
+    async fn migrate_locked(&self, conn: &mut deadpool_postgres::Object) -> Result<u32, OpenError> {
+        let failed = |name: &str, e: &dyn std::fmt::Display| OpenError::Migration {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        };
+        let found = version_of(conn)
+            .await
+            .map_err(|e| failed("(reading the version)", &e))?;
+        let known = latest_version();
+        if found > known {
+            return Err(OpenError::NewerSchema {
+                location: self.location.clone(),
+                found,
+                known,
+            });
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+            let tx = conn.transaction().await.map_err(|e| failed(name, &e))?;
+            tx.batch_execute(sql).await.map_err(|e| failed(name, &e))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[&i64::from(*version), name, &now],
+            )
+            .await
+            .map_err(|e| failed(name, &e))?;
+            tx.commit().await.map_err(|e| failed(name, &e))?;
+        }
+        version_of(conn)
+            .await
+            .map_err(|e| failed("(reading the version)", &e))
+    }
+}
+
+/// The schema version recorded in the database (0 when empty).
+pub(crate) async fn version_of(
+    conn: &tokio_postgres::Client,
+) -> Result<u32, tokio_postgres::Error> {
+    let row = conn
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
+        .await?;
+    let v: i64 = row.get(0);
+    Ok(u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+/// The storage conformance suite, each test on its own new database.
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
+mod conformance {
+    crate::conformance_tests!({
+        match super::testing::TestDatabase::create().await {
+            Some(db) => {
+                let store = db.open().await;
+                Some((db, store))
+            }
+            None => None,
+        }
+    });
+}

@@ -1,0 +1,44 @@
+//! [`PgStore`]: the storage interface over a PostgreSQL database. The
+//! traits are implemented one per file (`accounts.rs`, `licenses.rs`,
+//! `billing/`, `outbox.rs`, `audit.rs`); this file has the handle and
+//! [`Store`] itself.
+
+use async_trait::async_trait;
+
+use super::{Db, PgUrl};
+use crate::domain::StorageError;
+use crate::store::{OpenError, Store};
+
+/// The PostgreSQL backend: any number of issuer processes may share one
+/// database.
+#[derive(Clone)]
+pub struct PgStore {
+    pub(super) db: Db,
+}
+
+impl PgStore {
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &PgUrl) -> Result<Self, OpenError> {
+        Ok(PgStore {
+            db: Db::open(url).await?,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StorageError> {
+        let conn = self.db.conn().await?;
+        conn.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<u32, StorageError> {
+        let conn = self.db.conn().await?;
+        Ok(super::version_of(&conn).await?)
+    }
+
+    fn location(&self) -> String {
+        self.db.location().to_owned()
+    }
+}
