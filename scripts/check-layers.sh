@@ -34,10 +34,11 @@ forbid store 'crate::config\b' "config (the store takes what it needs as paramet
 forbid app 'crate::(http|admin|serve)\b' "http, admin or serve"
 
 # 3. SQL and the database driver live under store/ only.
-outside=$(grep -rlE 'rusqlite|r2d2' "$src" --include='*.rs' | grep -v "^$src/store/" || true)
+outside=$(grep -rlE 'rusqlite|r2d2|tokio_postgres|deadpool_postgres|postgres_native_tls' "$src" \
+    --include='*.rs' | grep -v "^$src/store/" || true)
 if [ -n "$outside" ]; then
     echo "$outside" >&2
-    fail "rusqlite/r2d2 used outside $src/store/"
+    fail "a database driver (rusqlite, r2d2, tokio_postgres, deadpool) used outside $src/store/"
 fi
 
 # 4. No file over 600 lines in issuer/src without a reason at its top.

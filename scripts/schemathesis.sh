@@ -3,8 +3,11 @@
 # /openapi.json and checks every response (no 5xx, status codes, content
 # types and bodies as documented, valid data accepted, invalid data refused).
 # Run by scripts/test.sh; needs `pip install -r tests/python/requirements.txt`.
+# Usage: scripts/schemathesis.sh [sqlite|postgres]   (default sqlite; on
+# postgres, a database of its own on the server CODITECT_TEST_POSTGRES names)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BACKEND=${1:-sqlite}
 cargo build --locked -q -p coditect-issuer --bin coditect-issuer
 cargo build --locked -q -p coditect-tests --bin fake-stripe
 BIN=${CARGO_TARGET_DIR:-target}/debug/coditect-issuer
@@ -23,13 +26,27 @@ set -a
 # shellcheck disable=SC1091
 . "$DATA/stripe.env"
 set +a
+drop_db() { :; }
+if [ "$BACKEND" = postgres ]; then
+    # shellcheck source=scripts/postgres.sh
+    . scripts/postgres.sh
+    postgres_for_tests
+    DBNAME=coditect_schemathesis_$$
+    psql "$CODITECT_TEST_POSTGRES" -XAtqc "CREATE DATABASE $DBNAME"
+    export DATABASE_URL=${CODITECT_TEST_POSTGRES%/*}/$DBNAME
+    drop_db() {
+        psql "$CODITECT_TEST_POSTGRES" -XAtqc "DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)" || true
+        postgres_throwaway_stop
+    }
+fi
+echo "schemathesis on $BACKEND"
 # Rate limits are tested on their own; here they would only answer 429.
 CODITECT_DATA_DIR=$DATA RUST_LOG=info NO_COLOR=1 \
 RATE_LIMIT_LOGIN=1000000/min RATE_LIMIT_SIGNUP=1000000/min RATE_LIMIT_VALIDATE=1000000/min \
 RATE_LIMIT_ACTIVATE=1000000/hour RATE_LIMIT_LICENSE_IP=1000000/min \
     "$BIN" serve --bind 127.0.0.1:0 2>"$LOG" &
 PID=$!
-trap 'kill $PID $FAKE_PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
+trap 'kill $PID $FAKE_PID 2>/dev/null || true; drop_db; rm -rf "$DATA"' EXIT
 URL=
 for _ in $(seq 1 300); do
     URL=$(grep -o 'listening on http://[0-9.:]*' "$LOG" | head -n1 | sed 's/listening on //') || true

@@ -28,11 +28,20 @@ python3 -m openapi_spec_validator schemas/openapi.json
 # The architecture rules the compiler cannot check (docs/ARCHITECTURE.md).
 scripts/check-layers.sh
 
+# PostgreSQL: the server CODITECT_TEST_POSTGRES names, else the one on
+# 127.0.0.1:5432, else a throwaway one (initdb into a temporary folder,
+# stopped when this script ends). Every test makes its own database.
+# shellcheck source=scripts/postgres.sh
+. scripts/postgres.sh
+postgres_for_tests
+
 cargo test --workspace --locked "$@"
 
 # The distribution build of the CLI (no dev-keys) on its own: it must refuse
 # tokens signed with the public development key.
 cargo test --locked -p coditect-cli
 
-# Property-based test of the running API against its spec.
-scripts/schemathesis.sh
+# Property-based test of the running API against its spec, on each
+# backend.
+scripts/schemathesis.sh sqlite
+scripts/schemathesis.sh postgres

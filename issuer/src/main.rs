@@ -29,6 +29,14 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Copy the SQLite database to a new file, consistently, while the server may be running.
+    Backup {
+        /// The new file (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -162,6 +170,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { bind } => serve::run(bind),
         Command::Migrate => admin::migrate(),
+        Command::Backup { out, json } => admin::backup(&out, json),
         Command::Audit {
             since,
             event,

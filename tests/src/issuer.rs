@@ -126,7 +126,8 @@ fn locate_or_build_issuer() -> PathBuf {
 }
 
 /// A `coditect-issuer` command with a clean configuration, working on
-/// `data_dir`, with [`TEST_RATE_LIMITS`] and then `env` set on top.
+/// `data_dir` (and on the PostgreSQL database a [`crate::database::TestDatabase`]
+/// made for it, if any), with [`TEST_RATE_LIMITS`] and then `env` set on top.
 pub fn issuer_command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(issuer_bin());
     for var in ISSUER_VARS {
@@ -136,6 +137,10 @@ pub fn issuer_command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
         if name.to_str().is_some_and(|n| n.starts_with("STRIPE_")) {
             cmd.env_remove(name);
         }
+    }
+    // A test on PostgreSQL named its database in the data folder.
+    if let Some(url) = crate::database::database_url_for(data_dir) {
+        cmd.env("DATABASE_URL", url);
     }
     cmd.env("CODITECT_DATA_DIR", data_dir)
         .env("RUST_LOG", "info")

@@ -8,6 +8,7 @@ pub mod billing;
 pub mod binaries;
 pub mod browser;
 pub mod cli;
+pub mod database;
 pub mod fake_stripe;
 pub mod issuer;
 pub mod smtp;

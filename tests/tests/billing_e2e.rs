@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use coditect_tests::billing::{BillingEnv, Purchase, open_db, query_rows};
+use coditect_tests::database::{Backend, TestDatabase};
 use coditect_tests::fake_stripe::{StoredEvent, unix_now};
 use coditect_tests::issuer::hardware_id;
 use serde_json::{Value, json};
@@ -402,9 +403,15 @@ fn webhook_signatures_python_made_ones_pass_and_bad_ones_change_nothing() {
     assert_eq!(d.status, Some(413), "{d:?}");
 }
 
-#[test]
-fn the_same_event_twenty_times_ten_at_once_makes_one_license_and_one_mail() {
+coditect_tests::on_both_backends!(
+    the_same_event_twenty_times_ten_at_once_makes_one_license_and_one_mail
+);
+
+fn the_same_event_twenty_times_ten_at_once_makes_one_license_and_one_mail(backend: Backend) {
     let dir = data_dir();
+    let Some(db) = TestDatabase::create(backend, dir.path()) else {
+        return;
+    };
     let env = BillingEnv::start(dir.path(), &[]);
     env.stripe.pause_deliveries();
     let jwt = env.account("twice@example.com", "Twice Ltd");
@@ -443,11 +450,10 @@ fn the_same_event_twenty_times_ten_at_once_makes_one_license_and_one_mail() {
     for id in queued.iter().rev().chain(queued.iter()) {
         assert_eq!(env.stripe.deliver(id).status, Some(200));
     }
-    let db = open_db(dir.path());
-    assert_eq!(count(&db, "SELECT count(*) FROM licenses"), 1);
-    assert_eq!(count(&db, "SELECT count(*) FROM email_outbox"), 1);
-    assert_eq!(count(&db, "SELECT count(*) FROM subscriptions"), 1);
-    let license = one(&db, "SELECT * FROM licenses");
+    assert_eq!(db.count("SELECT count(*) FROM licenses"), 1);
+    assert_eq!(db.count("SELECT count(*) FROM email_outbox"), 1);
+    assert_eq!(db.count("SELECT count(*) FROM subscriptions"), 1);
+    let license = db.one("SELECT * FROM licenses");
     assert_eq!(license["tier"], "pilot-starter");
     assert_eq!(license["max_activations"], 1);
     assert_eq!(

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use coditect_tests::database::{Backend, TestDatabase};
 use coditect_tests::issuer::{
     Client, HttpResponse, IssuerServer, admin, admin_with_env, create_license, decode_token,
     hardware_id, issuer_command, key_ring_from_jwks, run_with_timeout, show_license, unix_now,
@@ -73,9 +74,30 @@ fn active_hardware_ids(license: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// `PRAGMA integrity_check` is "ok" and `PRAGMA foreign_key_check` finds
-/// nothing.
-fn assert_database_consistent(db: &Path) {
+/// On SQLite, `PRAGMA integrity_check` is "ok" and `PRAGMA
+/// foreign_key_check` finds nothing; on PostgreSQL (which enforces its
+/// foreign keys itself), no activation lacks its license and every seat
+/// count is within its license's limit.
+fn assert_database_consistent(db: &TestDatabase, data_dir: &Path) {
+    if db.backend() == Backend::Postgres {
+        assert_eq!(
+            db.count(
+                "SELECT count(*) FROM activations a LEFT JOIN licenses l ON l.id = a.license_id
+                 WHERE l.id IS NULL"
+            ),
+            0
+        );
+        assert_eq!(
+            db.count(
+                "SELECT count(*) FROM licenses l WHERE l.max_activations <
+                     (SELECT count(*) FROM activations a
+                      WHERE a.license_id = l.id AND a.status = 'active')"
+            ),
+            0
+        );
+        return;
+    }
+    let db = &data_dir.join("issuer.sqlite3");
     assert!(db.is_file(), "no database at {}", db.display());
     let conn = rusqlite::Connection::open(db).expect("open the issuer database");
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
@@ -296,10 +318,17 @@ fn activate_validate_deactivate_over_http_with_verified_tokens() {
 /// The issue's concurrency test: 50 simultaneous activations of distinct
 /// machines on a 3-device license give exactly 3 successes and 47
 /// `too_many_activations`.
-#[test]
-fn fifty_simultaneous_activations_on_a_three_device_license_give_exactly_three() {
+coditect_tests::on_both_backends!(
+    fifty_simultaneous_activations_on_a_three_device_license_give_exactly_three,
+    acknowledged_activations_survive_a_kill_9_mid_load,
+);
+
+fn fifty_simultaneous_activations_on_a_three_device_license_give_exactly_three(backend: Backend) {
     const MACHINES: usize = 50;
     let dir = data_dir();
+    let Some(_db) = TestDatabase::create(backend, dir.path()) else {
+        return;
+    };
     let server = IssuerServer::start(dir.path());
     let license = create_license(
         dir.path(),
@@ -382,14 +411,15 @@ struct LoadRecord {
 
 /// Restart safety: kill -9 in the middle of a load of activations and
 /// validations; every acknowledged activation survives, the seat limit
-/// holds and SQLite's checks pass.
-#[test]
-fn acknowledged_activations_survive_a_kill_9_mid_load() {
+/// holds and the database's own checks pass.
+fn acknowledged_activations_survive_a_kill_9_mid_load(backend: Backend) {
     const THREADS: usize = 4;
     const KILL_AFTER: usize = 100;
     const MAX_DEVICES: u64 = 1000;
     let dir = data_dir();
-    let db = dir.path().join("issuer.sqlite3");
+    let Some(db) = TestDatabase::create(backend, dir.path()) else {
+        return;
+    };
     let mut server = IssuerServer::start(dir.path());
     let license = create_license(
         dir.path(),
@@ -479,8 +509,8 @@ fn acknowledged_activations_survive_a_kill_9_mid_load() {
     );
     assert!(record.activated.len() >= KILL_AFTER);
 
-    // The files as the killed process left them.
-    assert_database_consistent(&db);
+    // The database as the killed process left it.
+    assert_database_consistent(&db, dir.path());
 
     let server = IssuerServer::start(dir.path());
     let ring = dev_key_ring();
@@ -501,6 +531,10 @@ fn acknowledged_activations_survive_a_kill_9_mid_load() {
     let devices_used = shown["devices_used"].as_u64().expect("devices_used");
     assert_eq!(devices_used, active.len() as u64);
     assert!(devices_used <= MAX_DEVICES);
+    assert_eq!(
+        db.count("SELECT count(*) FROM activations WHERE status = 'active'"),
+        i64::try_from(devices_used).unwrap()
+    );
     // At most one in-flight activation per thread may have committed
     // without its answer arriving.
     assert!(
@@ -509,7 +543,7 @@ fn acknowledged_activations_survive_a_kill_9_mid_load() {
         active.len(),
         acknowledged.len()
     );
-    assert_database_consistent(&db);
+    assert_database_consistent(&db, dir.path());
     eprintln!(
         "kill -9 after {} acknowledged activations; {} active after the restart",
         acknowledged.len(),

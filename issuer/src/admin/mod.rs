@@ -18,10 +18,11 @@ pub use self::offline::{
     OFFLINE_REQUEST_FORMAT, OFFLINE_TOKEN_FORMAT, OfflineRequest, OfflineToken, issue_offline,
 };
 
-use crate::config::{ConfigError, Overrides};
+use crate::config::{ConfigError, DatabaseLocation, Overrides};
 use crate::domain::StorageError;
 use crate::domain::license::LicenseError;
 use crate::serve::{load_config, open_store};
+use crate::store::sqlite::{BackupError, SqliteStore};
 use crate::store::{OpenError, SharedStore};
 
 /// Why a command failed; the exit code tells scripts whether it was the
@@ -112,6 +113,50 @@ pub(crate) fn print_json(value: &serde_json::Value) -> Result<(), AdminError> {
         serde_json::to_string_pretty(value).map_err(|e| AdminError::Unexpected(e.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+/// `coditect-issuer backup --out FILE`: a consistent copy of the SQLite
+/// database, made while the server may be serving. PostgreSQL has its own
+/// tools (`pg_dump`, Cloud SQL's automated backups).
+pub fn backup(out: &std::path::Path, json: bool) -> Result<(), AdminError> {
+    let config = load_config(&Overrides::default())?;
+    let path = match &config.database {
+        DatabaseLocation::Sqlite(path) => path.clone(),
+        DatabaseLocation::Postgres(url) => {
+            return Err(AdminError::User(format!(
+                "backup copies the SQLite database; {} is PostgreSQL: use \
+                 `pg_dump --format=custom --file=FILE \"$DATABASE_URL\"` (restore with pg_restore) \
+                 or Cloud SQL's automated backups",
+                url.redacted()
+            )));
+        }
+    };
+    if !path.is_file() {
+        return Err(AdminError::User(format!(
+            "there is no database at {} to back up",
+            path.display()
+        )));
+    }
+    let store = SqliteStore::open(&path)?;
+    run(async {
+        store.backup_to(out).await.map_err(|e| match e {
+            BackupError::Storage(s) => AdminError::Unexpected(s.to_string()),
+            other => AdminError::User(other.to_string()),
+        })
+    })?;
+    if json {
+        print_json(&serde_json::json!({
+            "database": path.display().to_string(),
+            "backup": out.display().to_string(),
+        }))
+    } else {
+        println!("backed up {} to {}", path.display(), out.display());
+        println!(
+            "restore: stop the issuer, then point DATABASE_URL at the copy (or copy it over {})",
+            path.display()
+        );
+        Ok(())
+    }
 }
 
 pub fn migrate() -> Result<(), AdminError> {

@@ -9,7 +9,9 @@ use super::PgStore;
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, User};
 use crate::domain::audit::Event;
-use crate::domain::billing::{ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent};
+use crate::domain::billing::{
+    ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
+};
 use crate::domain::license::{Activation, Grant, License, LicenseError, NewLicense, Seat};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};

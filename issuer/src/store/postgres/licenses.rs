@@ -210,7 +210,9 @@ async fn seats_and_machine<C: GenericClient>(
 
 async fn active_count<C: GenericClient>(client: &C, license_id: &str) -> Result<u32, StorageError> {
     let stmt = client
-        .prepare_cached("SELECT count(*) FROM activations WHERE license_id = $1 AND status = 'active'")
+        .prepare_cached(
+            "SELECT count(*) FROM activations WHERE license_id = $1 AND status = 'active'",
+        )
         .await?;
     count(client.query_one(&stmt, &[&license_id]).await?.try_get(0)?)
 }
@@ -326,9 +328,7 @@ impl Licenses for PgStore {
     ) -> Result<Grant, LicenseError> {
         let mut conn = self.db.conn().await?;
         let tx = conn.transaction().await?;
-        let (license, failed_at) = lock_by_key(&tx, key)
-            .await?
-            .ok_or(LicenseError::NotFound)?;
+        let (license, failed_at) = lock_by_key(&tx, key).await?.ok_or(LicenseError::NotFound)?;
         let license = usable(license, failed_at, now)?;
         let (used, existing) = seats_and_machine(&tx, &license.id, hardware_id).await?;
         let already_active = existing.as_ref().is_some_and(|a| a.active);
@@ -435,9 +435,7 @@ impl Licenses for PgStore {
     ) -> Result<(License, Activation, u32), LicenseError> {
         let mut conn = self.db.conn().await?;
         let tx = conn.transaction().await?;
-        let (license, _) = lock_by_key(&tx, key)
-            .await?
-            .ok_or(LicenseError::NotFound)?;
+        let (license, _) = lock_by_key(&tx, key).await?.ok_or(LicenseError::NotFound)?;
         // Frees the seat (if it is taken) and returns the activation as it
         // is now, in one statement.
         let (column, value, missing) = match seat {

@@ -255,7 +255,10 @@ pub(crate) async fn version_of(
     conn: &tokio_postgres::Client,
 ) -> Result<u32, tokio_postgres::Error> {
     let row = conn
-        .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
         .await?;
     let v: i64 = row.get(0);
     Ok(u32::try_from(v).unwrap_or(u32::MAX))

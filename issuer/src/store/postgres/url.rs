@@ -190,8 +190,12 @@ impl PgUrl {
         if let Some(path) = &self.root_cert {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
-            let cert = native_tls::Certificate::from_pem(&pem)
-                .map_err(|e| format!("sslrootcert {} is not a PEM certificate: {e}", path.display()))?;
+            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
+                format!(
+                    "sslrootcert {} is not a PEM certificate: {e}",
+                    path.display()
+                )
+            })?;
             builder.add_root_certificate(cert);
         }
         builder.danger_accept_invalid_certs(!checked_chain);
@@ -230,10 +234,9 @@ mod tests {
 
     #[test]
     fn the_cloud_sql_socket_form_parses() {
-        let u = PgUrl::parse(
-            "postgresql://issuer:pw@/licenses?host=/cloudsql/acme:europe-west1:pilot",
-        )
-        .unwrap();
+        let u =
+            PgUrl::parse("postgresql://issuer:pw@/licenses?host=/cloudsql/acme:europe-west1:pilot")
+                .unwrap();
         assert_eq!(
             u.redacted(),
             "postgresql://issuer@/licenses?host=/cloudsql/acme:europe-west1:pilot"

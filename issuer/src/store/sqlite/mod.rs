@@ -100,6 +100,51 @@ fn scrub(conn: &Connection) {
     }
 }
 
+/// Why a backup could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0} exists already; choose a new file (a backup never overwrites one)")]
+    Exists(String),
+    #[error("cannot write the backup at {path}: {reason}")]
+    Write { path: String, reason: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Copies the open database `conn` to a new file `out` (see
+/// [`SqliteStore::backup_to`]).
+fn backup(conn: &mut Connection, out: &Path) -> Result<(), BackupError> {
+    let write_err = |e: &dyn std::fmt::Display| BackupError::Write {
+        path: out.display().to_string(),
+        reason: e.to_string(),
+    };
+    if out.exists() {
+        return Err(BackupError::Exists(out.display().to_string()));
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let partial = tempfile::Builder::new()
+        .prefix(".coditect-backup-")
+        .tempfile_in(&dir)
+        .map_err(|e| write_err(&e))?;
+    {
+        let mut dst = Connection::open(partial.path()).map_err(|e| write_err(&e))?;
+        let copy = rusqlite::backup::Backup::new(conn, &mut dst).map_err(StorageError::from)?;
+        copy.run_to_completion(512, Duration::ZERO, None)
+            .map_err(StorageError::from)?;
+    }
+    // `persist_noclobber` refuses an `out` made in the meantime.
+    partial
+        .persist_noclobber(out)
+        .map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => BackupError::Exists(out.display().to_string()),
+            _ => write_err(&e.error),
+        })?;
+    Ok(())
+}
+
 /// A pool of connections to one SQLite file.
 #[derive(Clone)]
 pub(crate) struct Db {
@@ -280,16 +325,17 @@ mod tests {
             assert_eq!(*version as usize, i + 1);
             assert!(name.starts_with(&format!("{version:04}_")));
         }
-        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".sql")
-            })
-            .count();
+        let on_disk =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".sql")
+                })
+                .count();
         assert_eq!(
             on_disk,
             MIGRATIONS.len(),

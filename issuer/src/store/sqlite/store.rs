@@ -40,6 +40,16 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.db.path
     }
+
+    /// Copies the database to `out` with SQLite's online backup API: a
+    /// consistent copy while the server keeps serving (a write during the
+    /// copy makes it start over, so the copy is of one moment). The copy
+    /// is written beside `out` and renamed into place, readable only by
+    /// its owner; an existing `out` is refused.
+    pub async fn backup_to(&self, out: &Path) -> Result<(), super::BackupError> {
+        let out = out.to_path_buf();
+        self.db.run(move |conn| super::backup(conn, &out)).await
+    }
 }
 
 /// A storage error of an operation that answers with a domain error.

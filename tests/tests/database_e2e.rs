@@ -1,0 +1,213 @@
+//! The issuer's databases from the operator's side, with the real binary:
+//! PostgreSQL selected by `DATABASE_URL`, migrations that two processes may
+//! run at once, a database from a newer build refused, connection errors
+//! that say what is wrong without printing the password, and the SQLite
+//! backup taken while the server is serving, then restored.
+
+use std::time::Duration;
+
+use coditect_tests::database::{Backend, TestDatabase, postgres_server_url};
+use coditect_tests::issuer::{
+    IssuerServer, admin, admin_with_env, create_license, hardware_id, issuer_command,
+    run_with_timeout, show_license,
+};
+use serde_json::json;
+
+const ACTIVATE: &str = "/api/v1/licenses/activate";
+const VALIDATE: &str = "/api/v1/licenses/validate";
+
+fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn two_migrations_at_once_on_postgres_leave_one_schema_and_a_newer_one_is_refused() {
+    let dir = data_dir();
+    let Some(db) = TestDatabase::create(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    // Two processes start migrating the empty database at the same moment.
+    let spawn = || {
+        let mut cmd = issuer_command(dir.path(), &[]);
+        cmd.arg("migrate");
+        std::thread::spawn(move || run_with_timeout(cmd, Duration::from_secs(60)))
+    };
+    let (a, b) = (spawn(), spawn());
+    for out in [a.join().unwrap(), b.join().unwrap()] {
+        out.assert_success();
+        assert!(out.stdout.contains("schema version 1"), "{out}");
+        assert!(out.stdout.contains("postgresql://postgres@"), "{out}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), 1);
+
+    // The server runs on it.
+    let server = IssuerServer::start(dir.path());
+    assert_eq!(server.get("/readyz").status, 200);
+    drop(server);
+
+    // A database a newer build migrated is refused, and left alone.
+    db.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)",
+    );
+    let newer = admin(dir.path(), &["migrate"]);
+    assert_eq!(newer.code, Some(1), "{newer}");
+    assert!(newer.stderr.contains("newer than this build"), "{newer}");
+    let mut cmd = issuer_command(dir.path(), &[]);
+    cmd.args(["serve", "--bind", "127.0.0.1:0"]);
+    let refused = run_with_timeout(cmd, Duration::from_secs(30));
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert!(
+        refused.stderr.contains("newer than this build"),
+        "{refused}"
+    );
+    assert_eq!(db.count("SELECT max(version) FROM schema_migrations"), 99);
+}
+
+#[test]
+fn database_urls_that_cannot_work_are_explained_without_the_password() {
+    let dir = data_dir();
+    let server = postgres_server_url();
+    let host_part = server
+        .trim_start_matches("postgresql://")
+        .trim_start_matches("postgres://");
+    let host_port = host_part
+        .split_once('@')
+        .map_or(host_part, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5432");
+    let cases = [
+        // Nothing listens on port 1.
+        (
+            "postgresql://issuer:hunter2-secret@127.0.0.1:1/licenses".to_owned(),
+            "cannot open the database at postgresql://issuer@127.0.0.1:1/licenses",
+        ),
+        // The database does not exist on a server that answers.
+        (
+            format!("postgresql://postgres:hunter2-secret@{host_port}/no_such_database_here"),
+            "no_such_database_here",
+        ),
+        (
+            "postgresql://issuer:hunter2-secret@db/licenses?sslmode=sometimes".to_owned(),
+            "sslmode=sometimes",
+        ),
+        (
+            "postgresql://issuer:hunter2-secret@db".to_owned(),
+            "names no database",
+        ),
+        (
+            "mysql://issuer:hunter2-secret@db/x".to_owned(),
+            "unknown scheme",
+        ),
+    ];
+    for (url, says) in cases {
+        let out = admin_with_env(dir.path(), &["migrate"], &[("DATABASE_URL", &url)]);
+        assert!(!out.success(), "{url}: {out}");
+        assert!(
+            out.all_output().contains(says),
+            "{url} should say {says:?}:\n{out}"
+        );
+        assert!(
+            !out.all_output().contains("hunter2-secret"),
+            "the password was printed:\n{out}"
+        );
+    }
+    // The URL, password included, may come from a file (a mounted secret).
+    let Some(db) = TestDatabase::create(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let url_file = dir.path().join("database-url");
+    std::fs::write(&url_file, format!("{}\n", db.url().unwrap())).unwrap();
+    let mut cmd = issuer_command(dir.path(), &[]);
+    cmd.env_remove("DATABASE_URL")
+        .env("DATABASE_URL_FILE", &url_file)
+        .arg("migrate");
+    run_with_timeout(cmd, Duration::from_secs(60)).assert_success();
+}
+
+#[test]
+fn a_backup_taken_while_serving_restores_every_license_and_seat() {
+    let dir = data_dir();
+    let server = IssuerServer::start(dir.path());
+    let license = create_license(
+        dir.path(),
+        &[
+            "--email",
+            "backup@example.com",
+            "--tier",
+            "pilot-professional",
+        ],
+    );
+    let hw = hardware_id("backed-up");
+    server
+        .post_json(
+            ACTIVATE,
+            &json!({"license_key": license.key, "hardware_id": hw}),
+        )
+        .expect_status(201);
+    // Activations keep arriving while the copy is made.
+    let client = server.client();
+    let key = license.key.clone();
+    let load = std::thread::spawn(move || {
+        for i in 0..40 {
+            let hw = hardware_id(&format!("during-backup-{i}"));
+            let _ = client.try_post_json(ACTIVATE, &json!({"license_key": key, "hardware_id": hw}));
+        }
+    });
+    let out_dir = data_dir();
+    let copy = out_dir.path().join("issuer-backup.sqlite3");
+    let copy_arg = copy.to_str().unwrap();
+    let made = admin(dir.path(), &["backup", "--out", copy_arg, "--json"]);
+    made.assert_success();
+    assert_eq!(made.json()["backup"], copy_arg);
+    load.join().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the copy is private: {mode:o}");
+    }
+    // Never over an existing file.
+    let again = admin(dir.path(), &["backup", "--out", copy_arg]);
+    assert_eq!(again.code, Some(1), "{again}");
+    assert!(again.stderr.contains("exists already"), "{again}");
+    drop(server);
+
+    // The copy is a whole database: integrity holds and a server runs on it.
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    drop(conn);
+    let restored_dir = data_dir();
+    let restored_url = format!("sqlite://{}", copy.display());
+    let env = [("DATABASE_URL", restored_url.as_str())];
+    let restored = IssuerServer::start_with_env(restored_dir.path(), &env);
+    restored
+        .post_json(
+            VALIDATE,
+            &json!({"license_key": license.key, "hardware_id": hw}),
+        )
+        .expect_status(200);
+    let out = admin_with_env(
+        restored_dir.path(),
+        &["license", "show", &license.id, "--json"],
+        &env,
+    );
+    out.assert_success();
+    assert_eq!(out.json()["email"], "backup@example.com");
+    let original = show_license(dir.path(), &license.id);
+    assert!(
+        original["devices_used"].as_u64() >= out.json()["devices_used"].as_u64(),
+        "the copy is of one moment during the load"
+    );
+
+    // On PostgreSQL the command points to pg_dump.
+    let pg_dir = data_dir();
+    if let Some(_db) = TestDatabase::create(Backend::Postgres, pg_dir.path()) {
+        let out = admin(pg_dir.path(), &["backup", "--out", "x.sqlite3"]);
+        assert_eq!(out.code, Some(1), "{out}");
+        assert!(out.stderr.contains("pg_dump"), "{out}");
+    }
+}
