@@ -280,3 +280,103 @@ mod conformance {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testing::TestDatabase;
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_opening_one_new_database_migrate_it_once() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let (a, b) = tokio::join!(PgStore::open(db.url()), PgStore::open(db.url()));
+        let (a, _b) = (a.unwrap(), b.unwrap());
+        let conn = a.db.conn().await.unwrap();
+        let rows: i64 = conn
+            .query_one("SELECT count(*) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, i64::from(latest_version()));
+        assert_eq!(version_of(&conn).await.unwrap(), latest_version());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_from_a_newer_build_is_refused() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::open(db.url()).await.unwrap();
+        store
+            .db
+            .conn()
+            .await
+            .unwrap()
+            .execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'future', 0)",
+                &[&i64::from(latest_version() + 1)],
+            )
+            .await
+            .unwrap();
+        let Err(err) = PgStore::open(db.url()).await else {
+            panic!("a newer database was accepted")
+        };
+        assert!(
+            matches!(err, OpenError::NewerSchema { found, .. } if found == latest_version() + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_an_open_error_naming_it_without_the_password() {
+        let url = PgUrl::parse("postgresql://issuer:hunter2@127.0.0.1:1/licenses").unwrap();
+        let Err(err) = PgStore::open(&url).await else {
+            panic!("opened a database on port 1")
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("postgresql://issuer@127.0.0.1:1/licenses"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    /// TLS as the URL asks, against the server the tests use when it
+    /// offers TLS (Debian's server does, with a self-signed certificate).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sslmode_require_encrypts_and_verify_full_refuses_an_untrusted_certificate() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let plain = PgStore::open(db.url()).await.unwrap();
+        let conn = plain.db.conn().await.unwrap();
+        let ssl: String = conn.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+        if ssl != "on" {
+            eprintln!("skipped: the test server does not offer TLS");
+            return;
+        }
+        let with = |mode: &str| {
+            let base = db.url().redacted();
+            PgUrl::parse(&format!("{base}?sslmode={mode}")).unwrap()
+        };
+        let tls = PgStore::open(&with("require")).await.unwrap();
+        let conn = tls.db.conn().await.unwrap();
+        let encrypted: bool = conn
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(encrypted, "sslmode=require gave a plain connection");
+        // The server's self-signed certificate is not trusted.
+        let Err(err) = PgStore::open(&with("verify-full")).await else {
+            panic!("verify-full accepted an untrusted certificate")
+        };
+        assert!(matches!(err, OpenError::Open { .. }), "{err}");
+    }
+}
