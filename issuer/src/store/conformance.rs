@@ -375,16 +375,23 @@ pub async fn revoking_stops_renewals_and_unknown_licenses_are_refused(store: Sha
 /// Billing rules of the suite: the test prices, graces of a day (paid
 /// period) and a week (past due), a mail naming the key.
 fn rules() -> BillingRules {
+    rules_with(Graces {
+        billing: DAY,
+        past_due: 7 * DAY,
+    })
+}
+
+/// The test prices (`price_sm`, `price_sa`: Starter; `price_pm`,
+/// `price_pa`: Professional), these graces, and a mail that names the key.
+/// Also used by the backends' own billing tests.
+pub(crate) fn rules_with(graces: Graces) -> BillingRules {
     BillingRules {
         plan_of_price: Arc::new(|price: &str| match price {
-            "price_sm" => plans::find("pilot-starter"),
-            "price_pm" => plans::find("pilot-professional"),
+            "price_sm" | "price_sa" => plans::find("pilot-starter"),
+            "price_pm" | "price_pa" => plans::find("pilot-professional"),
             _ => None,
         }),
-        graces: Graces {
-            billing: DAY,
-            past_due: 7 * DAY,
-        },
+        graces,
         license_mail: Arc::new(|f: LicenseMailFacts<'_>| Mail {
             kind: "license_key",
             to: f.to.to_owned(),
@@ -394,7 +401,8 @@ fn rules() -> BillingRules {
     }
 }
 
-fn snapshot(status: &str, price: &str, quantity: u32, end: i64) -> SubscriptionSnapshot {
+/// Subscription `sub_1` of customer `cus_1` as Stripe describes it.
+pub(crate) fn snapshot(status: &str, price: &str, quantity: u32, end: i64) -> SubscriptionSnapshot {
     SubscriptionSnapshot {
         id: "sub_1".into(),
         customer_id: "cus_1".into(),

@@ -31,30 +31,47 @@ pub const CHECKOUT_COOKIE: &str = "coditect_checkout";
 /// (Stripe: 24 hours), after which the key is in the mail only.
 const CHECKOUT_COOKIE_SECONDS: u32 = 24 * 3600;
 
-fn closed_page(state: &AppState, status: StatusCode) -> Response {
-    let support = escape(&state.config.mail.support_email);
+/// A page that only explains why nothing can be done here (titled as its
+/// heading), with a way back to the home page; never cached.
+fn notice_page(
+    state: &AppState,
+    heading: &str,
+    paragraphs: &[String],
+    status: StatusCode,
+) -> Response {
     Page::new(
-        "Pilot signup is closed",
-        message(
-            "Pilot signup is closed",
-            &[
-                "We are not taking new pilot signups right now.".to_owned(),
-                format!(
-                    "To hear when it opens again, or if you already have a license and need help, write to <a href=\"mailto:{support}\">{support}</a>."
-                ),
-            ],
-            Some(("/", "Back to the home page")),
-        ),
+        heading,
+        message(heading, paragraphs, Some(("/", "Back to the home page"))),
     )
     .status(status)
     .no_store()
     .respond(state)
 }
 
+/// "write to <support>" as a mail link.
+fn support_link(state: &AppState) -> String {
+    let support = escape(&state.config.mail.support_email);
+    format!("<a href=\"mailto:{support}\">{support}</a>")
+}
+
+fn closed_page(state: &AppState, status: StatusCode) -> Response {
+    let support = support_link(state);
+    notice_page(
+        state,
+        "Pilot signup is closed",
+        &[
+            "We are not taking new pilot signups right now.".to_owned(),
+            format!(
+                "To hear when it opens again, or if you already have a license and need help, write to {support}."
+            ),
+        ],
+        status,
+    )
+}
+
 /// Why the form cannot be used at all right now, as the page that says so:
 /// signup closed, the pilot full, or payments not configured.
 async fn unavailable(state: &AppState, status_when_refused: StatusCode) -> Option<Response> {
-    let support = escape(&state.config.mail.support_email);
     if !state.config.enable_pilot_signup {
         return Some(closed_page(state, status_when_refused));
     }
@@ -64,22 +81,17 @@ async fn unavailable(state: &AppState, status_when_refused: StatusCode) -> Optio
         Err(e) => return Some(internal_error(state, &e)),
     }
     if state.stripe().is_err() {
-        return Some(
-            Page::new(
-                "Payments unavailable",
-                message(
-                    "Payments are not available",
-                    &[
-                        "This server cannot take payments at the moment, so new pilots cannot start here.".to_owned(),
-                        format!("Please try again later, or write to <a href=\"mailto:{support}\">{support}</a>."),
-                    ],
-                    Some(("/", "Back to the home page")),
-                ),
-            )
-            .status(StatusCode::SERVICE_UNAVAILABLE)
-            .no_store()
-            .respond(state),
-        );
+        let support = support_link(state);
+        return Some(notice_page(
+            state,
+            "Payments are not available",
+            &[
+                "This server cannot take payments at the moment, so new pilots cannot start here."
+                    .to_owned(),
+                format!("Please try again later, or write to {support}."),
+            ],
+            StatusCode::SERVICE_UNAVAILABLE,
+        ));
     }
     None
 }
@@ -90,36 +102,30 @@ async fn pilot_is_full(state: &AppState) -> Result<bool, StorageError> {
 }
 
 fn full_page(state: &AppState, status: StatusCode) -> Response {
-    let support = escape(&state.config.mail.support_email);
-    Page::new(
+    let support = support_link(state);
+    notice_page(
+        state,
         "The pilot is full",
-        message(
-            "The pilot is full",
-            &[
-                "Every place in this pilot has been taken, so we cannot start new pilots right now.".to_owned(),
-                format!("Write to <a href=\"mailto:{support}\">{support}</a> to join the waiting list."),
-            ],
-            Some(("/", "Back to the home page")),
-        ),
+        &[
+            "Every place in this pilot has been taken, so we cannot start new pilots right now."
+                .to_owned(),
+            format!("Write to {support} to join the waiting list."),
+        ],
+        status,
     )
-    .status(status)
-    .no_store()
-    .respond(state)
 }
 
 /// A failure on our side, logged with its cause; the page says only that.
 pub fn internal_error(state: &AppState, cause: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %cause, "web page failed");
-    let support = escape(&state.config.mail.support_email);
+    let support = support_link(state);
     Page::new(
         "Something went wrong",
         message(
             "Something went wrong on our side",
             &[
                 "Nothing was charged. Please try again in a minute.".to_owned(),
-                format!(
-                    "If it keeps happening, write to <a href=\"mailto:{support}\">{support}</a>."
-                ),
+                format!("If it keeps happening, write to {support}."),
             ],
             Some(("/signup", "Back to the signup form")),
         ),
@@ -349,7 +355,6 @@ async fn start_checkout(
         now,
     )
     .await;
-    let support = escape(&state.config.mail.support_email);
     match started {
         Ok(started) => {
             let mut resp = Response::builder()
@@ -373,24 +378,19 @@ async fn start_checkout(
             .set_on(&mut resp);
             resp
         }
-        Err(BillingError::AlreadySubscribed) => Page::new(
-            "Already subscribed",
-            message(
-                "You already have a subscription",
-                &[
-                    format!(
-                        "The organization of {} already has a CODITECT subscription, so there is nothing to buy here.",
-                        escape(&values.email)
-                    ),
-                    "Your license key was sent by email when you subscribed. To change your plan or billing details, open the billing portal from the CODITECT CLI or the API (POST /api/v1/billing/portal).".to_owned(),
-                    format!("Need help? Write to <a href=\"mailto:{support}\">{support}</a>."),
-                ],
-                Some(("/", "Back to the home page")),
-            ),
-        )
-        .status(StatusCode::CONFLICT)
-        .no_store()
-        .respond(state),
+        Err(BillingError::AlreadySubscribed) => notice_page(
+            state,
+            "You already have a subscription",
+            &[
+                format!(
+                    "The organization of {} already has a CODITECT subscription, so there is nothing to buy here.",
+                    escape(&values.email)
+                ),
+                "Your license key was sent by email when you subscribed. To change your plan or billing details, open the billing portal from the CODITECT CLI or the API (POST /api/v1/billing/portal).".to_owned(),
+                format!("Need help? Write to {}.", support_link(state)),
+            ],
+            StatusCode::CONFLICT,
+        ),
         Err(BillingError::UnknownPlan { .. }) => {
             let mut errors = FieldErrors::default();
             errors.add(

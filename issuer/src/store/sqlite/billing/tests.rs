@@ -5,45 +5,13 @@ use super::*;
 use crate::store::sqlite::Db;
 
 use crate::domain::billing::Graces;
-use crate::domain::mail::Mail;
-use std::sync::Arc;
-
-/// The test prices (`price_sm` … `price_pa`), graces of 100 s (paid
-/// period) and 1,000 s (past due), and a mail that names the key.
-fn rules_with(graces: Graces) -> BillingRules {
-    BillingRules {
-        plan_of_price: Arc::new(|price: &str| match price {
-            "price_sm" | "price_sa" => crate::domain::plans::find("pilot-starter"),
-            "price_pm" | "price_pa" => crate::domain::plans::find("pilot-professional"),
-            _ => None,
-        }),
-        graces,
-        license_mail: Arc::new(|f: LicenseMailFacts<'_>| Mail {
-            kind: "license_key",
-            to: f.to.to_owned(),
-            subject: format!("Your key ({})", f.plan_name),
-            body: format!("key {}", f.key),
-        }),
-    }
-}
+use crate::store::conformance::{rules_with, snapshot as snap};
 
 fn rules() -> BillingRules {
     rules_with(Graces {
         billing: 100,
         past_due: 1_000,
     })
-}
-
-fn snap(status: &str, price: &str, quantity: u32, end: i64) -> SubscriptionSnapshot {
-    SubscriptionSnapshot {
-        id: "sub_1".into(),
-        customer_id: "cus_1".into(),
-        status: status.into(),
-        price_id: Some(price.into()),
-        quantity,
-        current_period_end: Some(end),
-        cancel_at_period_end: false,
-    }
 }
 
 fn setup() -> (
