@@ -43,7 +43,7 @@ pub enum DatabaseLocation {
     Sqlite(PathBuf),
     /// A PostgreSQL database (the URL may hold a password; it never
     /// prints it).
-    Postgres(PgUrl),
+    Postgres(Box<PgUrl>),
 }
 
 /// What the configuration refused. Messages name variables, never values.
@@ -320,7 +320,7 @@ pub fn parse_database_url(url: &str) -> Result<DatabaseLocation, ConfigError> {
     }
     if PgUrl::is_postgres(url) {
         return PgUrl::parse(url)
-            .map(DatabaseLocation::Postgres)
+            .map(|url| DatabaseLocation::Postgres(Box::new(url)))
             .map_err(|reason| invalid("DATABASE_URL", &reason));
     }
     if url.contains("://") {

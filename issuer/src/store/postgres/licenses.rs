@@ -265,7 +265,7 @@ impl Licenses for PgStore {
                     "SELECT {LICENSE_COLUMNS} FROM licenses l
                      LEFT JOIN organizations o ON o.id = l.organization_id
                      WHERE $1::text IS NULL OR l.organization_id = $1
-                     ORDER BY l.created_at DESC, l.id"
+                     ORDER BY l.created_at DESC, l.id COLLATE \"C\""
                 ),
                 &[&organization_id],
             )
@@ -280,7 +280,7 @@ impl Licenses for PgStore {
                 &format!(
                     "SELECT {ACTIVATION_COLUMNS} FROM activations a
                      WHERE a.license_id = ANY($1)
-                     ORDER BY a.status = 'active' DESC, a.activated_at, a.id"
+                     ORDER BY a.status = 'active' DESC, a.activated_at, a.id COLLATE \"C\""
                 ),
                 &[&ids],
             )
@@ -308,7 +308,7 @@ impl Licenses for PgStore {
         let stmt = conn
             .prepare_cached(&format!(
                 "SELECT {ACTIVATION_COLUMNS} FROM activations a WHERE a.license_id = $1
-                 ORDER BY a.status = 'active' DESC, a.activated_at, a.id"
+                 ORDER BY a.status = 'active' DESC, a.activated_at, a.id COLLATE \"C\""
             ))
             .await?;
         let rows = conn.query(&stmt, &[&license_id]).await?;

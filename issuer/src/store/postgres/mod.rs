@@ -59,9 +59,11 @@ const WAIT: Duration = Duration::from_secs(5);
 impl From<tokio_postgres::Error> for StorageError {
     fn from(e: tokio_postgres::Error) -> Self {
         let transient = match e.code() {
-            // No answer from the server at all: a broken or refused
-            // connection.
-            None => true,
+            // No SQL error code: transient when the connection broke or
+            // could not be made; otherwise a value that did not convert or
+            // a query that did not return what it should (a bug or bad
+            // data, not an outage).
+            None => e.is_closed() || caused_by_io(&e),
             Some(code) => {
                 code.code().starts_with("08") // connection exception
                     || *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -84,6 +86,19 @@ impl From<tokio_postgres::Error> for StorageError {
             StorageError::Failed(text)
         }
     }
+}
+
+/// Whether an I/O error (a refused, reset or timed-out connection) is
+/// among the causes of `e`.
+fn caused_by_io(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 impl From<deadpool_postgres::PoolError> for StorageError {
@@ -260,7 +275,7 @@ pub(crate) async fn version_of(
             &[],
         )
         .await?;
-    let v: i64 = row.get(0);
+    let v: i64 = row.try_get(0)?;
     Ok(u32::try_from(v).unwrap_or(u32::MAX))
 }
 
@@ -328,6 +343,38 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_data_is_a_failure_and_a_lost_connection_an_outage() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = PgStore::open(db.url()).await.unwrap();
+        let conn = store.db.conn().await.unwrap();
+        // A text read as a number: the data is wrong, the database is fine.
+        let row = conn.query_one("SELECT 'x'::text", &[]).await.unwrap();
+        let err = StorageError::from(row.try_get::<_, i64>(0).unwrap_err());
+        assert!(matches!(err, StorageError::Failed(_)), "{err:?}");
+        let err = StorageError::from(
+            conn.query_one("SELECT 1 WHERE false", &[])
+                .await
+                .unwrap_err(),
+        );
+        assert!(matches!(err, StorageError::Failed(_)), "{err:?}");
+        // The server ends the connection.
+        let victim = store.db.conn().await.unwrap();
+        let pid: i32 = victim
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        conn.execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let err = StorageError::from(victim.query_one("SELECT 1", &[]).await.unwrap_err());
+        assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
     }
 
     #[tokio::test]
