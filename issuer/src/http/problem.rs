@@ -89,9 +89,17 @@ pub enum ApiError {
     /// Something failed on our side; quote `request_id` to support.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
-    /// The service cannot answer right now.
+    /// The service cannot answer right now (`database_unavailable`:
+    /// the database does not answer; try again after `Retry-After`
+    /// seconds).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+    Unavailable(
+        Json<Problem>,
+        /// Seconds to wait before trying again, when the outage is
+        /// expected to pass.
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
 }
 
 impl ApiError {
@@ -109,7 +117,7 @@ impl ApiError {
             // figures (`rate_limit::Refusal::error`); these are the least a
             // client may assume.
             429 => ApiError::TooManyRequests(Json(p), 1, 1, 0, 1, "1;w=1".to_owned()),
-            503 => ApiError::Unavailable(Json(p)),
+            503 => ApiError::Unavailable(Json(p), None),
             _ => ApiError::Internal(Json(p)),
         }
     }
@@ -126,7 +134,7 @@ impl ApiError {
             | ApiError::Unprocessable(p)
             | ApiError::TooManyRequests(p, ..)
             | ApiError::Internal(p)
-            | ApiError::Unavailable(p) => &p.0,
+            | ApiError::Unavailable(p, _) => &p.0,
         }
     }
 
@@ -276,9 +284,28 @@ impl From<AccountError> for ApiError {
     }
 }
 
+/// How long a client should wait after the database did not answer.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        ApiError::internal(&e)
+        match e {
+            // An outage, not a bug: 503 with a time to come back, and the
+            // cause in the log only.
+            StorageError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "the database is unavailable");
+                ApiError::Unavailable(
+                    Json(Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_unavailable",
+                        "Temporarily unavailable",
+                        "The service cannot reach its database right now. Nothing was changed; try again in a few seconds.",
+                    )),
+                    Some(DATABASE_RETRY_AFTER_SECS),
+                )
+            }
+            StorageError::Failed(_) => ApiError::internal(&e),
+        }
     }
 }
 

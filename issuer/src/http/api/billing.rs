@@ -129,7 +129,7 @@ impl From<BillingError> for ApiError {
                     "The payment provider cannot be reached right now. Try again in a minute.",
                 )
             }
-            BillingError::Storage(_) => return ApiError::internal(&e),
+            BillingError::Storage(s) => return ApiError::from(s.clone()),
         };
         ApiError::from_problem(p)
     }

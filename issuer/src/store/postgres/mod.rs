@@ -159,9 +159,10 @@ impl Db {
             url.config().clone(),
             url.tls().map_err(|e| open_err(&e))?,
             ManagerConfig {
-                // Checks a connection with a cheap query before handing it
-                // out again, so a server restart costs one failed check,
-                // not one failed request.
+                // A connection the server closed (a restart, an idle
+                // timeout) is dropped instead of handed out again; checking
+                // each one with a query would cost a round trip per
+                // request.
                 recycling_method: RecyclingMethod::Fast,
             },
         );
