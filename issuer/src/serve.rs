@@ -9,8 +9,8 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 
 use crate::admin::AdminError;
 use crate::app::AppState;
-use crate::config::{Config, DatabaseLocation, Overrides, ProcessEnv};
-use crate::store::SharedStore;
+use crate::config::{Config, DatabaseLocation, Environment, Overrides, ProcessEnv};
+use crate::store::{Migrations, SharedStore};
 
 /// Logs go to stderr; `LOG_FORMAT=json` for structured logs, `RUST_LOG` for
 /// the level (default `info`).
@@ -39,12 +39,27 @@ pub fn load_config(overrides: &Overrides) -> Result<Config, AdminError> {
     Ok(config)
 }
 
-/// Opens the configured database, applying migrations.
-pub async fn open_store(config: &Config) -> Result<SharedStore, AdminError> {
+/// Opens the configured database. SQLite (one process) migrates as it
+/// opens. On PostgreSQL a production server only checks that the schema
+/// is current (migrations run as their own step, `coditect-issuer
+/// migrate`, before a new version takes traffic); elsewhere it migrates.
+pub async fn open_store(
+    config: &Config,
+    migrations: Migrations,
+) -> Result<SharedStore, AdminError> {
     Ok(match &config.database {
         DatabaseLocation::Sqlite(path) => crate::store::open_sqlite(path)?,
-        DatabaseLocation::Postgres(url) => crate::store::open_postgres(url).await?,
+        DatabaseLocation::Postgres(url) => crate::store::open_postgres(url, migrations).await?,
     })
+}
+
+/// What a server or an everyday admin command may do to the schema.
+pub fn migrations_for(config: &Config) -> Migrations {
+    if config.environment == Environment::Production {
+        Migrations::Require
+    } else {
+        Migrations::Apply
+    }
 }
 
 pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
@@ -54,7 +69,7 @@ pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
         .build()
         .map_err(|e| AdminError::Unexpected(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let store = open_store(&config).await?;
+        let store = open_store(&config, migrations_for(&config)).await?;
         let acceptor = TcpListener::bind(config.bind)
             .into_acceptor()
             .await

@@ -211,3 +211,45 @@ fn a_backup_taken_while_serving_restores_every_license_and_seat() {
         assert!(out.stderr.contains("pg_dump"), "{out}");
     }
 }
+
+/// In production the server never changes the schema: on a database that
+/// was not migrated it refuses to start, saying to run `migrate` (the
+/// Cloud Run job) first; after `migrate` it starts.
+#[test]
+fn in_production_the_server_refuses_an_unmigrated_postgres_until_migrate_runs() {
+    let dir = data_dir();
+    let Some(db) = TestDatabase::create(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let key = dir.path().join("production.pem");
+    admin(dir.path(), &["keys", "generate", "--out", key.to_str().unwrap()]).assert_success();
+    let production = [
+        ("CODITECT_ENV", "production"),
+        ("JWT_SECRET", "production-test-jwt-secret-0123456789abcdef"),
+        ("SIGNING_KEY_FILE", key.to_str().unwrap()),
+        ("STRIPE_SECRET_KEY", "sk_test_production_migration"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_production_migration"),
+        ("STRIPE_PRICE_STARTER_MONTHLY", "price_sm"),
+        ("STRIPE_PRICE_STARTER_ANNUAL", "price_sa"),
+        ("STRIPE_PRICE_PRO_MONTHLY", "price_pm"),
+        ("STRIPE_PRICE_PRO_ANNUAL", "price_pa"),
+        ("SMTP_URL", "smtp://127.0.0.1:1"),
+    ];
+    let mut cmd = issuer_command(dir.path(), &production);
+    cmd.args(["serve", "--bind", "127.0.0.1:0"]);
+    let refused = run_with_timeout(cmd, Duration::from_secs(30));
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert!(
+        refused.stderr.contains("run `coditect-issuer migrate` first"),
+        "{refused}"
+    );
+    assert!(!refused.stderr.contains("listening on"), "{refused}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        0,
+        "nothing was created"
+    );
+    admin_with_env(dir.path(), &["migrate"], &production).assert_success();
+    let server = IssuerServer::start_with_env(dir.path(), &production);
+    assert_eq!(server.get("/readyz").status, 200);
+}

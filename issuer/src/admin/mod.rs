@@ -21,9 +21,9 @@ pub use self::offline::{
 use crate::config::{ConfigError, DatabaseLocation, Overrides};
 use crate::domain::StorageError;
 use crate::domain::license::LicenseError;
-use crate::serve::{load_config, open_store};
+use crate::serve::{load_config, migrations_for, open_store};
 use crate::store::sqlite::{BackupError, SqliteStore};
-use crate::store::{OpenError, SharedStore};
+use crate::store::{Migrations, OpenError, SharedStore};
 
 /// Why a command failed; the exit code tells scripts whether it was the
 /// operator's input (1) or something unexpected (2).
@@ -53,7 +53,9 @@ impl From<ConfigError> for AdminError {
 impl From<OpenError> for AdminError {
     fn from(e: OpenError) -> Self {
         match e {
-            OpenError::NewerSchema { .. } => AdminError::User(e.to_string()),
+            OpenError::NewerSchema { .. } | OpenError::NotMigrated { .. } => {
+                AdminError::User(e.to_string())
+            }
             other => AdminError::Unexpected(other.to_string()),
         }
     }
@@ -99,7 +101,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, AdminError> {
 /// The configured store.
 pub(crate) fn store() -> Result<SharedStore, AdminError> {
     let config = load_config(&Overrides::default())?;
-    run(open_store(&config))
+    run(open_store(&config, migrations_for(&config)))
 }
 
 impl From<crate::keys::KeyFileError> for AdminError {
@@ -160,7 +162,8 @@ pub fn backup(out: &std::path::Path, json: bool) -> Result<(), AdminError> {
 }
 
 pub fn migrate() -> Result<(), AdminError> {
-    let store = store()?;
+    let config = load_config(&Overrides::default())?;
+    let store = run(open_store(&config, Migrations::Apply))?;
     let version = run(async { Ok(store.schema_version().await?) })?;
     println!(
         "database {} is at schema version {version}",

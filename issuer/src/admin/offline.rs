@@ -8,7 +8,7 @@ use super::{AdminError, run};
 use crate::app::{licenses, now};
 use crate::config::Overrides;
 use crate::domain::{input, rfc3339};
-use crate::serve::{load_config, open_store};
+use crate::serve::{load_config, migrations_for, open_store};
 
 /// The file `coditect activate --offline-request` writes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ pub fn issue_offline(
         })
         .transpose()?;
     let config = load_config(&Overrides::default())?;
-    let store = run(open_store(&config))?;
+    let store = run(open_store(&config, migrations_for(&config)))?;
     let issued = run(async {
         Ok(licenses::activate_offline(
             &store,

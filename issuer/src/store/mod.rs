@@ -53,6 +53,25 @@ pub enum OpenError {
     Open { location: String, reason: String },
     #[error("migration {name} failed: {reason}")]
     Migration { name: String, reason: String },
+    #[error(
+        "the database at {location} has schema version {found}, this build needs {needed}; run `coditect-issuer migrate` first (in production the server never migrates on its own)"
+    )]
+    NotMigrated {
+        location: String,
+        found: u32,
+        needed: u32,
+    },
+}
+
+/// Whether opening a database may change its schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply pending migrations (development, and `coditect-issuer migrate`).
+    Apply,
+    /// Only check: a database behind this build is refused (a production
+    /// server; migrations run as their own step, before a new version
+    /// takes traffic).
+    Require,
 }
 
 /// Opens (creating it if needed) the SQLite database at `path` and brings
@@ -62,9 +81,13 @@ pub fn open_sqlite(path: &std::path::Path) -> Result<SharedStore, OpenError> {
 }
 
 /// Connects to the PostgreSQL database at `url` and brings its schema up
-/// to date (under an advisory lock: several processes may start at once).
-pub async fn open_postgres(url: &postgres::PgUrl) -> Result<SharedStore, OpenError> {
-    Ok(Arc::new(postgres::PgStore::open(url).await?))
+/// to date (under an advisory lock: several processes may start at once),
+/// or with [`Migrations::Require`] only checks that it is.
+pub async fn open_postgres(
+    url: &postgres::PgUrl,
+    migrations: Migrations,
+) -> Result<SharedStore, OpenError> {
+    Ok(Arc::new(postgres::PgStore::open(url, migrations).await?))
 }
 
 /// All of the issuer's storage.

@@ -23,7 +23,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 
-use super::OpenError;
+use super::{Migrations, OpenError};
 use crate::domain::StorageError;
 use crate::domain::account::AccountError;
 use crate::domain::billing::ApplyError;
@@ -149,7 +149,7 @@ pub(crate) struct Db {
 impl Db {
     /// Connects, checks the server answers, and applies pending
     /// migrations.
-    pub(crate) async fn open(url: &PgUrl) -> Result<Self, OpenError> {
+    pub(crate) async fn open(url: &PgUrl, migrations: Migrations) -> Result<Self, OpenError> {
         let location = url.redacted();
         let open_err = |e: &dyn std::fmt::Display| OpenError::Open {
             location: location.clone(),
@@ -175,7 +175,12 @@ impl Db {
             .build()
             .map_err(|e| open_err(&e))?;
         let db = Db { pool, location };
-        db.migrate().await?;
+        match migrations {
+            Migrations::Apply => {
+                db.migrate().await?;
+            }
+            Migrations::Require => db.require_current().await?,
+        }
         Ok(db)
     }
 
@@ -186,6 +191,44 @@ impl Db {
     /// A connection from the pool.
     pub(crate) async fn conn(&self) -> Result<deadpool_postgres::Object, StorageError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// Refuses a database that is behind or ahead of this build.
+    async fn require_current(&self) -> Result<(), OpenError> {
+        let conn = self.pool.get().await.map_err(|e| OpenError::Open {
+            location: self.location.clone(),
+            reason: e.to_string(),
+        })?;
+        let exists: bool = conn
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| OpenError::Open {
+                location: self.location.clone(),
+                reason: e.to_string(),
+            })?;
+        let found = if exists {
+            version_of(&conn).await.map_err(|e| OpenError::Open {
+                location: self.location.clone(),
+                reason: e.to_string(),
+            })?
+        } else {
+            0
+        };
+        let known = latest_version();
+        match found.cmp(&known) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Greater => Err(OpenError::NewerSchema {
+                location: self.location.clone(),
+                found,
+                known,
+            }),
+            std::cmp::Ordering::Less => Err(OpenError::NotMigrated {
+                location: self.location.clone(),
+                found,
+                needed: known,
+            }),
+        }
     }
 
     /// Applies every migration newer than the database, each in its own
@@ -307,7 +350,10 @@ mod tests {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let (a, b) = tokio::join!(PgStore::open(db.url()), PgStore::open(db.url()));
+        let (a, b) = tokio::join!(
+            PgStore::open(db.url(), Migrations::Apply),
+            PgStore::open(db.url(), Migrations::Apply)
+        );
         let (a, _b) = (a.unwrap(), b.unwrap());
         let conn = a.db.conn().await.unwrap();
         let rows: i64 = conn
@@ -320,11 +366,28 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_that_may_not_migrate_refuses_an_unmigrated_database() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let Err(err) = PgStore::open(db.url(), Migrations::Require).await else {
+            panic!("an empty database was accepted without migrating")
+        };
+        assert!(
+            matches!(err, OpenError::NotMigrated { found: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("coditect-issuer migrate"), "{err}");
+        PgStore::open(db.url(), Migrations::Apply).await.unwrap();
+        PgStore::open(db.url(), Migrations::Require).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_from_a_newer_build_is_refused() {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let store = PgStore::open(db.url()).await.unwrap();
+        let store = PgStore::open(db.url(), Migrations::Apply).await.unwrap();
         store
             .db
             .conn()
@@ -336,7 +399,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let Err(err) = PgStore::open(db.url()).await else {
+        let Err(err) = PgStore::open(db.url(), Migrations::Apply).await else {
             panic!("a newer database was accepted")
         };
         assert!(
@@ -351,7 +414,7 @@ mod tests {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let store = PgStore::open(db.url()).await.unwrap();
+        let store = PgStore::open(db.url(), Migrations::Apply).await.unwrap();
         let conn = store.db.conn().await.unwrap();
         // A text read as a number: the data is wrong, the database is fine.
         let row = conn.query_one("SELECT 'x'::text", &[]).await.unwrap();
@@ -381,7 +444,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_server_is_an_open_error_naming_it_without_the_password() {
         let url = PgUrl::parse("postgresql://issuer:hunter2@127.0.0.1:1/licenses").unwrap();
-        let Err(err) = PgStore::open(&url).await else {
+        let Err(err) = PgStore::open(&url, Migrations::Apply).await else {
             panic!("opened a database on port 1")
         };
         let text = err.to_string();
@@ -399,7 +462,7 @@ mod tests {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let plain = PgStore::open(db.url()).await.unwrap();
+        let plain = PgStore::open(db.url(), Migrations::Apply).await.unwrap();
         let conn = plain.db.conn().await.unwrap();
         let ssl: String = conn.query_one("SHOW ssl", &[]).await.unwrap().get(0);
         if ssl != "on" {
@@ -410,7 +473,9 @@ mod tests {
             let base = db.url().redacted();
             PgUrl::parse(&format!("{base}?sslmode={mode}")).unwrap()
         };
-        let tls = PgStore::open(&with("require")).await.unwrap();
+        let tls = PgStore::open(&with("require"), Migrations::Apply)
+            .await
+            .unwrap();
         let conn = tls.db.conn().await.unwrap();
         let encrypted: bool = conn
             .query_one(
@@ -422,7 +487,7 @@ mod tests {
             .get(0);
         assert!(encrypted, "sslmode=require gave a plain connection");
         // The server's self-signed certificate is not trusted.
-        let Err(err) = PgStore::open(&with("verify-full")).await else {
+        let Err(err) = PgStore::open(&with("verify-full"), Migrations::Apply).await else {
             panic!("verify-full accepted an untrusted certificate")
         };
         assert!(matches!(err, OpenError::Open { .. }), "{err}");

@@ -237,7 +237,7 @@ mod tests {
 
     /// A store of its own (another process) with a connection at hand.
     async fn raw(db: &TestDatabase) -> deadpool_postgres::Object {
-        PgStore::open(db.url())
+        PgStore::open(db.url(), crate::store::Migrations::Apply)
             .await
             .unwrap()
             .db

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{Db, PgUrl};
 use crate::domain::StorageError;
-use crate::store::{OpenError, Store};
+use crate::store::{Migrations, OpenError, Store};
 
 /// The PostgreSQL backend: any number of issuer processes may share one
 /// database.
@@ -17,10 +17,11 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects and applies pending migrations.
-    pub async fn open(url: &PgUrl) -> Result<Self, OpenError> {
+    /// Connects, and applies pending migrations or (with
+    /// [`Migrations::Require`]) refuses a database that needs them.
+    pub async fn open(url: &PgUrl, migrations: Migrations) -> Result<Self, OpenError> {
         Ok(PgStore {
-            db: Db::open(url).await?,
+            db: Db::open(url, migrations).await?,
         })
     }
 }
