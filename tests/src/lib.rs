@@ -12,6 +12,7 @@ pub mod database;
 pub mod fake_stripe;
 pub mod issuer;
 pub mod smtp;
+pub mod tcp_proxy;
 
 use std::path::{Path, PathBuf};
 

@@ -222,7 +222,11 @@ fn in_production_the_server_refuses_an_unmigrated_postgres_until_migrate_runs() 
         return;
     };
     let key = dir.path().join("production.pem");
-    admin(dir.path(), &["keys", "generate", "--out", key.to_str().unwrap()]).assert_success();
+    admin(
+        dir.path(),
+        &["keys", "generate", "--out", key.to_str().unwrap()],
+    )
+    .assert_success();
     let production = [
         ("CODITECT_ENV", "production"),
         ("JWT_SECRET", "production-test-jwt-secret-0123456789abcdef"),
@@ -240,7 +244,9 @@ fn in_production_the_server_refuses_an_unmigrated_postgres_until_migrate_runs() 
     let refused = run_with_timeout(cmd, Duration::from_secs(30));
     assert_eq!(refused.code, Some(1), "{refused}");
     assert!(
-        refused.stderr.contains("run `coditect-issuer migrate` first"),
+        refused
+            .stderr
+            .contains("run `coditect-issuer migrate` first"),
         "{refused}"
     );
     assert!(!refused.stderr.contains("listening on"), "{refused}");
@@ -251,5 +257,93 @@ fn in_production_the_server_refuses_an_unmigrated_postgres_until_migrate_runs() 
     );
     admin_with_env(dir.path(), &["migrate"], &production).assert_success();
     let server = IssuerServer::start_with_env(dir.path(), &production);
+    assert_eq!(server.get("/readyz").status, 200);
+}
+
+/// The database goes away while the issuer serves: requests get 503
+/// `database_unavailable` with `Retry-After` (never a 500, never a hang),
+/// `/readyz` says not ready while `/healthz` stays up, and when the
+/// database is back the issuer recovers on its own.
+#[test]
+fn a_database_outage_answers_503_and_the_issuer_recovers_on_its_own() {
+    let dir = data_dir();
+    let Some(db) = TestDatabase::create(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let direct = db.url().unwrap().to_owned();
+    // postgresql://USER@HOST:PORT/DB -> the same through the proxy.
+    let (scheme_user, rest) = direct.split_once('@').unwrap();
+    let (host_port, path) = rest.split_once('/').unwrap();
+    let proxy = coditect_tests::tcp_proxy::TcpProxy::start(host_port);
+    let via_proxy = format!("{scheme_user}@{}/{path}", proxy.addr());
+    let env = [("DATABASE_URL", via_proxy.as_str())];
+    let server = IssuerServer::start_with_env(dir.path(), &env);
+    let license = create_license(
+        dir.path(),
+        &[
+            "--email",
+            "outage@example.com",
+            "--tier",
+            "pilot-professional",
+        ],
+    );
+    let hw = hardware_id("through-an-outage");
+    let body = json!({"license_key": license.key, "hardware_id": hw});
+    server.post_json(ACTIVATE, &body).expect_status(201);
+    server.post_json(VALIDATE, &body).expect_status(200);
+
+    proxy.cut();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let resp = server.post_json(VALIDATE, &body);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a request hung for {:?}",
+            started.elapsed()
+        );
+        let problem = resp.expect_problem(503, "database_unavailable");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("try again")
+        );
+    }
+    let raw = ureq::post(&format!("{}{VALIDATE}", server.base_url()))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(&body)
+        .unwrap();
+    assert_eq!(raw.status(), 503);
+    assert_eq!(
+        raw.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    assert_eq!(server.get("/readyz").status, 503);
+    assert_eq!(server.get("/healthz").status, 200);
+    assert!(
+        !server.log().contains("internal error"),
+        "an outage is not an internal error:\n{}",
+        server.log()
+    );
+
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = server.post_json(VALIDATE, &body);
+        if resp.status == 200 {
+            break;
+        }
+        assert_eq!(resp.status, 503, "{}", resp.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the issuer did not recover\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(server.get("/readyz").status, 200);
 }

@@ -10,9 +10,8 @@
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::{PgStore, is_unique_violation, to_u32};
+use super::{PgStore, column, is_unique_violation, to_u32};
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, LOCKOUT_SECONDS, LOCKOUT_THRESHOLD, User};
 use crate::store::Accounts;
@@ -22,12 +21,6 @@ const SIGNUP_LOCK: i64 = 0x7369_676e_7570;
 
 /// The user columns, 5 of them, read by [`user_from_row`].
 const USER_COLUMNS: &str = "u.id, u.email, u.organization_id, o.name, u.role";
-
-/// A column of a row; a value that does not fit is a database error.
-fn column<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StorageError> {
-    row.try_get(idx)
-        .map_err(|e| StorageError::Failed(e.to_string()))
-}
 
 /// The user in the row's columns from `at`.
 fn user_from_row(r: &Row, at: usize) -> Result<User, StorageError> {

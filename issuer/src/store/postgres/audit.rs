@@ -4,10 +4,8 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::PgStore;
+use super::{PgStore, column};
 use crate::domain::StorageError;
 use crate::domain::audit::Event;
 use crate::store::AuditTrail;
@@ -41,12 +39,6 @@ pub(super) async fn insert_event<C: GenericClient>(
         )
         .await?;
     Ok(())
-}
-
-/// A column of a row; a value that does not fit is a database error.
-fn column<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StorageError> {
-    row.try_get(idx)
-        .map_err(|e| StorageError::Failed(e.to_string()))
 }
 
 #[async_trait]

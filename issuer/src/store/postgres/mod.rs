@@ -139,6 +139,16 @@ pub(crate) fn to_u32(v: i64) -> Result<u32, StorageError> {
     u32::try_from(v).map_err(|_| StorageError::Failed(format!("{v} is not a count")))
 }
 
+/// A column of a row; a value of an unexpected type, or NULL where none
+/// belongs, is bad data in the database (a failure), not an outage.
+pub(crate) fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    idx: usize,
+) -> Result<T, StorageError> {
+    row.try_get(idx)
+        .map_err(|e| StorageError::Failed(format!("unexpected data in the database: {e}")))
+}
+
 /// A pool of connections to one database.
 #[derive(Clone)]
 pub(crate) struct Db {

@@ -13,11 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 use zeroize::Zeroizing;
 
-use super::PgStore;
+use super::{PgStore, column};
 use crate::domain::StorageError;
 use crate::domain::mail::{
     CLAIM_SECS, DueMail, Failure, Mail, Next, OutboxEntry, OutboxStatus, after_failure,
@@ -45,12 +43,6 @@ pub(super) async fn insert_mail<C: GenericClient>(
         )
         .await?;
     Ok(id)
-}
-
-/// A column of a row; a value that does not fit is a database error.
-fn column<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StorageError> {
-    row.try_get(idx)
-        .map_err(|e| StorageError::Failed(e.to_string()))
 }
 
 /// After a mail's body (it can hold a license key) was wiped: vacuums the

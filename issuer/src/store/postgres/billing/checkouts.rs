@@ -13,8 +13,9 @@
 
 use deadpool_postgres::{GenericClient, Object};
 
+use super::super::column;
 use super::super::licenses;
-use super::{apply_snapshot, get, license_error, sync_license};
+use super::{apply_snapshot, license_error, sync_license};
 use crate::domain::StorageError;
 use crate::domain::audit::Event;
 use crate::domain::billing::{
@@ -31,7 +32,7 @@ pub(super) async fn customer_of<C: GenericClient>(
         .prepare_cached("SELECT stripe_customer_id FROM organizations WHERE id = $1")
         .await?;
     match client.query_opt(&stmt, &[&org]).await? {
-        Some(r) => get(&r, 0),
+        Some(r) => column(&r, 0),
         None => Ok(None),
     }
 }
@@ -46,7 +47,7 @@ pub(super) async fn has_live_subscription<C: GenericClient>(
                  AND status IN ('active', 'trialing', 'past_due'))",
         )
         .await?;
-    get(&client.query_one(&stmt, &[&org]).await?, 0)
+    column(&client.query_one(&stmt, &[&org]).await?, 0)
 }
 
 /// Stores the customer unless the organization has one, and returns the
@@ -64,7 +65,7 @@ pub(super) async fn set_customer<C: GenericClient>(
         )
         .await?;
     let stored: Option<String> = match client.query_opt(&stmt, &[&org, &customer]).await? {
-        Some(r) => get(&r, 0)?,
+        Some(r) => column(&r, 0)?,
         None => None,
     };
     stored.ok_or_else(|| StorageError::Failed(format!("organization {org} does not exist")))
@@ -86,7 +87,7 @@ pub(super) async fn open_checkouts<C: GenericClient>(
         .query(&stmt, &[&org, &since])
         .await?
         .iter()
-        .map(|r| get(r, 0))
+        .map(|r| column(r, 0))
         .collect()
 }
 
@@ -155,7 +156,7 @@ pub(super) async fn completed<C: GenericClient>(
         .await?;
     let checkout: Option<(String, String)> =
         match client.query_opt(&stmt, &[&session_id, &org]).await? {
-            Some(r) => Some((get(&r, 0)?, get(&r, 1)?)),
+            Some(r) => Some((column(&r, 0)?, column(&r, 1)?)),
             None => None,
         };
     let stmt = client
@@ -177,7 +178,7 @@ pub(super) async fn completed<C: GenericClient>(
                 )
                 .await?;
             match client.query_opt(&stmt, &[&org]).await? {
-                Some(r) => Some(get(&r, 0)?),
+                Some(r) => Some(column(&r, 0)?),
                 None => None,
             }
         }
@@ -195,7 +196,7 @@ pub(super) async fn completed<C: GenericClient>(
         )
         .await?;
     let (email, org_name): (String, String) = match client.query_opt(&stmt, &[&user_id]).await? {
-        Some(r) => (get(&r, 0)?, get(&r, 1)?),
+        Some(r) => (column(&r, 0)?, column(&r, 1)?),
         None => {
             return Err(StorageError::Failed(format!(
                 "checkout {session_id} names user {user_id}, who does not exist"
@@ -282,10 +283,10 @@ pub(super) async fn reveal(
     let Some(row) = tx.query_opt(&stmt, &[&session_id]).await? else {
         return Ok(Reveal::Unknown);
     };
-    let hash: Option<String> = get(&row, 0)?;
-    let license_id: Option<String> = get(&row, 1)?;
-    let key: Option<String> = get(&row, 2)?;
-    let revealed_at: Option<i64> = get(&row, 3)?;
+    let hash: Option<String> = column(&row, 0)?;
+    let license_id: Option<String> = column(&row, 1)?;
+    let key: Option<String> = column(&row, 2)?;
+    let revealed_at: Option<i64> = column(&row, 3)?;
     if hash.as_deref() != Some(browser) {
         return Ok(Reveal::Unknown);
     }

@@ -23,10 +23,8 @@ mod checkouts;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
-use tokio_postgres::types::FromSql;
 
-use super::{PgStore, to_u32};
+use super::{PgStore, column, to_u32};
 use crate::domain::StorageError;
 use crate::domain::billing::{
     Applied, ApplyError, BillingChange, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
@@ -34,13 +32,6 @@ use crate::domain::billing::{
 };
 use crate::domain::license::{LicenseError, project_limit_column};
 use crate::store::Billing;
-
-/// A column of a row; a value of an unexpected type or NULL where none
-/// belongs is bad data in the database, not a broken connection.
-fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StorageError> {
-    row.try_get(idx)
-        .map_err(|e| StorageError::Failed(format!("unexpected data in the database: {e}")))
-}
 
 /// The status fields of a stored subscription.
 #[derive(Debug)]
@@ -63,9 +54,9 @@ async fn lock_subscription<C: GenericClient>(
         .await?;
     match client.query_opt(&stmt, &[&subscription_id]).await? {
         Some(r) => Ok(Some(SubscriptionRow {
-            status: get(&r, 0)?,
-            state_at: get(&r, 1)?,
-            past_due_since: get(&r, 2)?,
+            status: column(&r, 0)?,
+            state_at: column(&r, 1)?,
+            past_due_since: column(&r, 2)?,
         })),
         None => Ok(None),
     }
@@ -302,11 +293,11 @@ async fn sync_license<C: GenericClient>(
     let Some(sub) = client.query_opt(&stmt, &[&subscription_id]).await? else {
         return Ok(());
     };
-    let status: String = get(&sub, 0)?;
-    let price_id: Option<String> = get(&sub, 1)?;
-    let quantity = to_u32(get(&sub, 2)?)?;
-    let period_end: Option<i64> = get(&sub, 3)?;
-    let past_due_since: Option<i64> = get(&sub, 4)?;
+    let status: String = column(&sub, 0)?;
+    let price_id: Option<String> = column(&sub, 1)?;
+    let quantity = to_u32(column(&sub, 2)?)?;
+    let period_end: Option<i64> = column(&sub, 3)?;
+    let past_due_since: Option<i64> = column(&sub, 4)?;
     let stmt = client
         .prepare_cached(
             "SELECT id, tier, status, expires_at FROM licenses
@@ -316,10 +307,10 @@ async fn sync_license<C: GenericClient>(
     let Some(license) = client.query_opt(&stmt, &[&subscription_id]).await? else {
         return Ok(());
     };
-    let license_id: String = get(&license, 0)?;
-    let tier: String = get(&license, 1)?;
-    let license_status: String = get(&license, 2)?;
-    let expires_at: i64 = get(&license, 3)?;
+    let license_id: String = column(&license, 0)?;
+    let tier: String = column(&license, 1)?;
+    let license_status: String = column(&license, 2)?;
+    let expires_at: i64 = column(&license, 3)?;
     if license_status == "revoked" {
         return Ok(());
     }
@@ -417,7 +408,7 @@ async fn organization_of_customer<C: GenericClient>(
         .prepare_cached("SELECT id FROM organizations WHERE stripe_customer_id = $1")
         .await?;
     match client.query_opt(&stmt, &[&customer]).await? {
-        Some(r) => Ok(Some(get(&r, 0)?)),
+        Some(r) => Ok(Some(column(&r, 0)?)),
         None => Ok(None),
     }
 }
@@ -494,7 +485,7 @@ impl Billing for PgStore {
         let stmt = conn
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $1)")
             .await?;
-        get(&conn.query_one(&stmt, &[&event_id]).await?, 0)
+        column(&conn.query_one(&stmt, &[&event_id]).await?, 0)
     }
 
     async fn apply_stripe_event(

@@ -5,29 +5,31 @@
 //! customers). Each test has a database of its own; the fixtures are
 //! written with SQL, so only the billing code is under test.
 
-use std::sync::Arc;
-
 use super::super::PgStore;
 use super::super::testing::TestDatabase;
 use crate::domain::billing::{
-    BillingChange, BillingRules, Graces, LicenseMailFacts, Outcome, REVEAL_WINDOW, Reveal,
-    StripeEvent, SubscriptionSnapshot,
+    BillingChange, BillingRules, Graces, Outcome, REVEAL_WINDOW, Reveal, StripeEvent,
+    SubscriptionSnapshot,
 };
 use crate::domain::license::{License, LicenseStatus};
-use crate::domain::mail::Mail;
+use crate::store::conformance::{rules_with, snapshot as snap};
 use crate::store::{Billing, Licenses};
 
 /// A store on a new database, or `None` (the harness said why) when no
 /// server answers.
 async fn fresh() -> Option<(TestDatabase, PgStore)> {
     let db = TestDatabase::create().await?;
-    let store = PgStore::open(db.url()).await.unwrap();
+    let store = PgStore::open(db.url(), crate::store::Migrations::Apply)
+        .await
+        .unwrap();
     Some((db, store))
 }
 
 /// A second issuer process on the same database: a pool of its own.
 async fn another_process(db: &TestDatabase) -> PgStore {
-    PgStore::open(db.url()).await.unwrap()
+    PgStore::open(db.url(), crate::store::Migrations::Apply)
+        .await
+        .unwrap()
 }
 
 async fn sql(store: &PgStore, batch: &str) {
@@ -43,43 +45,12 @@ async fn count(store: &PgStore, table: &str) -> i64 {
         .get(0)
 }
 
-/// The test prices (`price_sm` … `price_pa`), the graces, and a mail that
-/// names the key.
-fn rules_with(graces: Graces) -> BillingRules {
-    BillingRules {
-        plan_of_price: Arc::new(|price: &str| match price {
-            "price_sm" | "price_sa" => crate::domain::plans::find("pilot-starter"),
-            "price_pm" | "price_pa" => crate::domain::plans::find("pilot-professional"),
-            _ => None,
-        }),
-        graces,
-        license_mail: Arc::new(|f: LicenseMailFacts<'_>| Mail {
-            kind: "license_key",
-            to: f.to.to_owned(),
-            subject: format!("Your key ({})", f.plan_name),
-            body: format!("key {}", f.key),
-        }),
-    }
-}
-
 /// Graces of 100 s (paid period) and 1,000 s (past due).
 fn rules() -> BillingRules {
     rules_with(Graces {
         billing: 100,
         past_due: 1_000,
     })
-}
-
-fn snap(status: &str, price: &str, quantity: u32, end: i64) -> SubscriptionSnapshot {
-    SubscriptionSnapshot {
-        id: "sub_1".into(),
-        customer_id: "cus_1".into(),
-        status: status.into(),
-        price_id: Some(price.into()),
-        quantity,
-        current_period_end: Some(end),
-        cancel_at_period_end: false,
-    }
 }
 
 fn event(id: &str, created: i64, change: BillingChange) -> StripeEvent {
