@@ -313,7 +313,8 @@ fn a_database_outage_answers_503_and_the_issuer_recovers_on_its_own() {
         .config()
         .http_status_as_error(false)
         .build()
-        .send_json(&body)
+        .header("content-type", "application/json")
+        .send(body.to_string())
         .unwrap();
     assert_eq!(raw.status(), 503);
     assert_eq!(

@@ -315,14 +315,15 @@ fn activate_validate_deactivate_over_http_with_verified_tokens() {
     assert_eq!(show_license(dir.path(), &license.id)["status"], "revoked");
 }
 
-/// The concurrency test: 50 simultaneous activations of distinct
-/// machines on a 3-device license give exactly 3 successes and 47
-/// `too_many_activations`.
+// The invariant tests run on SQLite and on PostgreSQL.
 coditect_tests::on_both_backends!(
     fifty_simultaneous_activations_on_a_three_device_license_give_exactly_three,
     acknowledged_activations_survive_a_kill_9_mid_load,
 );
 
+/// The concurrency test: 50 simultaneous activations of distinct
+/// machines on a 3-device license give exactly 3 successes and 47
+/// `too_many_activations`.
 fn fifty_simultaneous_activations_on_a_three_device_license_give_exactly_three(backend: Backend) {
     const MACHINES: usize = 50;
     let dir = data_dir();
