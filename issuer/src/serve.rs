@@ -4,6 +4,7 @@
 //! application.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
 
@@ -94,18 +95,31 @@ pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
             "listening on http://{local}"
         );
         let state = AppState::new(config, store);
-        poem::Server::new_with_acceptor(acceptor)
+        let draining = state.clone();
+        let served = poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
-                crate::http::app(state),
-                shutdown_signal(),
-                Some(std::time::Duration::from_secs(10)),
+                crate::http::app(state.clone()),
+                async move {
+                    shutdown_signal().await;
+                    draining.begin_draining();
+                },
+                Some(IN_FLIGHT_GRACE),
             )
-            .await
-            .map_err(|e| AdminError::Unexpected(format!("server stopped: {e}")))
+            .await;
+        // No request is in flight any more (or the grace ran out): stop the
+        // workers, give unsent mail back, write the audit log's queue.
+        state.finish(WORKERS_GRACE).await;
+        served.map_err(|e| AdminError::Unexpected(format!("server stopped: {e}")))
     })?;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// After SIGTERM the platform (Cloud Run) allows 10 s before it kills the
+/// process: up to 7 s for requests in flight to finish…
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(7);
+/// …then up to 2 s for the mail sender and the audit log.
+const WORKERS_GRACE: Duration = Duration::from_secs(2);
 
 async fn shutdown_signal() {
     #[cfg(unix)]

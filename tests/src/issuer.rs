@@ -601,6 +601,30 @@ impl IssuerServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Asks the server to stop as a platform does (SIGTERM) and waits up
+    /// to `limit` for it to exit; returns how it ended and how long that
+    /// took (`None`: still running at the limit, then killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<(ExitStatus, Duration)> {
+        let mut child = self.child.take()?;
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "cannot send SIGTERM to the issuer");
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some((status, started.elapsed()));
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills the server at once (SIGKILL on Unix: no graceful shutdown, no
     /// chance to flush anything) and waits for it to be gone.
     pub fn kill(&mut self) {
@@ -616,6 +640,13 @@ impl IssuerServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .join("\n")
+    }
+
+    /// A reader of the log that outlives a borrow of the server (the log
+    /// keeps filling until the process has exited).
+    pub fn log_handle(&self) -> impl Fn() -> String + use<> {
+        let log = Arc::clone(&self.log);
+        move || log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
     }
 
     /// `GET path`.

@@ -319,6 +319,7 @@ fn activate_validate_deactivate_over_http_with_verified_tokens() {
 coditect_tests::on_both_backends!(
     fifty_simultaneous_activations_on_a_three_device_license_give_exactly_three,
     acknowledged_activations_survive_a_kill_9_mid_load,
+    sigterm_under_load_keeps_every_acknowledged_activation_and_its_audit_row,
 );
 
 /// The concurrency test: 50 simultaneous activations of distinct
@@ -886,4 +887,108 @@ fn production_refuses_missing_secrets_and_the_development_key() {
     );
     assert_eq!(out.code, Some(1), "{out}");
     assert!(!out.all_output().contains(&secret), "{out}");
+}
+
+/// A platform stop (SIGTERM, as Cloud Run sends) in the middle of a load:
+/// the issuer stops taking requests, finishes those in flight, writes its
+/// audit queue and exits 0 within Cloud Run's 10 s; every activation it
+/// acknowledged is in the database with its audit row.
+fn sigterm_under_load_keeps_every_acknowledged_activation_and_its_audit_row(backend: Backend) {
+    const THREADS: usize = 4;
+    const STOP_AFTER: usize = 60;
+    let dir = data_dir();
+    let Some(db) = TestDatabase::create(backend, dir.path()) else {
+        return;
+    };
+    let mut server = IssuerServer::start(dir.path());
+    let license = create_license(
+        dir.path(),
+        &[
+            "--email",
+            "sigterm@example.com",
+            "--tier",
+            "pilot-professional",
+            "--max-devices",
+            "100000",
+        ],
+    );
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let unexpected: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let client = server.client();
+            let key = license.key.clone();
+            let acknowledged = Arc::clone(&acknowledged);
+            let unexpected = Arc::clone(&unexpected);
+            std::thread::spawn(move || {
+                for i in 0..100_000 {
+                    let hw = hardware_id(&format!("sigterm-{t}-{i}"));
+                    match client.try_post_json(ACTIVATE, &activate_body(&key, &hw)) {
+                        Ok(resp) if resp.status == 201 => {
+                            let id = resp.json()["activation"]["id"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned();
+                            acknowledged.lock().unwrap().push(id);
+                        }
+                        // Refused while stopping, or the listener is gone.
+                        Ok(resp) if resp.status == 503 => return,
+                        Err(_) => return,
+                        Ok(resp) => {
+                            unexpected
+                                .lock()
+                                .unwrap()
+                                .push(format!("{}: {}", resp.status, resp.body));
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acknowledged.lock().unwrap().len() < STOP_AFTER {
+        assert!(
+            Instant::now() < deadline,
+            "the load did not start\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let log = server.log_handle();
+    let stopped = server.terminate(Duration::from_secs(10));
+    for t in threads {
+        t.join().expect("a load thread panicked");
+    }
+    let (status, took) = stopped
+        .unwrap_or_else(|| panic!("the issuer did not exit within 10 s of SIGTERM\n{}", log()));
+    assert!(status.success(), "exit status {status:?}\n{}", log());
+    assert!(log().contains("stopped"), "{}", log());
+    let unexpected = unexpected.lock().unwrap().clone();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let active: BTreeSet<String> = db
+        .rows("SELECT id FROM activations WHERE status = 'active'")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let audited: BTreeSet<String> = db
+        .rows("SELECT subject_id FROM audit_log WHERE event = 'activate' AND outcome = 'ok'")
+        .iter()
+        .map(|r| r["subject_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for id in &acknowledged {
+        assert!(
+            active.contains(id),
+            "acknowledged activation {id} is missing"
+        );
+        assert!(
+            audited.contains(id),
+            "acknowledged activation {id} has no audit row"
+        );
+    }
+    eprintln!(
+        "SIGTERM after {} acknowledged activations; exited 0 in {took:?}",
+        acknowledged.len()
+    );
 }

@@ -19,7 +19,8 @@ pub mod mail;
 pub mod passwords;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::domain::tokens::TokenPolicy;
@@ -38,6 +39,9 @@ pub struct AppState {
     pub mailer: mail::Mailer,
     /// Request rate limits (this process's; see `docs/ARCHITECTURE.md`).
     pub limits: Arc<limits::Limiters>,
+    /// Set when the process has been asked to stop: `/readyz` answers 503
+    /// from then on, so no new traffic is sent here.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -57,6 +61,7 @@ impl AppState {
             limits: Arc::new(limits::Limiters::from_config(&config)),
             mailer: mail::Mailer::start(Arc::clone(&store), Arc::clone(&config)),
             audit: audit::AuditLog::start(Arc::clone(&store)),
+            draining: Arc::new(AtomicBool::new(false)),
             config,
             stripe,
             store,
@@ -76,6 +81,31 @@ impl AppState {
         match (&self.stripe, &self.config.stripe) {
             (Some(api), Some(cfg)) => Ok((api, cfg)),
             _ => Err(billing::BillingError::NotConfigured),
+        }
+    }
+
+    /// Whether the process is stopping.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The first step of stopping: readiness goes false.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The last step of stopping, once no request is in flight: the mail
+    /// sender stops (its unsent claims go back to the outbox) and every
+    /// audit event queued is written. Bounded by `budget`.
+    pub async fn finish(&self, budget: Duration) {
+        let started = tokio::time::Instant::now();
+        self.mailer.stop(budget / 2).await;
+        let left = budget.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, self.audit.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("the audit log could not be flushed before the stop");
         }
     }
 

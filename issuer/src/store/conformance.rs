@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             the_key_is_revealed_once_to_the_browser_that_paid,
             mail_is_claimed_once_retried_and_given_up,
             two_senders_never_claim_the_same_mail,
+            a_stopping_sender_gives_its_claims_back,
             the_audit_log_appends_and_filters,
         );
     };
@@ -899,6 +900,27 @@ pub async fn two_senders_never_claim_the_same_mail(store: SharedStore) {
         (40, 40),
         "each mail claimed exactly once"
     );
+}
+
+pub async fn a_stopping_sender_gives_its_claims_back(store: SharedStore) {
+    let a = store.enqueue_mail(&mail("a@x.io"), NOW).await.unwrap();
+    let b = store.enqueue_mail(&mail("b@x.io"), NOW).await.unwrap();
+    let claimed = store.claim_mail(NOW, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    // Mail `a` went out before the stop; `b` was still waiting its turn.
+    store.mail_sent(&a, NOW + 1).await.unwrap();
+    let released = store
+        .release_mail(&[a.clone(), b.clone(), "no-such-mail".into()], NOW + 2)
+        .await
+        .unwrap();
+    assert_eq!(released, 1, "only the unsent claim is given back");
+    let again = store.claim_mail(NOW + 2, 10).await.unwrap();
+    assert_eq!(
+        again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [b.as_str()],
+        "another sender takes it at once, not after the claim"
+    );
+    assert_eq!(store.release_mail(&[], NOW + 3).await.unwrap(), 0);
 }
 
 pub async fn the_audit_log_appends_and_filters(store: SharedStore) {

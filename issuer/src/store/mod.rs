@@ -286,6 +286,11 @@ pub trait Outbox {
     /// Makes an unsent mail due at `now` with a fresh count of attempts;
     /// false if there is no such unsent mail.
     async fn retry_mail(&self, id: &str, now: i64) -> Result<bool, StorageError>;
+    /// Gives back claims a stopping sender will not use: those unsent
+    /// mails become due at `now` (their attempts unchanged), so another
+    /// sender takes them at once instead of after the claim runs out.
+    /// Returns how many were given back.
+    async fn release_mail(&self, ids: &[String], now: i64) -> Result<usize, StorageError>;
 }
 
 /// The audit log.

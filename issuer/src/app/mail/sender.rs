@@ -10,7 +10,7 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, Environment};
@@ -25,11 +25,23 @@ const POLL: Duration = Duration::from_secs(5);
 /// How long one SMTP conversation may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Delivers due mail until the process ends.
-pub async fn run(store: SharedStore, config: Arc<Config>, wake: Arc<Notify>) {
+/// The ids of the mails this process has claimed and not yet finished:
+/// given back to the outbox when the process stops (see
+/// `Mailer::stop`).
+pub type Held = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Delivers due mail until `stop` says so; then returns after the mail
+/// being sent (if any), leaving the rest of its claims in `held`.
+pub async fn run(
+    store: SharedStore,
+    config: Arc<Config>,
+    wake: Arc<Notify>,
+    held: Held,
+    mut stop: watch::Receiver<bool>,
+) {
     let sender = Sender::new(&config);
-    loop {
-        let full = match deliver_due(&store, &sender, crate::app::now).await {
+    while !*stop.borrow() {
+        let full = match deliver_due(&store, &sender, crate::app::now, &held, &stop).await {
             Ok(taken) => taken >= BATCH,
             Err(e) => {
                 tracing::error!("mail outbox: {e}; trying again shortly");
@@ -42,22 +54,32 @@ pub async fn run(store: SharedStore, config: Arc<Config>, wake: Arc<Notify>) {
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => {}
         }
     }
 }
 
-/// One pass: claims up to [`BATCH`] due mails and tries each once.
-/// Returns how many were taken.
+/// One pass: claims up to [`BATCH`] due mails and tries each once,
+/// stopping between two mails when `stop` says so (the claims not tried
+/// stay in `held`). Returns how many were taken.
 pub(crate) async fn deliver_due(
     store: &SharedStore,
     sender: &Sender,
     now: impl Fn() -> i64,
+    held: &Held,
+    stop: &watch::Receiver<bool>,
 ) -> Result<usize, StorageError> {
     let due = store.claim_mail(now(), BATCH).await?;
     let taken = due.len();
+    if let Ok(mut h) = held.lock() {
+        h.extend(due.iter().map(|m| m.id.clone()));
+    }
     // One at a time, and without the writer's turn while talking to the
     // server; a failure is recorded on its own row and the next goes on.
     for mail in due {
+        if *stop.borrow() {
+            break;
+        }
         let outcome = sender.deliver(&mail).await;
         let at = now();
         let recorded = match &outcome {
@@ -80,6 +102,9 @@ pub(crate) async fn deliver_due(
                 }
             }
             (Err(failure), Ok(next)) => log_failure(&mail, &failure, next),
+        }
+        if let Ok(mut h) = held.lock() {
+            h.retain(|id| *id != mail.id);
         }
     }
     Ok(taken)
@@ -436,7 +461,15 @@ mod tests {
             .await
             .unwrap();
         let sender = Sender::new(&config);
-        let taken = deliver_due(&store, &sender, || 150).await.unwrap();
+        let taken = deliver_due(
+            &store,
+            &sender,
+            || 150,
+            &Held::default(),
+            &watch::channel(false).1,
+        )
+        .await
+        .unwrap();
         assert_eq!(taken, 1);
         let row = &store.outbox(false, 10).await.unwrap()[0];
         assert_eq!(row.id, id);
@@ -475,7 +508,18 @@ mod tests {
             .await
             .unwrap();
         let sender = Sender::new(&config);
-        assert_eq!(deliver_due(&store, &sender, || 150).await.unwrap(), 2);
+        assert_eq!(
+            deliver_due(
+                &store,
+                &sender,
+                || 150,
+                &Held::default(),
+                &watch::channel(false).1
+            )
+            .await
+            .unwrap(),
+            2
+        );
         let rows = store.outbox(false, 10).await.unwrap();
         let row = |id: &str| rows.iter().find(|r| r.id == id).unwrap().clone();
         let ra = row(&a);

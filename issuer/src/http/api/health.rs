@@ -22,7 +22,8 @@ pub enum ReadyResponse {
     /// The database answers: the service can take traffic.
     #[oai(status = 200)]
     Ready(Json<HealthStatus>),
-    /// The database does not answer.
+    /// The database does not answer (`not_ready`), or the instance is
+    /// stopping (`draining`).
     #[oai(status = 503, content_type = "application/problem+json")]
     NotReady(Json<Problem>),
 }
@@ -37,9 +38,18 @@ impl HealthApi {
         })
     }
 
-    /// Readiness: the database is reachable.
+    /// Readiness: the database is reachable and the instance is not
+    /// stopping.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&AppState>) -> ReadyResponse {
+        if state.is_draining() {
+            return ReadyResponse::NotReady(Json(Problem::new(
+                poem::http::StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "Stopping",
+                "This instance is stopping; send new requests elsewhere.",
+            )));
+        }
         if state.store.ping().await.is_ok() {
             ReadyResponse::Ready(Json(HealthStatus {
                 status: "ready".into(),

@@ -207,6 +207,18 @@ impl Outbox for PgStore {
             .await?;
         Ok(conn.execute(&stmt, &[&id, &now]).await? == 1)
     }
+
+    async fn release_mail(&self, ids: &[String], now: i64) -> Result<usize, StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "UPDATE email_outbox SET next_attempt_at = $2
+                 WHERE id = ANY($1) AND sent_at IS NULL AND next_attempt_at > $2",
+            )
+            .await?;
+        let released = conn.execute(&stmt, &[&ids, &now]).await?;
+        Ok(usize::try_from(released).unwrap_or(usize::MAX))
+    }
 }
 
 /// What the conformance suite cannot see: a claim in progress in another

@@ -149,6 +149,23 @@ pub(super) fn retry_now(conn: &Connection, id: &str, now: i64) -> rusqlite::Resu
     Ok(changed == 1)
 }
 
+/// Makes claimed, unsent mails due at `now` again.
+pub(super) fn release(conn: &mut Connection, ids: &[String], now: i64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut released = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE email_outbox SET next_attempt_at = ?2
+             WHERE id = ?1 AND sent_at IS NULL AND next_attempt_at > ?2",
+        )?;
+        for id in ids {
+            released += stmt.execute(params![id, now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(released)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Db;

@@ -464,6 +464,13 @@ impl Outbox for SqliteStore {
             .run_write(move |c| outbox::retry_now(c, &id, now).map_err(storage))
             .await
     }
+
+    async fn release_mail(&self, ids: &[String], now: i64) -> Result<usize, StorageError> {
+        let ids = ids.to_vec();
+        self.db
+            .run_write(move |c| outbox::release(c, &ids, now).map_err(storage))
+            .await
+    }
 }
 
 #[async_trait]
