@@ -47,12 +47,38 @@ impl AuditTrail for PgStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut conn = self.db.conn().await?;
-        let tx = conn.transaction().await?;
-        for e in events {
-            insert_event(&tx, e).await?;
-        }
-        tx.commit().await?;
+        // One statement for the whole batch (one round trip, atomic on
+        // its own): the columns as arrays, unnested into rows in order.
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "INSERT INTO audit_log (at, event, outcome, actor, ip, user_agent, subject_type,
+                     subject_id, detail)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
+            )
+            .await?;
+        let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+        let event: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        let outcome: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+        let text = |f: fn(&Event) -> &Option<String>| -> Vec<Option<&str>> {
+            events.iter().map(|e| f(e).as_deref()).collect()
+        };
+        conn.execute(
+            &stmt,
+            &[
+                &at,
+                &event,
+                &outcome,
+                &text(|e| &e.actor),
+                &text(|e| &e.ip),
+                &text(|e| &e.user_agent),
+                &text(|e| &e.subject_type),
+                &text(|e| &e.subject_id),
+                &text(|e| &e.detail),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
