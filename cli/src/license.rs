@@ -145,6 +145,11 @@ pub fn accept_token(
     let bytes = decode_token(token_b64).ok_or_else(|| refuse("that is not base64url".into()))?;
     let ring = trust::key_ring()?;
     let verified = verifier::authenticate(&bytes, &ring).map_err(|e| {
+        // The server signs with a key newer than this build: the key
+        // rotation shipped the new key in a later release of coditect.
+        if let (Source::Server, VerifyError::UnknownKey { kid }) = (&source, &e) {
+            return update_required(kid);
+        }
         refuse(if trust::TRUSTS_DEVELOPMENT_KEY {
             format!("that this build refuses: {e}")
         } else {
@@ -161,6 +166,20 @@ pub fn accept_token(
         .check(at, hardware_id)
         .map_err(|e| refuse(format!("that is not good for this machine now: {e}")))?;
     Ok(verified)
+}
+
+/// The license server signs with a key this build does not know yet.
+fn update_required(kid: &str) -> CliError {
+    CliError::user(
+        "update_required",
+        format!(
+            "the license server now signs licenses with a key this version of coditect does not know ({kid}); update coditect"
+        ),
+        Some(
+            "update coditect (`npm install -g @coditect-ai/coditect-core`); until then this machine keeps working with the license it has until that expires"
+                .to_owned(),
+        ),
+    )
 }
 
 enum Attempt {
@@ -199,7 +218,13 @@ fn try_renew(
         }
         Ok(Reply::Ok(grant)) => {
             let token = grant.token.token.as_str();
-            let verified = accept_token(token, hardware_id, now, Source::Server)?;
+            let verified = match accept_token(token, hardware_id, now, Source::Server) {
+                Ok(v) => v,
+                // Not a refusal of the license: the stored token stays in
+                // use while it is good, and the message says to update.
+                Err(e) if e.code == "update_required" => return Ok(Attempt::Unreachable(e)),
+                Err(e) => return Err(e),
+            };
             let mut next = state.clone();
             next.token = token.to_owned();
             next.server = Some(server);
@@ -287,6 +312,9 @@ pub fn ensure(ctx: &Context<'_>, renew: Renew) -> CliResult<Licensed> {
                     at: now,
                 });
                 state::save_license(ctx.paths, &state)?;
+                return Err(err);
+            }
+            Attempt::Unreachable(err) if blocking && err.code == "update_required" => {
                 return Err(err);
             }
             Attempt::Unreachable(err) if blocking => {

@@ -136,6 +136,38 @@ impl Jwk {
     }
 }
 
+/// The Ed25519 public keys of a JWK Set (as `keys generate` prints them
+/// and `/api/v1/keys` publishes them), with their kids.
+pub fn parse_public_jwks(text: &str) -> Result<Vec<(String, VerifyingKey)>, String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let keys = doc["keys"]
+        .as_array()
+        .ok_or("not a JWK Set: no `keys` array")?;
+    let mut out: Vec<(String, VerifyingKey)> = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let kid = key["kid"]
+            .as_str()
+            .filter(|k| !k.is_empty())
+            .ok_or(format!("key {i} has no kid"))?;
+        if key["kty"] != "OKP" || key["crv"] != "Ed25519" {
+            return Err(format!("key {kid} is not an Ed25519 (OKP) key"));
+        }
+        let x = key["x"]
+            .as_str()
+            .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
+            .and_then(|x| <[u8; 32]>::try_from(x).ok())
+            .ok_or(format!("key {kid}: x is not 32 bytes of base64url"))?;
+        let public =
+            VerifyingKey::from_bytes(&x).map_err(|_| format!("key {kid}: not an Ed25519 point"))?;
+        if out.iter().any(|(k, _)| k == kid) {
+            return Err(format!("kid {kid} appears twice"));
+        }
+        out.push((kid.to_owned(), public));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

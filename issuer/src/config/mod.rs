@@ -24,7 +24,7 @@ pub use rate_limits::{Per, Rate, RateLimits};
 pub use stripe::{Prices, StripeConfig};
 
 use rate_limits::trust_proxy;
-use secrets::{development_jwt_secret, secret, signer};
+use secrets::{development_jwt_secret, published_keys, secret, signer};
 use stripe::stripe;
 
 /// Development (the default) or production.
@@ -85,6 +85,9 @@ pub struct Config {
     pub jwt_expiry: Duration,
     pub signer: TokenSigner,
     pub signing_key_is_development: bool,
+    /// What `/api/v1/keys` publishes: the signing key, then the keys of
+    /// `PUBLISHED_KEYS_FILE` (the previous and next keys of a rotation).
+    pub published_keys: Vec<crate::keys::Jwk>,
     pub token_lifetime: Duration,
     pub token_renew_after: Duration,
     pub enable_pilot_signup: bool,
@@ -243,6 +246,7 @@ impl Config {
         }
 
         let (signer, signing_key_is_development) = signer(env, production, notices)?;
+        let published_keys = published_keys(env, &signer, production)?;
 
         let enable_pilot_signup = boolean(env, "ENABLE_PILOT_SIGNUP", true)?;
         let pilot_users_limit = match env.get("PILOT_USERS_LIMIT") {
@@ -288,6 +292,7 @@ impl Config {
             jwt_expiry,
             signer,
             signing_key_is_development,
+            published_keys,
             token_lifetime,
             token_renew_after,
             enable_pilot_signup,

@@ -122,6 +122,51 @@ pub(super) fn development_jwt_secret(data_dir: &Path) -> Result<Zeroizing<Vec<u8
     Ok(hexed)
 }
 
+/// The public keys `/api/v1/keys` publishes: the signing key's first, then
+/// those of `PUBLISHED_KEYS_FILE` (a JWK Set: the previous key while its
+/// tokens live, the next key before the switch). A kid may not stand for
+/// two keys; production refuses the development key.
+pub(super) fn published_keys(
+    env: &dyn Env,
+    signer: &TokenSigner,
+    production: bool,
+) -> Result<Vec<keys::Jwk>, ConfigError> {
+    let bad = |reason: String| invalid("PUBLISHED_KEYS_FILE", &reason);
+    let current = ed25519_dalek::VerifyingKey::from_bytes(&signer.public_key())
+        .map_err(|_| ConfigError::Key("the signing key has no valid public key".into()))?;
+    let mut out = vec![keys::Jwk::new(signer.kid(), &current)];
+    let Some(path) = env.get("PUBLISHED_KEYS_FILE") else {
+        return Ok(out);
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read {path}: {e}")))?;
+    let dev_public = keys::parse_pem(keys::DEVELOPMENT_KEY_PEM, "development key")
+        .map_err(|e| ConfigError::Key(e.to_string()))?
+        .verifying_key();
+    for (kid, public) in keys::parse_public_jwks(&text).map_err(|e| bad(format!("{path}: {e}")))? {
+        if production && public == dev_public {
+            return Err(bad(format!(
+                "{path} holds the development key ({kid}); production publishes only production keys"
+            )));
+        }
+        if kid == signer.kid() {
+            if public == current {
+                continue;
+            }
+            return Err(bad(format!(
+                "{path} gives kid {kid} another key than the signing key's"
+            )));
+        }
+        if public == current {
+            return Err(bad(format!(
+                "{path} publishes the signing key under another kid ({kid})"
+            )));
+        }
+        out.push(keys::Jwk::new(&kid, &public));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +199,44 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn published_keys_add_the_previous_and_next_keys_after_the_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let next = keys::generate().unwrap().verifying_key();
+        let jwks = |entries: &[(&str, &ed25519_dalek::VerifyingKey)]| {
+            let keys: Vec<keys::Jwk> = entries.iter().map(|(k, v)| keys::Jwk::new(k, v)).collect();
+            serde_json::json!({ "keys": keys }).to_string()
+        };
+        let file = dir.path().join("published.jwks.json");
+        let f = file.to_str().unwrap();
+        std::fs::write(&file, jwks(&[("next-2027", &next)])).unwrap();
+        let cfg = load(&[("CODITECT_DATA_DIR", d), ("PUBLISHED_KEYS_FILE", f)]).unwrap();
+        let kids: Vec<&str> = cfg.published_keys.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, [keys::DEVELOPMENT_KID, "next-2027"]);
+        // Without the file, only the signing key.
+        let cfg = load(&[("CODITECT_DATA_DIR", d)]).unwrap();
+        assert_eq!(cfg.published_keys.len(), 1);
+        // One kid for two keys, the signing key under another kid, a file
+        // that is not a JWK Set: refused, naming the variable.
+        let dev = keys::parse_pem(keys::DEVELOPMENT_KEY_PEM, "dev")
+            .unwrap()
+            .verifying_key();
+        for bad in [
+            jwks(&[(keys::DEVELOPMENT_KID, &next)]),
+            jwks(&[("renamed", &dev)]),
+            "{\"keys\": [{\"kty\": \"RSA\", \"kid\": \"r\"}]}".to_owned(),
+            "not json".to_owned(),
+        ] {
+            std::fs::write(&file, &bad).unwrap();
+            match load(&[("CODITECT_DATA_DIR", d), ("PUBLISHED_KEYS_FILE", f)]) {
+                Err(ConfigError::Invalid { var, .. }) => {
+                    assert_eq!(var, "PUBLISHED_KEYS_FILE", "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }

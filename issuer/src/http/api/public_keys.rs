@@ -7,7 +7,7 @@ use poem_openapi::payload::Json;
 
 use crate::app::AppState;
 use crate::http::ApiTags;
-use crate::keys::{Jwk, JwkSet};
+use crate::keys::JwkSet;
 
 pub struct KeysApi;
 
@@ -16,17 +16,13 @@ impl KeysApi {
     /// Public signing keys (JWK Set, RFC 7517 / RFC 8037).
     ///
     /// The `kid` of each key is the one carried in the protected header of
-    /// the tokens it signs.
+    /// the tokens it signs. The key signing now comes first; during a key
+    /// rotation the set also holds the previous key (its tokens are still
+    /// live) and the next one.
     #[oai(path = "/keys", method = "get", operation_id = "listKeys")]
     async fn keys(&self, state: Data<&AppState>) -> Json<JwkSet> {
-        let signer = &state.config.signer;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&signer.public_key());
         Json(JwkSet {
-            keys: key
-                .ok()
-                .map(|k| Jwk::new(signer.kid(), &k))
-                .into_iter()
-                .collect(),
+            keys: state.config.published_keys.clone(),
         })
     }
 }
