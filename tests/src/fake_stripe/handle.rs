@@ -329,6 +329,21 @@ impl FakeStripe {
         self.shared.post_event(&url, &event, timestamp)
     }
 
+    /// Sends a stored event to `url` (another issuer instance than the
+    /// webhook URL's, say), with a fresh signature.
+    pub fn deliver_to(&self, url: &str, event_id: &str) -> Delivery {
+        let event = {
+            let state = self.shared.state();
+            state
+                .events
+                .iter()
+                .find(|e| e.id == event_id)
+                .unwrap_or_else(|| panic!("no event {event_id}"))
+                .clone()
+        };
+        self.shared.post_event(url, &event, unix_now())
+    }
+
     /// Sends a stored event `times` times at the same moment, from as many
     /// threads, and returns every delivery.
     pub fn deliver_concurrently(&self, event_id: &str, times: usize) -> Vec<Delivery> {
