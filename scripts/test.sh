@@ -28,6 +28,10 @@ python3 -m openapi_spec_validator schemas/openapi.json
 # The architecture rules the compiler cannot check (docs/ARCHITECTURE.md).
 scripts/check-layers.sh
 
+# The Cloud Run manifests are what deploy/cloud-run/container.json renders,
+# and agree with the Dockerfile and .env.example.
+python3 deploy/cloud-run/render.py --check
+
 # PostgreSQL: the server CODITECT_TEST_POSTGRES names, else the one on
 # 127.0.0.1:5432, else a throwaway one (initdb into a temporary folder,
 # stopped when this script ends). Every test makes its own database.

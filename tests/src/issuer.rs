@@ -514,8 +514,15 @@ impl IssuerServer {
 
     /// Like [`IssuerServer::start`], with extra environment variables.
     pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(data_dir, &["serve", "--bind", "127.0.0.1:0"], env)
+    }
+
+    /// Starts the issuer with these arguments (a `serve` that prints its
+    /// address: `--bind 127.0.0.1:0`, or `PORT` in `env`) and waits until
+    /// `/readyz` answers 200.
+    pub fn start_with_args(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = issuer_command(data_dir, env);
-        cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use coditect_tests::billing::{BillingEnv, stripe_env};
 use coditect_tests::database::{Backend, TestDatabase};
-use coditect_tests::issuer::{IssuerServer, create_license, hardware_id, show_license};
+use coditect_tests::issuer::{IssuerServer, admin, create_license, hardware_id, show_license};
 use coditect_tests::smtp::{SmtpSink, listener_available};
 use serde_json::json;
 
@@ -212,4 +212,154 @@ fn signing_out_on_one_instance_ends_the_session_on_the_other() {
     assert_eq!(out.status, 204, "{}", out.body);
     on_b.get("/api/v1/licenses")
         .expect_problem(401, "unauthorized");
+}
+
+/// The container as Cloud Run runs it: exactly the arguments and the
+/// environment of `deploy/cloud-run/container.json` (what `service.yaml`
+/// and `migrate-job.yaml` are rendered from), with the secrets filled in
+/// and `PORT` set as the platform sets it. The migrate job runs first; two
+/// instances then serve one database.
+#[test]
+fn the_cloud_run_container_runs_as_two_instances_after_the_migrate_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = TestDatabase::create(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let root = dir.path().join("container");
+    let rendered = std::process::Command::new("python3")
+        .arg(coditect_tests::repo_file("deploy/cloud-run/render.py"))
+        .args(["--local", "--root", root.to_str().unwrap()])
+        .output()
+        .expect("run deploy/cloud-run/render.py");
+    assert!(rendered.status.success(), "{rendered:?}");
+    let spec: serde_json::Value = serde_json::from_slice(&rendered.stdout).unwrap();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (serve_args, migrate_args) = (strings(&spec["args"]), strings(&spec["migrate_args"]));
+
+    // The secrets, as Secret Manager would hand them over.
+    let smtp = coditect_tests::smtp::smtp_url(coditect_tests::smtp::free_port());
+    let secret = |name: &str| -> String {
+        match name {
+            "coditect-database-url" => db.url().unwrap().to_owned(),
+            "coditect-jwt-secret" => "container-test-jwt-secret-0123456789abcdef".into(),
+            "coditect-stripe-secret-key" => "sk_test_container".into(),
+            "coditect-stripe-webhook-secret" => "whsec_container".into(),
+            "coditect-smtp-url" => smtp.clone(),
+            other => panic!("container.json names a secret this test does not fill: {other}"),
+        }
+    };
+    let mut env: Vec<(String, String)> = spec["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            let value = match (e["value"].as_str(), e["secret"].as_str()) {
+                (Some(v), None) => v.to_owned(),
+                (None, Some(s)) => secret(s),
+                _ => panic!("neither value nor secret: {e}"),
+            };
+            (name, value)
+        })
+        .collect();
+    for file in spec["files"].as_array().unwrap() {
+        let path = std::path::PathBuf::from(file["path"].as_str().unwrap());
+        assert_eq!(file["secret"], "coditect-signing-key", "{file}");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let kid = env
+            .iter()
+            .find(|(n, _)| n == "SIGNING_KEY_ID")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        admin(
+            dir.path(),
+            &[
+                "keys",
+                "generate",
+                "--kid",
+                &kid,
+                "--out",
+                path.to_str().unwrap(),
+            ],
+        )
+        .assert_success();
+    }
+    // The issuer's own defaults for the rate limits (the harness lifts
+    // them for other tests).
+    for (name, _) in coditect_tests::issuer::TEST_RATE_LIMITS {
+        env.push(((*name).to_owned(), String::new()));
+    }
+    let pairs = |port: Option<&str>| -> Vec<(String, String)> {
+        let mut all = env.clone();
+        if let Some(p) = port {
+            all.push(("PORT".into(), p.into()));
+        }
+        all
+    };
+    let run = |args: &[String], vars: &[(String, String)]| {
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        coditect_tests::issuer::admin_with_env(dir.path(), &argv, &refs)
+    };
+
+    // The service refuses to start before the migrate job has run.
+    let port_a = coditect_tests::smtp::free_port().to_string();
+    let too_early = {
+        let vars = pairs(Some(&port_a));
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut cmd = coditect_tests::issuer::issuer_command(dir.path(), &refs);
+        cmd.args(&serve_args);
+        coditect_tests::issuer::run_with_timeout(cmd, Duration::from_secs(30))
+    };
+    assert_eq!(too_early.code, Some(1), "{too_early}");
+    assert!(
+        too_early.stderr.contains("coditect-issuer migrate"),
+        "{too_early}"
+    );
+    run(&migrate_args, &pairs(None)).assert_success();
+
+    let start = |port: &str| {
+        let vars = pairs(Some(port));
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let argv: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+        IssuerServer::start_with_args(dir.path(), &argv, &refs)
+    };
+    let a = start(&port_a);
+    let b = start(&coditect_tests::smtp::free_port().to_string());
+    let log = a.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"severity\"") || l.starts_with('{')),
+        "LOG_FORMAT=json gives JSON lines:\n{log}"
+    );
+    let keys = b.get("/api/v1/keys").expect_status(200);
+    assert_eq!(keys["keys"][0]["kid"], "coditect-2026-1", "{keys}");
+
+    // A license made by an admin command in the same environment, activated
+    // on one instance and renewed on the other.
+    let made = run(
+        &[
+            "license".into(),
+            "create".into(),
+            "--email".into(),
+            "container@example.com".into(),
+            "--tier".into(),
+            "pilot-starter".into(),
+            "--json".into(),
+        ],
+        &pairs(None),
+    );
+    made.assert_success();
+    let key = made.json()["key"].as_str().unwrap().to_owned();
+    let hw = hardware_id("container-machine");
+    let body = json!({"license_key": key, "hardware_id": hw});
+    a.post_json(ACTIVATE, &body).expect_status(201);
+    b.post_json("/api/v1/licenses/validate", &body)
+        .expect_status(200);
 }
