@@ -143,7 +143,7 @@ fn a_key_rotation_mid_rollout_never_gives_a_current_cli_a_token_it_refuses() {
 
     // The CLI that trusts only the old key: activated on A, it is told to
     // update when it renews on B, and its stored license keeps working.
-    let mut cli = Cli::new().machine("rotation-cli");
+    let cli = Cli::new().machine("rotation-cli");
     cli.run(&["activate", &license.key, "--server", a.base_url()])
         .assert_success();
     let out = cli.run(&["--json", "license", "renew", "--server", b.base_url()]);
