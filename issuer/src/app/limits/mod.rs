@@ -20,6 +20,8 @@
 //!
 //! **Quota.** A limit of N per period lets a burst of N through and then one
 //! more every period/N (GCRA): the (N+1)-th request of a burst is refused.
+//! In the database the interval is whole milliseconds (rounded down, at
+//! least 1: `1000000/sec` is then 1,000 a second after its burst).
 //!
 //! **Keys.** Client IPs are counted as they are (IPv4, and IPv4-mapped
 //! IPv6 as IPv4), except IPv6 addresses, which are counted per /64 (what
