@@ -3,10 +3,12 @@
 //! `RateLimit-*` headers, with the production defaults for login (5/min)
 //! and activate (10/hour); a forged `X-Forwarded-For` does not escape a
 //! limit without `TRUST_PROXY`, and is honoured (right-most entry) with
-//! `TRUST_PROXY=1`.
+//! `TRUST_PROXY=1`. On PostgreSQL the counts are in the database: two
+//! instances share a limit, and a restart keeps it.
 
 use std::time::Duration;
 
+use coditect_tests::database::{Backend, TestDatabase};
 use coditect_tests::issuer::{IssuerServer, create_license, hardware_id};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -224,4 +226,113 @@ fn behind_one_trusted_proxy_clients_are_told_apart_by_forwarded_for() {
     http.post(ACTIVATE, &client_a, &body)
         .assert_rate_limited(5, 60);
     assert_eq!(http.post(ACTIVATE, &client_b, &body).status, 404);
+}
+
+/// The buckets in the database are a limit's name and a hex hash: never a
+/// client address or a license key.
+fn assert_buckets_are_hashes(db: &TestDatabase, secrets: &[&str]) {
+    let rows = db.rows("SELECT bucket FROM rate_limits");
+    assert!(!rows.is_empty(), "no counters in the database");
+    for row in rows {
+        let bucket = row["bucket"].as_str().unwrap_or_default().to_owned();
+        let (name, hash) = bucket.split_once(':').unwrap_or(("", ""));
+        assert!(
+            ["login", "signup", "license_ip", "validate", "activate"].contains(&name),
+            "{bucket}"
+        );
+        assert!(
+            hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{bucket}"
+        );
+        for secret in secrets {
+            assert!(!bucket.contains(secret), "{bucket} holds {secret}");
+        }
+    }
+}
+
+/// Two instances on one PostgreSQL database count against the same limit:
+/// six failed sign-ins from one address, alternating between them, and the
+/// sixth is refused (login 5/min); a restarted instance still refuses.
+#[test]
+fn on_postgres_two_instances_share_a_limit_and_a_restart_keeps_it() {
+    let dir = data_dir();
+    let Some(db) = TestDatabase::create(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let a = IssuerServer::start_with_env(dir.path(), DEFAULT_LIMITS);
+    let mut b = IssuerServer::start_with_env(dir.path(), DEFAULT_LIMITS);
+    let (http_a, http_b) = (Http::new(&a), Http::new(&b));
+    for n in 0..5 {
+        let http = if n % 2 == 0 { &http_a } else { &http_b };
+        let r = http.post(LOGIN, &[], &login_body(n));
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.number("ratelimit-remaining"), 4 - u64::from(n), "{n}");
+    }
+    let retry_after = http_b
+        .post(LOGIN, &[], &login_body(5))
+        .assert_rate_limited(5, 60);
+    assert!(
+        retry_after >= 10,
+        "one attempt back every 12 s: {retry_after}"
+    );
+    http_a
+        .post(LOGIN, &[], &login_body(6))
+        .assert_rate_limited(5, 60);
+    assert_buckets_are_hashes(&db, &["127.0.0.1", "nobody"]);
+
+    b.kill();
+    let b = IssuerServer::start_with_env(dir.path(), DEFAULT_LIMITS);
+    Http::new(&b)
+        .post(LOGIN, &[], &login_body(7))
+        .assert_rate_limited(5, 60);
+    assert!(
+        a.log().contains("rate limited") && b.log().contains("rate limited"),
+        "both refuse"
+    );
+}
+
+/// On PostgreSQL a license key's limit outlives the issuer process: ten
+/// activations an hour, the eleventh refused, also after a restart.
+#[test]
+fn on_postgres_a_key_limit_survives_a_restart() {
+    let dir = data_dir();
+    let Some(db) = TestDatabase::create(Backend::Postgres, dir.path()) else {
+        return;
+    };
+    let mut server = IssuerServer::start_with_env(dir.path(), DEFAULT_LIMITS);
+    let license = create_license(
+        dir.path(),
+        &[
+            "--email",
+            "restart@example.com",
+            "--tier",
+            "pilot-professional",
+            "--max-devices",
+            "50",
+        ],
+    );
+    let activate = |n: u32| json!({ "license_key": license.key, "hardware_id": hardware_id(&format!("m{n}")) });
+    let http = Http::new(&server);
+    for n in 0..10 {
+        let r = http.post(ACTIVATE, &[], &activate(n));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    http.post(ACTIVATE, &[], &activate(10))
+        .assert_rate_limited(10, 3600);
+    assert_buckets_are_hashes(&db, &[license.key.as_str(), "127.0.0.1"]);
+
+    server.kill();
+    let server = IssuerServer::start_with_env(dir.path(), DEFAULT_LIMITS);
+    let http = Http::new(&server);
+    let retry_after = http
+        .post(ACTIVATE, &[], &activate(10))
+        .assert_rate_limited(10, 3600);
+    assert!(retry_after > 300, "{retry_after}");
+    // Another key is not affected.
+    let other = create_license(
+        dir.path(),
+        &["--email", "other@example.com", "--tier", "pilot-starter"],
+    );
+    let body = json!({ "license_key": other.key, "hardware_id": hardware_id("m0") });
+    assert_eq!(http.post(ACTIVATE, &[], &body).status, 201);
 }

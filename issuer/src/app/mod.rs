@@ -37,7 +37,8 @@ pub struct AppState {
     pub stripe: Option<Arc<billing::stripe_api::StripeApi>>,
     /// The mail sender.
     pub mailer: mail::Mailer,
-    /// Request rate limits (this process's; see `docs/ARCHITECTURE.md`).
+    /// Request rate limits: in the database on PostgreSQL, in this
+    /// process on SQLite (see `app::limits`).
     pub limits: Arc<limits::Limiters>,
     /// Set when the process has been asked to stop: `/readyz` answers 503
     /// from then on, so no new traffic is sent here.
@@ -46,8 +47,9 @@ pub struct AppState {
 
 impl AppState {
     /// The state of a running server (starts the audit writer, the mail
-    /// sender and the billing housekeeping, so it must be called inside the
-    /// tokio runtime).
+    /// sender, the billing housekeeping and, on PostgreSQL, the pruning of
+    /// the rate-limit counters, so it must be called inside the tokio
+    /// runtime).
     pub fn new(config: Config, store: SharedStore) -> Self {
         let stripe = config.stripe.as_ref().and_then(|c| {
             billing::stripe_api::StripeApi::new(c)
@@ -58,7 +60,7 @@ impl AppState {
         let config = Arc::new(config);
         billing::start_housekeeping(Arc::clone(&store));
         AppState {
-            limits: Arc::new(limits::Limiters::from_config(&config)),
+            limits: Arc::new(limits::Limiters::for_store(&config, &store)),
             mailer: mail::Mailer::start(Arc::clone(&store), Arc::clone(&config)),
             audit: audit::AuditLog::start(Arc::clone(&store)),
             draining: Arc::new(AtomicBool::new(false)),
@@ -123,4 +125,11 @@ pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Current Unix time in milliseconds (for the rate-limit counters).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,6 +1,6 @@
 //! The licensing rules, with no SQL and no HTTP: plans, license keys,
 //! licenses and their seats, accounts, subscriptions, mail and audit
-//! records, and the signed token a grant becomes.
+//! records, the rate-limit rule, and the signed token a grant becomes.
 //!
 //! Nothing here reads the clock: every rule that depends on time takes
 //! `now` (Unix seconds) as a parameter. Nothing here imports `store`, `app`
@@ -14,6 +14,7 @@ pub mod license;
 pub mod license_key;
 pub mod mail;
 pub mod plans;
+pub mod rate_limit;
 pub mod tokens;
 
 /// The database could not do what was asked. Never a refusal by the

@@ -11,7 +11,9 @@
 //! them: seats never beyond the license's limit (also under concurrent
 //! activations), a Stripe event applied once (also under concurrent
 //! deliveries) and in order, the key mail queued with its license, a mail
-//! claimed by one sender only, the lockout in the database.
+//! claimed by one sender only, the lockout in the database, the rate-limit
+//! counters (`conformance/rate_counters.rs`: GCRA, pruning, concurrent
+//! checks of one bucket).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,9 @@ use crate::domain::license::{LicenseError, LicenseStatus, NewLicense, Seat};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::mail::{CLAIM_SECS, Failure, Mail, Next, OutboxStatus};
 use crate::domain::plans;
+
+mod rate_counters;
+pub use rate_counters::*;
 
 /// A moment in 2026, the suite's "now".
 pub const NOW: i64 = 1_796_256_000;
@@ -83,6 +88,11 @@ macro_rules! conformance_tests {
             two_senders_never_claim_the_same_mail,
             a_stopping_sender_gives_its_claims_back,
             the_audit_log_appends_and_filters,
+            rate_counters_allow_the_burst_then_refuse_with_the_wait,
+            rate_counters_replenish_over_time,
+            rate_counter_buckets_are_independent,
+            expired_rate_counters_are_pruned_in_bounded_batches,
+            concurrent_checks_of_one_bucket_never_allow_more_than_the_burst,
         );
     };
     (@each $fresh:expr; $($name:ident),* $(,)?) => {

@@ -34,6 +34,7 @@ use crate::domain::billing::{
 use crate::domain::license::{Activation, Grant, License, LicenseError, NewLicense, Seat};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
+use crate::domain::rate_limit::{Gcra, GcraOutcome};
 
 /// The handle every part of the server holds.
 pub type SharedStore = Arc<dyn Store>;
@@ -93,10 +94,14 @@ pub async fn open_postgres(
 /// All of the issuer's storage.
 #[async_trait]
 pub trait Store:
-    Accounts + Licenses + Billing + Outbox + AuditTrail + Send + Sync + 'static
+    Accounts + Licenses + Billing + Outbox + AuditTrail + RateCounters + Send + Sync + 'static
 {
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StorageError>;
+    /// Whether several issuer processes may serve from this database at
+    /// once (PostgreSQL). What must hold across them, the rate limits
+    /// included, is then kept in the database rather than in a process.
+    fn is_shared(&self) -> bool;
     /// The schema version the database is at.
     async fn schema_version(&self) -> Result<u32, StorageError>;
     /// Where the data is, for logs and admin output (never a password).
@@ -291,6 +296,27 @@ pub trait Outbox {
     /// sender takes them at once instead of after the claim runs out.
     /// Returns how many were given back.
     async fn release_mail(&self, ids: &[String], now: i64) -> Result<usize, StorageError>;
+}
+
+/// Rate-limit counters kept in the database, for limits that hold across
+/// processes and restarts: one GCRA state (a theoretical arrival time, see
+/// `domain::rate_limit`) per bucket. A bucket is a limit's name and a
+/// salted hash, never a client address or a license key.
+#[async_trait]
+pub trait RateCounters {
+    /// Counts one request at `now_ms` against `bucket` under `gcra`,
+    /// atomically (also across processes): allowed, the bucket's state
+    /// moves on; refused, it is left as it was. Returns the outcome and the
+    /// bucket's state after it.
+    async fn gcra(
+        &self,
+        bucket: &str,
+        gcra: &Gcra,
+        now_ms: i64,
+    ) -> Result<GcraOutcome, StorageError>;
+    /// Deletes up to `limit` buckets whose state is as good as none at
+    /// `now_ms` (theoretical arrival time not after it); returns how many.
+    async fn prune_rate_counters(&self, now_ms: i64, limit: u32) -> Result<u64, StorageError>;
 }
 
 /// The audit log.

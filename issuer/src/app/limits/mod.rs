@@ -1,8 +1,10 @@
-//! Rate limits: keyed GCRA limiters (`governor`), checked by the HTTP
-//! middleware (`http::middleware::rate_limit`) before the endpoint runs, so
-//! refused requests never reach the database or Argon2. This file holds
-//! the limiters; the middleware maps requests to routes, reads the key and
-//! the client address, and writes the headers and the 429.
+//! Rate limits: GCRA limits per client address and per license key,
+//! checked by the HTTP middleware (`http::middleware::rate_limit`) before
+//! the endpoint runs, so refused requests never reach the use case or
+//! Argon2. This module is the one interface, [`Limiters`]: the middleware
+//! maps requests to routes, reads the key and the client address, asks
+//! [`Limiters::check`], and writes the headers and the 429; where the
+//! counts live (the database or this process) is decided here, once.
 //!
 //! | route (POST unless said)               | counted per         | default   | variable                |
 //! |----------------------------------------|---------------------|-----------|-------------------------|
@@ -18,12 +20,37 @@
 //!
 //! **Quota.** A limit of N per period lets a burst of N through and then one
 //! more every period/N (GCRA): the (N+1)-th request of a burst is refused.
+//! In the database the interval is whole milliseconds (rounded down, at
+//! least 1: `1000000/sec` is then 1,000 a second after its burst).
 //!
-//! **Keys.** Client IPs are kept as they are (IPv4, and IPv4-mapped IPv6 as
-//! IPv4), except IPv6 addresses, which are counted per /64 (what one
-//! subscriber gets). A license key is counted by the SHA-256 of a random
-//! per-process salt and the key as the handlers read it (trimmed, upper
-//! case); the key itself is dropped as soon as it is hashed.
+//! **Keys.** Client IPs are counted as they are (IPv4, and IPv4-mapped
+//! IPv6 as IPv4), except IPv6 addresses, which are counted per /64 (what
+//! one subscriber gets). License keys are counted as the handlers read
+//! them (trimmed, upper case). Neither is kept: each is counted by the
+//! SHA-256 of the salt and its text, dropped as soon as it is hashed.
+//!
+//! **Salt.** `HMAC-SHA256(JWT_SECRET, "coditect rate-limit salt")`: every
+//! instance has the same `JWT_SECRET`, so all of them count a client in the
+//! same bucket, with no setting of its own; a hash in the database cannot
+//! be matched with the license keys' hashes (unsalted) nor turned back into
+//! an address by trying them all without the secret. Changing
+//! `JWT_SECRET` starts every count afresh.
+//!
+//! **Where the counts live** ([`Limiters::for_store`]). On PostgreSQL, in
+//! the database (`store::RateCounters`, table `rate_limits`): one row per
+//! bucket (`login:` + hex hash), its GCRA state updated by one statement
+//! per check, so a limit holds across any number of instances and across
+//! restarts; every instance deletes expired rows once a minute, at most
+//! 100,000 a round (`shared.rs`). On SQLite, where the server is the only
+//! process, in this process's memory (`governor`, `in_process.rs`): each
+//! limiter keeps one entry per key seen within its period, and entries
+//! indistinguishable from a fresh key are dropped every 1,024 checks and a
+//! minute after the last clean-up. New license-key entries can only be made
+//! at the per-IP rate, since that limit is checked first. Both count the
+//! same way (the same tests run on both, `tests.rs`).
+//!
+//! **Database errors.** When the counters cannot be read, the request is
+//! not let through: the middleware answers 503 `database_unavailable`.
 //!
 //! **Client IP.** The socket peer. `X-Forwarded-For` is read only with
 //! `TRUST_PROXY` = N > 0 (the number of reverse proxies in front of the
@@ -39,30 +66,28 @@
 //! `RateLimit-Reset` (seconds until all N are available again) and
 //! `RateLimit-Policy` (`N;w=SECONDS`). A 429 also has `Retry-After`: whole
 //! seconds, at least 1, until the next request will be accepted.
-//!
-//! **Memory.** Each limiter keeps one entry per key seen within its period.
-//! Every 1,024 checks, and at the first check a minute after the last
-//! clean-up, entries indistinguishable from a fresh key are dropped
-//! (`retain_recent`) and the maps shrunk. New license-key entries can only
-//! be made at the per-IP rate, since that limit is checked first.
+
+mod in_process;
+mod shared;
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest as _, Sha256};
 
-use crate::config::{Config, Per, Rate, RateLimits};
+pub use in_process::InProcess;
+pub use shared::MillisClock;
+
+use crate::config::{Config, Rate, RateLimits};
+use crate::domain::StorageError;
 use crate::domain::license_key::LicenseKey;
+use crate::store::SharedStore;
 
-/// Clean up after this many checks…
-const CLEANUP_EVERY: u64 = 1024;
-/// …or at the first check this long after the last clean-up.
-const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+/// What a client or key is counted as: a salted SHA-256.
+type Digest = [u8; 32];
 
 /// The requests that are rate limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +108,41 @@ pub enum Limit {
     LicenseIp,
     Validate,
     Activate,
+}
+
+impl Limit {
+    /// The limit's name, the first part of its buckets in the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Login => "login",
+            Limit::Signup => "signup",
+            Limit::LicenseIp => "license_ip",
+            Limit::Validate => "validate",
+            Limit::Activate => "activate",
+        }
+    }
+
+    fn rate(self, limits: &RateLimits) -> Rate {
+        match self {
+            Limit::Login => limits.login,
+            Limit::Signup => limits.signup,
+            Limit::LicenseIp => limits.license_ip,
+            Limit::Validate => limits.validate,
+            Limit::Activate => limits.activate,
+        }
+    }
+}
+
+/// The limits a request to `route` counts against: one per client address,
+/// checked first, and one per license key when the route takes one.
+fn limits_of(route: LimitedRoute) -> (Limit, Option<Limit>) {
+    match route {
+        LimitedRoute::Login => (Limit::Login, None),
+        LimitedRoute::Signup => (Limit::Signup, None),
+        LimitedRoute::Deactivate | LimitedRoute::Features => (Limit::LicenseIp, None),
+        LimitedRoute::Validate => (Limit::LicenseIp, Some(Limit::Validate)),
+        LimitedRoute::Activate => (Limit::LicenseIp, Some(Limit::Activate)),
+    }
 }
 
 /// The state of one limit after a check, for the `RateLimit-*` headers.
@@ -121,219 +181,166 @@ pub enum Decision {
     Refused(Refusal),
 }
 
-type Keyed<K, C> = RateLimiter<K, DefaultKeyedStateStore<K>, C, StateInformationMiddleware>;
-
-/// One keyed limiter and its rate.
-struct Limiter<K: std::hash::Hash + Eq + Clone, C: Clock> {
-    limit: Limit,
-    rate: Rate,
-    inner: Keyed<K, C>,
-}
-
-fn quota(rate: Rate) -> Quota {
-    // Burst = the limit; one more every period / limit.
-    match rate.per {
-        Per::Second => Quota::per_second(rate.count),
-        Per::Minute => Quota::per_minute(rate.count),
-        Per::Hour => Quota::per_hour(rate.count),
-    }
-}
-
 /// Whole seconds, rounded up.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-impl<K: std::hash::Hash + Eq + Clone, C: Clock + Clone> Limiter<K, C> {
-    fn new(limit: Limit, rate: Rate, clock: &C) -> Self {
-        let plain: RateLimiter<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<C::Instant>> =
-            RateLimiter::new(
-                quota(rate),
-                DefaultKeyedStateStore::default(),
-                clock.clone(),
-            );
-        let inner = plain.with_middleware::<StateInformationMiddleware>();
-        Limiter { limit, rate, inner }
-    }
+/// The secret every count is salted with (see the module documentation).
+#[derive(Clone)]
+pub struct Salt([u8; 32]);
 
-    fn check(&self, key: &K, clock: &C) -> Result<Report, Refusal> {
-        let count = self.rate.count.get();
-        let interval = quota(self.rate).replenish_interval();
-        match self.inner.check_key(key) {
-            Ok(state) => {
-                let remaining = state.remaining_burst_capacity().min(count);
-                Ok(Report {
-                    limit: self.limit,
-                    rate: self.rate,
-                    remaining,
-                    reset: ceil_secs(interval.saturating_mul(count - remaining)),
-                })
+/// The HMAC message the salt is derived with.
+const SALT_LABEL: &[u8] = b"coditect rate-limit salt";
+
+impl Salt {
+    /// `HMAC-SHA256(secret, "coditect rate-limit salt")`.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        match <Hmac<Sha256> as KeyInit>::new_from_slice(secret) {
+            Ok(mut mac) => {
+                mac.update(SALT_LABEL);
+                Salt(mac.finalize().into_bytes().into())
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(clock.now());
-                let full = wait.saturating_add(interval.saturating_mul(count - 1));
-                Err(Refusal {
-                    report: Report {
-                        limit: self.limit,
-                        rate: self.rate,
-                        remaining: 0,
-                        reset: ceil_secs(full).max(1),
-                    },
-                    retry_after: ceil_secs(wait).max(1),
-                })
-            }
+            // HMAC takes keys of any length; should that ever change, a
+            // plain hash of the secret still keeps the salt secret.
+            Err(_) => Salt(
+                Sha256::new()
+                    .chain_update(secret)
+                    .chain_update(SALT_LABEL)
+                    .finalize()
+                    .into(),
+            ),
         }
     }
 
-    fn cleanup(&self) {
-        self.inner.retain_recent();
-        self.inner.shrink_to_fit();
-    }
-
-    fn len(&self) -> usize {
-        self.inner.len()
+    fn digest(&self, text: &[u8]) -> Digest {
+        let mut hasher = Sha256::new();
+        hasher.update(self.0);
+        hasher.update(text);
+        hasher.finalize().into()
     }
 }
 
-/// All the limiters of a server.
+impl std::fmt::Debug for Salt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Salt(…)")
+    }
+}
+
+enum Counters<C: Clock> {
+    /// Boxed: five maps and their counters, next to one handle.
+    InProcess(Box<InProcess<C>>),
+    Shared(shared::Shared),
+}
+
+/// All the limits of a server, wherever they are counted: the middleware
+/// asks [`Limiters::check`] and knows nothing more.
 pub struct Limiters<C: Clock = DefaultClock> {
-    clock: C,
-    salt: [u8; 32],
-    login: Limiter<IpAddr, C>,
-    signup: Limiter<IpAddr, C>,
-    license_ip: Limiter<IpAddr, C>,
-    validate: Limiter<[u8; 32], C>,
-    activate: Limiter<[u8; 32], C>,
-    checks: AtomicU64,
-    started: Instant,
-    /// Seconds after `started` when the next timed clean-up is due.
-    next_cleanup: AtomicU64,
+    rates: RateLimits,
+    salt: Salt,
+    counters: Counters<C>,
 }
 
 impl Limiters {
-    /// The limiters of the configured limits, on the real clock.
-    pub fn from_config(config: &Config) -> Self {
-        Self::with_clock(&config.rate_limits, DefaultClock::default())
+    /// The limiters of a server on `store`: counted in the database when
+    /// several processes may share it (PostgreSQL; expired counters are
+    /// then pruned in the background, so this must be called inside the
+    /// tokio runtime), in memory otherwise (SQLite).
+    pub fn for_store(config: &Config, store: &SharedStore) -> Self {
+        let salt = Salt::from_secret(&config.jwt_secret);
+        if store.is_shared() {
+            let clock: MillisClock = Arc::new(super::now_ms);
+            shared::start_pruning(Arc::clone(store), Arc::clone(&clock));
+            Self::shared(&config.rate_limits, salt, Arc::clone(store), clock)
+        } else {
+            Self::in_process(&config.rate_limits, salt, DefaultClock::default())
+        }
     }
 }
 
 impl<C: Clock + Clone> Limiters<C> {
-    /// Limiters on `clock` (tests pass a fake one).
-    pub fn with_clock(limits: &RateLimits, clock: C) -> Self {
-        let mut salt = [0u8; 32];
-        // Without randomness the hash is still one-way; the salt only keeps
-        // it from matching the key hashes in the database.
-        let _ = getrandom::fill(&mut salt);
+    /// Limits counted in this process, on `clock` (tests pass a fake one).
+    pub fn in_process(limits: &RateLimits, salt: Salt, clock: C) -> Self {
         Limiters {
+            rates: *limits,
             salt,
-            login: Limiter::new(Limit::Login, limits.login, &clock),
-            signup: Limiter::new(Limit::Signup, limits.signup, &clock),
-            license_ip: Limiter::new(Limit::LicenseIp, limits.license_ip, &clock),
-            validate: Limiter::new(Limit::Validate, limits.validate, &clock),
-            activate: Limiter::new(Limit::Activate, limits.activate, &clock),
-            clock,
-            checks: AtomicU64::new(0),
-            started: Instant::now(),
-            next_cleanup: AtomicU64::new(CLEANUP_INTERVAL.as_secs()),
+            counters: Counters::InProcess(Box::new(InProcess::new(limits, clock))),
+        }
+    }
+
+    /// Limits counted in `store` at the times `now_ms` tells (no pruning:
+    /// see [`Limiters::for_store`]).
+    pub fn shared(
+        limits: &RateLimits,
+        salt: Salt,
+        store: SharedStore,
+        now_ms: MillisClock,
+    ) -> Self {
+        Limiters {
+            rates: *limits,
+            salt,
+            counters: Counters::Shared(shared::Shared::new(store, now_ms)),
+        }
+    }
+
+    /// Whether the counts are kept in the database.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.counters, Counters::Shared(_))
+    }
+
+    /// The in-process limiters, if the counts are kept here.
+    pub fn in_process_state(&self) -> Option<&InProcess<C>> {
+        match &self.counters {
+            Counters::InProcess(l) => Some(l),
+            Counters::Shared(_) => None,
         }
     }
 
     /// Counts a request to `route` from `client` (`None`: unknown, all such
     /// requests share one count) naming license key `key` (`None`: it names
     /// none, or not a well-formed one; the request fails validation, and
-    /// only the per-IP limit counts it).
-    pub fn check(
+    /// only the per-IP limit counts it). An error: the counts could not be
+    /// read or written (the request must not be let through).
+    pub async fn check(
         &self,
         route: LimitedRoute,
         client: Option<IpAddr>,
         key: Option<&LicenseKey>,
-    ) -> Decision {
-        self.maybe_cleanup();
+    ) -> Result<Decision, StorageError> {
+        if let Counters::InProcess(l) = &self.counters {
+            l.maybe_cleanup();
+        }
         let ip = client.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), bucket);
-        let result = match route {
-            LimitedRoute::Login => self.login.check(&ip, &self.clock),
-            LimitedRoute::Signup => self.signup.check(&ip, &self.clock),
-            LimitedRoute::Deactivate | LimitedRoute::Features => {
-                self.license_ip.check(&ip, &self.clock)
-            }
-            LimitedRoute::Validate | LimitedRoute::Activate => {
-                self.license_ip.check(&ip, &self.clock).and_then(|by_ip| {
-                    let per_key = if route == LimitedRoute::Validate {
-                        &self.validate
-                    } else {
-                        &self.activate
-                    };
-                    match key.map(|k| self.key_hash(k)) {
-                        // Report the limit closer to being reached.
-                        Some(hash) => per_key.check(&hash, &self.clock).map(|by_key| {
-                            if by_key.remaining <= by_ip.remaining {
-                                by_key
-                            } else {
-                                by_ip
-                            }
-                        }),
-                        // No key: the request fails validation anyway.
-                        None => Ok(by_ip),
-                    }
-                })
-            }
+        let (ip_limit, key_limit) = limits_of(route);
+        let by_ip = match self
+            .count(ip_limit, &self.salt.digest(ip.to_string().as_bytes()))
+            .await?
+        {
+            Ok(report) => report,
+            Err(refusal) => return Ok(Decision::Refused(refusal)),
         };
-        match result {
-            Ok(report) => Decision::Allowed(report),
+        // No key: the request fails validation anyway.
+        let (Some(key_limit), Some(key)) = (key_limit, key) else {
+            return Ok(Decision::Allowed(by_ip));
+        };
+        let hash = self.salt.digest(key.expose().as_bytes());
+        Ok(match self.count(key_limit, &hash).await? {
+            // Report the limit closer to being reached.
+            Ok(by_key) if by_key.remaining <= by_ip.remaining => Decision::Allowed(by_key),
+            Ok(_) => Decision::Allowed(by_ip),
             Err(refusal) => Decision::Refused(refusal),
+        })
+    }
+
+    async fn count(
+        &self,
+        limit: Limit,
+        key: &Digest,
+    ) -> Result<Result<Report, Refusal>, StorageError> {
+        match &self.counters {
+            Counters::InProcess(l) => Ok(l.count(limit, key)),
+            Counters::Shared(s) => s.count(limit, limit.rate(&self.rates), key).await,
         }
-    }
-
-    /// The salted SHA-256 of a key (in its canonical form): the key itself
-    /// is never kept.
-    fn key_hash(&self, key: &LicenseKey) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(self.salt);
-        hasher.update(key.expose().as_bytes());
-        hasher.finalize().into()
-    }
-
-    fn maybe_cleanup(&self) {
-        let n = self.checks.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = self.started.elapsed().as_secs();
-        let due = self.next_cleanup.load(Ordering::Relaxed);
-        let timed = now >= due
-            && self
-                .next_cleanup
-                .compare_exchange(
-                    due,
-                    now + CLEANUP_INTERVAL.as_secs(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        if timed || n.is_multiple_of(CLEANUP_EVERY) {
-            self.cleanup();
-        }
-    }
-
-    /// Drops the entries of keys whose quota is full again, and shrinks the
-    /// maps.
-    pub fn cleanup(&self) {
-        self.login.cleanup();
-        self.signup.cleanup();
-        self.license_ip.cleanup();
-        self.validate.cleanup();
-        self.activate.cleanup();
-    }
-
-    /// Entries kept, over all limiters.
-    pub fn len(&self) -> usize {
-        self.login.len()
-            + self.signup.len()
-            + self.license_ip.len()
-            + self.validate.len()
-            + self.activate.len()
-    }
-
-    /// Whether no entry is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -5,7 +5,8 @@
 //! 2. `body_limit`: the body, read whole within its cap (413 beyond).
 //! 3. The body parsed as JSON, **once** (`api::body` hands the parsed value
 //!    to the handler's extractor).
-//! 4. `rate_limit`: the limits of the route, before any work is done.
+//! 4. `rate_limit`: the limits of the route, before any work is done
+//!    (503 when the counters in the database cannot be reached).
 //! 5. `field_errors`: strict JSON types against the spec (the framework
 //!    would read `false` or `12` into a text field).
 //! 6. The endpoint; errors the framework raises become problem documents
@@ -47,26 +48,25 @@ pub async fn respond<E: Endpoint>(ep: Arc<E>, mut req: Request, state: &AppState
         }
     };
     let parsed = ParsedBody::parse(&req, &body);
-    let limited = rate_limit::route_of(&method, &path).map(|route| {
+    let mut allowed = None;
+    if let Some(route) = rate_limit::route_of(&method, &path) {
         let client = rate_limit::request_client_ip(&req, state.config.trust_proxy);
         let key = rate_limit::license_key_of(parsed.value());
-        (
-            route,
-            client,
-            state.limits.check(route, client, key.as_ref()),
-        )
-    });
-    let mut allowed = None;
-    match limited {
-        Some((route, client, rate_limit::Decision::Refused(refusal))) => {
-            let mut p = rate_limit::refusal_problem(&refusal);
-            p.request_id = Some(request_id.clone());
-            let client = client.map(|c| c.to_string()).unwrap_or_default();
-            tracing::warn!(%request_id, %method, %path, ?route, %client, limit = ?refusal.report.limit, retry_after = refusal.retry_after, "rate limited");
-            return finish(rate_limit::refusal_error(&refusal, p).into_response());
+        match state.limits.check(route, client, key.as_ref()).await {
+            Ok(rate_limit::Decision::Allowed(report)) => allowed = Some(report),
+            Ok(rate_limit::Decision::Refused(refusal)) => {
+                let mut p = rate_limit::refusal_problem(&refusal);
+                p.request_id = Some(request_id.clone());
+                let client = client.map(|c| c.to_string()).unwrap_or_default();
+                tracing::warn!(%request_id, %method, %path, ?route, %client, limit = ?refusal.report.limit, retry_after = refusal.retry_after, "rate limited");
+                return finish(rate_limit::refusal_error(&refusal, p).into_response());
+            }
+            // The counts are unknown: not let through, 503.
+            Err(e) => {
+                let resp = rate_limit::unavailable(e, &request_id).into_response();
+                return finish(request_id::into_problem(resp, &request_id).await);
+            }
         }
-        Some((_, _, rate_limit::Decision::Allowed(report))) => allowed = Some(report),
-        None => {}
     }
     if let Some(value) = parsed.value()
         && let Some(field) = field_errors::explain(method.as_str(), &path, value)

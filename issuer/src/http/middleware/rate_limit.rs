@@ -12,6 +12,10 @@
 //! left are whatever the client sent and are never used. With fewer than N
 //! entries, or an entry that is not an IP address, the peer is used.
 //!
+//! **Database errors.** When the counters (in the database, on PostgreSQL)
+//! cannot be read, the request is answered 503 `database_unavailable` with
+//! `Retry-After`, never let through and never a 500.
+//!
 //! **Headers** (draft-ietf-httpapi-ratelimit-headers-07 form) for the limit
 //! closest to being reached: `RateLimit-Limit` (N), `RateLimit-Remaining`
 //! (requests left now), `RateLimit-Reset` (seconds until all N are
@@ -25,6 +29,7 @@ use poem::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use poem_openapi::payload::Json;
 
 pub use crate::app::limits::{Decision, Limit, LimitedRoute, Limiters, Refusal, Report};
+use crate::domain::StorageError;
 use crate::domain::license_key::LicenseKey;
 use crate::http::problem::{ApiError, NewProblem, Problem};
 
@@ -102,6 +107,22 @@ pub fn refusal_error(refusal: &Refusal, problem: Problem) -> ApiError {
         refusal.report.reset,
         refusal.report.policy(),
     )
+}
+
+/// The answer when the limits could not be checked (the database holding
+/// the counters failed): 503 `database_unavailable` with `Retry-After`, as
+/// any request that needs the database. A failure that is not an outage
+/// is logged as an error, but answered the same: the request was not
+/// handled, and a 500 would say it failed half-way.
+pub fn unavailable(e: StorageError, request_id: &str) -> ApiError {
+    let outage = match e {
+        StorageError::Unavailable(_) => e,
+        StorageError::Failed(cause) => {
+            tracing::error!(%request_id, error = %cause, "cannot check the rate limits");
+            StorageError::Unavailable(cause)
+        }
+    };
+    ApiError::from(outage)
 }
 
 /// The license key a JSON body names, in its canonical form; `None` when

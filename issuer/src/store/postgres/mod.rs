@@ -7,14 +7,16 @@
 //! The invariants hold inside PostgreSQL, so any number of issuer
 //! processes can share one database: a seat is taken under a row lock on
 //! its license (`SELECT … FOR UPDATE`), a Stripe event's id is inserted in
-//! the transaction of its effect, and mail is claimed with
-//! `FOR UPDATE SKIP LOCKED`.
+//! the transaction of its effect, mail is claimed with
+//! `FOR UPDATE SKIP LOCKED`, and a rate-limit check is one upsert of its
+//! bucket's row.
 
 mod accounts;
 mod audit;
 mod billing;
 mod licenses;
 mod outbox;
+mod rate_limits;
 mod store;
 mod url;
 
@@ -34,11 +36,18 @@ pub use url::PgUrl;
 
 /// The numbered migrations in `migrations/postgres/`, embedded at build
 /// time. Schema version N is the state after applying the first N.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "0001_schema.sql",
-    include_str!("../../../../migrations/postgres/0001_schema.sql"),
-)];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_schema.sql",
+        include_str!("../../../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        "0002_rate_limits.sql",
+        include_str!("../../../../migrations/postgres/0002_rate_limits.sql"),
+    ),
+];
 
 /// The schema version this build writes.
 pub fn latest_version() -> u32 {

@@ -1,7 +1,7 @@
 //! [`PgStore`]: the storage interface over a PostgreSQL database. The
 //! traits are implemented one per file (`accounts.rs`, `licenses.rs`,
-//! `billing/`, `outbox.rs`, `audit.rs`); this file has the handle and
-//! [`Store`] itself.
+//! `billing/`, `outbox.rs`, `audit.rs`, `rate_limits.rs`); this file has
+//! the handle and [`Store`] itself.
 
 use async_trait::async_trait;
 
@@ -37,6 +37,10 @@ impl Store for PgStore {
     async fn schema_version(&self) -> Result<u32, StorageError> {
         let conn = self.db.conn().await?;
         Ok(super::version_of(&conn).await?)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     fn location(&self) -> String {

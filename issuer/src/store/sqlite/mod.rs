@@ -13,6 +13,7 @@ mod billing;
 mod checkouts;
 mod licenses;
 mod outbox;
+mod rate_limits;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         3,
         "0003_billing.sql",
         include_str!("../../../../migrations/sqlite/0003_billing.sql"),
+    ),
+    (
+        4,
+        "0004_rate_limits.sql",
+        include_str!("../../../../migrations/sqlite/0004_rate_limits.sql"),
     ),
 ];
 

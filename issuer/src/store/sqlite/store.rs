@@ -1,7 +1,8 @@
 //! [`SqliteStore`]: the storage interface over one SQLite file. Each
 //! method is one hop to a blocking thread running the SQL of its aggregate
 //! (`accounts.rs`, `licenses.rs`, `billing/`, `checkouts.rs`, `outbox.rs`,
-//! `audit.rs`); methods that write wait for the writer's turn.
+//! `audit.rs`; `rate_limits.rs` implements its trait itself); methods that
+//! write wait for the writer's turn.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, S
 /// The embedded backend.
 #[derive(Clone)]
 pub struct SqliteStore {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl SqliteStore {
@@ -73,6 +74,10 @@ impl Store for SqliteStore {
         self.db
             .run(|c| super::schema_version(c).map_err(storage))
             .await
+    }
+
+    fn is_shared(&self) -> bool {
+        false
     }
 
     fn location(&self) -> String {
