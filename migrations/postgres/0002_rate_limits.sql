@@ -10,7 +10,13 @@
 -- Every check updates its row: the fill factor leaves room on each page
 -- for the new version (a HOT update), and there is deliberately no index
 -- on tat_ms (it would make every update write to it); pruning scans.
-CREATE TABLE rate_limits (
+--
+-- UNLOGGED: a check writes no WAL and waits for no disk flush (a renewal
+-- makes two checks). The price: after a crash of the database server, or
+-- on a failover to a replica, the counters start empty, which only lets
+-- through at most one more burst per limit. A restart of the issuer, or a
+-- clean restart of the database, keeps them.
+CREATE UNLOGGED TABLE rate_limits (
     bucket TEXT PRIMARY KEY,
     tat_ms BIGINT NOT NULL
 ) WITH (fillfactor = 70);
