@@ -10,6 +10,7 @@
 //! (`Store::apply_stripe_event`), so each event takes effect exactly once.
 
 use super::StorageError;
+use super::license::NewLicense;
 use super::mail::Mail;
 use super::plans::Plan;
 
@@ -223,6 +224,39 @@ pub struct BillingRules {
     pub graces: Graces,
     /// The key mail, queued in the same transaction as the license.
     pub license_mail: std::sync::Arc<LicenseMailWriter>,
+}
+
+/// The license a paid checkout creates: the plan of the subscription's
+/// price (else the plan the checkout was started for), paid until the
+/// period's end plus the billing grace, for `email` of the organization.
+pub fn paid_license<'a>(
+    snap: &'a SubscriptionSnapshot,
+    checkout_plan: Option<&str>,
+    email: &'a str,
+    organization_id: &'a str,
+    rules: &BillingRules,
+    now: i64,
+) -> Result<NewLicense<'a>, ApplyError> {
+    let plan = snap
+        .price_id
+        .as_deref()
+        .and_then(|p| (rules.plan_of_price)(p))
+        .or_else(|| checkout_plan.and_then(super::plans::find))
+        .ok_or_else(|| {
+            ApplyError::BadPayload(format!(
+                "the subscription's price {} is none of the configured STRIPE_PRICE_*",
+                snap.price_id.as_deref().unwrap_or("(none)")
+            ))
+        })?;
+    let period_end = snap.current_period_end.unwrap_or(now);
+    Ok(NewLicense {
+        email,
+        plan,
+        expires_at: period_end.saturating_add(rules.graces.billing),
+        max_devices: None,
+        organization_id: Some(organization_id),
+        stripe_subscription_id: Some(&snap.id),
+    })
 }
 
 /// Why an event could not be applied.

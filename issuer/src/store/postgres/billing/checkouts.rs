@@ -20,9 +20,8 @@ use crate::domain::StorageError;
 use crate::domain::audit::Event;
 use crate::domain::billing::{
     ApplyError, BillingRules, CheckoutRecord, LicenseMailFacts, Outcome, REVEAL_WINDOW, Reveal,
-    StripeEvent, SubscriptionSnapshot,
+    StripeEvent, SubscriptionSnapshot, paid_license,
 };
-use crate::domain::license::NewLicense;
 
 pub(super) async fn customer_of<C: GenericClient>(
     client: &C,
@@ -204,36 +203,18 @@ pub(super) async fn completed<C: GenericClient>(
             .into());
         }
     };
-    let plan = snap
-        .price_id
-        .as_deref()
-        .and_then(|p| (rules.plan_of_price)(p))
-        .or_else(|| {
-            checkout
-                .as_ref()
-                .and_then(|(_, plan)| crate::domain::plans::find(plan))
-        })
-        .ok_or_else(|| {
-            ApplyError::BadPayload(format!(
-                "the subscription's price {} is none of the configured STRIPE_PRICE_*",
-                snap.price_id.as_deref().unwrap_or("(none)")
-            ))
-        })?;
-    let period_end = snap.current_period_end.unwrap_or(now);
-    let (license, key) = licenses::insert_license(
-        client,
-        &NewLicense {
-            email: &email,
-            plan,
-            expires_at: period_end.saturating_add(rules.graces.billing),
-            max_devices: None,
-            organization_id: Some(org),
-            stripe_subscription_id: Some(&snap.id),
-        },
+    let new = paid_license(
+        snap,
+        checkout.as_ref().map(|(_, plan)| plan.as_str()),
+        &email,
+        org,
+        rules,
         now,
-    )
-    .await
-    .map_err(license_error)?;
+    )?;
+    let (plan, period_end) = (new.plan, snap.current_period_end.unwrap_or(now));
+    let (license, key) = licenses::insert_license(client, &new, now)
+        .await
+        .map_err(license_error)?;
     sync_license(client, &snap.id, rules, now).await?;
     let stmt = client
         .prepare_cached(

@@ -13,9 +13,9 @@ use crate::domain::StorageError;
 use crate::domain::audit::Event;
 use crate::domain::billing::{
     Applied, ApplyError, BillingChange, BillingRules, LicenseMailFacts, Outcome, StripeEvent,
-    SubscriptionSnapshot, license_end, license_status_for, may_replace, seats,
+    SubscriptionSnapshot, license_end, license_status_for, may_replace, paid_license, seats,
 };
-use crate::domain::license::{LicenseError, NewLicense, project_limit_column};
+use crate::domain::license::{LicenseError, project_limit_column};
 
 #[derive(Debug)]
 struct Row {
@@ -439,35 +439,16 @@ fn checkout_completed(
             ));
         }
     };
-    let plan = snap
-        .price_id
-        .as_deref()
-        .and_then(|p| (rules.plan_of_price)(p))
-        .or_else(|| {
-            checkout
-                .as_ref()
-                .and_then(|(_, plan)| crate::domain::plans::find(plan))
-        })
-        .ok_or_else(|| {
-            ApplyError::BadPayload(format!(
-                "the subscription's price {} is none of the configured STRIPE_PRICE_*",
-                snap.price_id.as_deref().unwrap_or("(none)")
-            ))
-        })?;
-    let period_end = snap.current_period_end.unwrap_or(now);
-    let (license, key) = licenses::create(
-        conn,
-        &NewLicense {
-            email: &email,
-            plan,
-            expires_at: period_end.saturating_add(rules.graces.billing),
-            max_devices: None,
-            organization_id: Some(org),
-            stripe_subscription_id: Some(&snap.id),
-        },
+    let new = paid_license(
+        snap,
+        checkout.as_ref().map(|(_, plan)| plan.as_str()),
+        &email,
+        org,
+        rules,
         now,
-    )
-    .map_err(license_error)?;
+    )?;
+    let (plan, period_end) = (new.plan, snap.current_period_end.unwrap_or(now));
+    let (license, key) = licenses::create(conn, &new, now).map_err(license_error)?;
     sync_license(conn, &snap.id, rules, now).map_err(license_error)?;
     conn.execute(
         "UPDATE checkouts SET license_id = ?2, completed_at = ?3,
