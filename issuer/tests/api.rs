@@ -144,6 +144,17 @@ async fn health_and_readiness() {
 }
 
 #[tokio::test]
+async fn a_stopping_instance_is_not_ready_but_stays_alive() {
+    let h = harness();
+    let c = h.client();
+    h.state.begin_draining();
+    let r = c.get("/readyz").send().await;
+    r.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json_of(r).await["code"], "draining");
+    c.get("/healthz").send().await.assert_status_is_ok();
+}
+
+#[tokio::test]
 async fn keys_are_published_as_a_jwk_set() {
     let h = harness();
     let r = h.client().get("/api/v1/keys").send().await;

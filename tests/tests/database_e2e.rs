@@ -204,6 +204,13 @@ fn a_backup_taken_while_serving_restores_every_license_and_seat() {
         "the copy is of one moment during the load"
     );
 
+    // Nothing to back up: said, and no file made.
+    let empty = data_dir();
+    let nothing = admin(empty.path(), &["backup", "--out", "copy.sqlite3"]);
+    assert_eq!(nothing.code, Some(1), "{nothing}");
+    assert!(nothing.stderr.contains("there is no database"), "{nothing}");
+    assert!(!empty.path().join("copy.sqlite3").exists());
+
     // On PostgreSQL the command points to pg_dump.
     let pg_dir = data_dir();
     if let Some(_db) = TestDatabase::create(Backend::Postgres, pg_dir.path()) {

@@ -216,6 +216,36 @@ mod tests {
         let cfg = load(&[("CODITECT_DATA_DIR", d), ("PUBLISHED_KEYS_FILE", f)]).unwrap();
         let kids: Vec<&str> = cfg.published_keys.iter().map(|k| k.kid.as_str()).collect();
         assert_eq!(kids, [keys::DEVELOPMENT_KID, "next-2027"]);
+        // Production publishes no development key.
+        let prod_key = dir.path().join("prod.pem");
+        keys::write_pem_file(&prod_key, &keys::generate().unwrap()).unwrap();
+        let dev = keys::parse_pem(keys::DEVELOPMENT_KEY_PEM, "dev")
+            .unwrap()
+            .verifying_key();
+        std::fs::write(&file, jwks(&[("old-dev", &dev)])).unwrap();
+        let production = [
+            ("CODITECT_DATA_DIR", d),
+            ("CODITECT_ENV", "production"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef-production"),
+            ("SIGNING_KEY_FILE", prod_key.to_str().unwrap()),
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
+            ("STRIPE_PRICE_STARTER_MONTHLY", "price_sm"),
+            ("STRIPE_PRICE_STARTER_ANNUAL", "price_sa"),
+            ("STRIPE_PRICE_PRO_MONTHLY", "price_pm"),
+            ("STRIPE_PRICE_PRO_ANNUAL", "price_pa"),
+            ("SMTP_URL", "smtp://127.0.0.1:1"),
+            ("PUBLISHED_KEYS_FILE", f),
+        ];
+        match load(&production) {
+            Err(ConfigError::Invalid { var, reason }) => {
+                assert_eq!(var, "PUBLISHED_KEYS_FILE");
+                assert!(reason.contains("development key"), "{reason}");
+            }
+            other => panic!("production published the development key: {other:?}"),
+        }
+        std::fs::write(&file, jwks(&[("next-2027", &next)])).unwrap();
+        assert_eq!(load(&production).unwrap().published_keys.len(), 2);
         // Without the file, only the signing key.
         let cfg = load(&[("CODITECT_DATA_DIR", d)]).unwrap();
         assert_eq!(cfg.published_keys.len(), 1);
