@@ -65,8 +65,7 @@ impl BillingEnv {
         let stripe = FakeStripe::start(fake_stripe::Config::default());
         let mut all: Vec<(String, String)> = stripe_env(&stripe);
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let issuer = IssuerServer::start_with_env(data_dir, &pairs);
+        let issuer = IssuerServer::start_with_env(data_dir, &crate::issuer::env_refs(&all));
         stripe.set_webhook_url(Some(&format!("{}/webhooks/stripe", issuer.base_url())));
         BillingEnv { stripe, issuer }
     }

@@ -127,6 +127,11 @@ fn locate_or_build_issuer() -> PathBuf {
     bin
 }
 
+/// Owned `(name, value)` pairs as the `&[(&str, &str)]` the helpers take.
+pub fn env_refs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// A `coditect-issuer` command with a clean configuration, working on
 /// `data_dir` (and on the PostgreSQL database a [`crate::database::TestDatabase`]
 /// made for it, if any), with [`TEST_RATE_LIMITS`] and then `env` set on top.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use coditect_tests::billing::{BillingEnv, stripe_env};
 use coditect_tests::database::{Backend, TestDatabase};
-use coditect_tests::issuer::{IssuerServer, admin, create_license, hardware_id, show_license};
+use coditect_tests::issuer::{
+    IssuerServer, admin, create_license, env_refs, hardware_id, show_license,
+};
 use coditect_tests::smtp::{SmtpSink, listener_available};
 use serde_json::json;
 
@@ -22,8 +24,7 @@ fn two_instances(dir: &std::path::Path, env: &[(&str, &str)]) -> (BillingEnv, Is
     let a = BillingEnv::start(dir, env);
     let mut all: Vec<(String, String)> = stripe_env(&a.stripe);
     all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let b = IssuerServer::start_with_env(dir, &pairs);
+    let b = IssuerServer::start_with_env(dir, &env_refs(&all));
     (a, b)
 }
 
@@ -303,7 +304,7 @@ fn the_cloud_run_container_runs_as_two_instances_after_the_migrate_job() {
         all
     };
     let run = |args: &[String], vars: &[(String, String)]| {
-        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs = env_refs(vars);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         coditect_tests::issuer::admin_with_env(dir.path(), &argv, &refs)
     };
@@ -312,7 +313,7 @@ fn the_cloud_run_container_runs_as_two_instances_after_the_migrate_job() {
     let port_a = coditect_tests::smtp::free_port().to_string();
     let too_early = {
         let vars = pairs(Some(&port_a));
-        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs = env_refs(&vars);
         let mut cmd = coditect_tests::issuer::issuer_command(dir.path(), &refs);
         cmd.args(&serve_args);
         coditect_tests::issuer::run_with_timeout(cmd, Duration::from_secs(30))
@@ -326,7 +327,7 @@ fn the_cloud_run_container_runs_as_two_instances_after_the_migrate_job() {
 
     let start = |port: &str| {
         let vars = pairs(Some(port));
-        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs = env_refs(&vars);
         let argv: Vec<&str> = serve_args.iter().map(String::as_str).collect();
         IssuerServer::start_with_args(dir.path(), &argv, &refs)
     };

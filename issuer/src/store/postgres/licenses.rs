@@ -86,10 +86,6 @@ fn activation_from_row(r: &Row, at: usize) -> Result<Option<Activation>, Storage
     }))
 }
 
-fn count(v: i64) -> Result<u32, StorageError> {
-    to_u32(v)
-}
-
 /// Inserts a license inside the caller's transaction (a checkout's
 /// completion creates one too); returns it with its key, shown only now.
 pub(super) async fn insert_license<C: GenericClient>(
@@ -205,7 +201,7 @@ async fn seats_and_machine<C: GenericClient>(
     let row = client
         .query_one(&stmt, &[&license_id, &hardware_id.to_hex()])
         .await?;
-    Ok((count(row.try_get(0)?)?, activation_from_row(&row, 1)?))
+    Ok((to_u32(row.try_get(0)?)?, activation_from_row(&row, 1)?))
 }
 
 async fn active_count<C: GenericClient>(client: &C, license_id: &str) -> Result<u32, StorageError> {
@@ -214,7 +210,7 @@ async fn active_count<C: GenericClient>(client: &C, license_id: &str) -> Result<
             "SELECT count(*) FROM activations WHERE license_id = $1 AND status = 'active'",
         )
         .await?;
-    count(client.query_one(&stmt, &[&license_id]).await?.try_get(0)?)
+    to_u32(client.query_one(&stmt, &[&license_id]).await?.try_get(0)?)
 }
 
 #[async_trait]
@@ -402,7 +398,7 @@ impl Licenses for PgStore {
             .ok_or(LicenseError::NotFound)?;
         let license = license_from_row(&row, 0)?;
         let failed_at: Option<i64> = row.try_get(LICENSE_WIDTH)?;
-        let devices_used = count(row.try_get(LICENSE_WIDTH + 1)?)?;
+        let devices_used = to_u32(row.try_get(LICENSE_WIDTH + 1)?)?;
         let activation = activation_from_row(&row, LICENSE_WIDTH + 2)?;
         let license = usable(license, failed_at, now)?;
         let mut activation = activation

@@ -106,19 +106,14 @@ impl PgUrl {
                 _ => rest.push(pair),
             }
         }
-        let mode = match tls {
-            Tls::Off => "disable",
-            Tls::Prefer => "prefer",
-            _ => "require",
+        let rebuilt = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
         };
-        rest.push(match mode {
-            "disable" => "sslmode=disable",
-            "prefer" => "sslmode=prefer",
-            _ => "sslmode=require",
-        });
-        let rebuilt = format!("{base}?{}", rest.join("&"));
         let mut config = tokio_postgres::Config::from_str(&rebuilt)
             .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+        config.ssl_mode(tls.into());
         if config.get_user().is_none() {
             return Err("names no user (postgresql://USER@HOST/DATABASE)".into());
         }
