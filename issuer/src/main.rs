@@ -150,6 +150,17 @@ enum LicenseCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Free a machine's seat (an offline one too, before its token
+    /// expires); never counted as one of the holder's seat transfers.
+    Free {
+        /// License id or license key.
+        license: String,
+        /// The activation to free (see `license show`).
+        #[arg(long, value_name = "ID")]
+        activation: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Answer an offline activation request (from `coditect activate --offline-request`).
     IssueOffline {
         /// The request file.
@@ -214,6 +225,11 @@ fn main() -> ExitCode {
                 reason,
                 json,
             } => admin::license_revoke(&license, reason.as_deref(), json),
+            LicenseCommand::Free {
+                license,
+                activation,
+                json,
+            } => admin::license_free(&license, &activation, json),
             LicenseCommand::IssueOffline {
                 request,
                 out,

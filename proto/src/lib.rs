@@ -22,6 +22,6 @@ pub use auth::{LoginRequest, LoginResponse, SignupRequest, SignupResponse};
 pub use licenses::{
     ActivateRequest, ActivationView, DeactivateRequest, DeactivateResponse, EntitlementsView,
     FeaturesResponse, GrantResponse, LicenseList, LicenseSummary, LicenseWithActivations,
-    TokenView, ValidateRequest,
+    TokenView, TransfersView, ValidateRequest,
 };
 pub use problem::Problem;

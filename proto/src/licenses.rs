@@ -35,6 +35,25 @@ pub struct LicenseSummary {
     pub entitlements: EntitlementsView,
     /// Machines activated now.
     pub devices_used: u32,
+    /// Seats freed by the holder (transfers), capped per 30 days.
+    pub transfers: TransfersView,
+}
+
+/// Seat transfers: each seat the holder frees is one, and the license
+/// allows so many per 30 days (freeing a machine beyond the seats after a
+/// downgrade does not count).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct TransfersView {
+    /// Transfers allowed per window.
+    pub allowed: u32,
+    /// Transfers made in the last `window_days` days.
+    pub used: u32,
+    /// Transfers possible now.
+    pub remaining: u32,
+    pub window_days: u32,
+    /// When the next transfer is possible (RFC 3339), when none is now.
+    pub next_at: Option<String>,
 }
 
 /// One activated (or formerly activated) machine.
@@ -50,6 +69,9 @@ pub struct ActivationView {
     pub activated_at: String,
     pub last_validated_at: String,
     pub deactivated_at: Option<String>,
+    /// Activated air-gapped: its token is good until then (RFC 3339), and
+    /// only the operator frees the seat before that.
+    pub offline_until: Option<String>,
 }
 
 /// A signed license token and its validity.
@@ -171,6 +193,13 @@ mod tests {
                 max_devices: 3,
             },
             devices_used: 1,
+            transfers: TransfersView {
+                allowed: 6,
+                used: 1,
+                remaining: 5,
+                window_days: 30,
+                next_at: None,
+            },
         }
     }
 
@@ -183,6 +212,7 @@ mod tests {
             activated_at: "2026-01-01T00:00:00Z".into(),
             last_validated_at: "2026-01-02T00:00:00Z".into(),
             deactivated_at: None,
+            offline_until: None,
         }
     }
 
@@ -215,15 +245,22 @@ mod tests {
             "plan_name":"Pilot Starter","status":"active","email":"a@example.com",
             "organization":"Acme","expires_at":"2027-01-01T00:00:00Z","key_hint":"JKMN",
             "entitlements":{"max_projects":3,"ai_requests":100,"max_devices":1},
-            "devices_used":1},"activations":[{"id":"act_1","hardware_id":"00",
+            "devices_used":1,"transfers":{"allowed":3,"used":3,"remaining":0,
+            "window_days":30,"next_at":"2027-01-02T00:00:00Z"}},
+            "activations":[{"id":"act_1","hardware_id":"00",
             "machine_name":null,"status":"deactivated","activated_at":"a",
-            "last_validated_at":"b","deactivated_at":"c"}]}]}"#;
+            "last_validated_at":"b","deactivated_at":"c","offline_until":null}]}]}"#;
         let list: LicenseList = serde_json::from_str(text).unwrap();
         let entry = &list.licenses[0];
         assert_eq!(entry.license.entitlements.max_projects, Some(3));
         assert_eq!(entry.license.organization.as_deref(), Some("Acme"));
         assert_eq!(entry.activations[0].machine_name, None);
         assert_eq!(entry.activations[0].deactivated_at.as_deref(), Some("c"));
+        assert_eq!(entry.license.transfers.remaining, 0);
+        assert_eq!(
+            entry.license.transfers.next_at.as_deref(),
+            Some("2027-01-02T00:00:00Z")
+        );
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub struct Problem {
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// When the refused action becomes possible (RFC 3339), when that is
+    /// known (e.g. the next seat transfer).
+    #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<String>,
     /// Id of the request, as in the `X-Request-Id` header and the log.
     #[cfg_attr(feature = "openapi", oai(skip_serializing_if_is_none))]
     #[serde(default, skip_serializing_if = "Option::is_none")]

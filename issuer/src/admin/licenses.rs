@@ -63,6 +63,7 @@ fn license_json(l: &License, activations: &[Activation]) -> serde_json::Value {
             "status": if a.active { "active" } else { "deactivated" },
             "activated_at": rfc3339(a.activated_at),
             "last_validated_at": rfc3339(a.last_validated_at),
+            "offline_until": a.offline_until.map(rfc3339),
         })).collect::<Vec<_>>(),
     })
 }
@@ -92,6 +93,9 @@ fn print_license(l: &License, activations: &[Activation]) {
             a.machine_name.as_deref().unwrap_or("(unnamed)"),
             rfc3339(a.last_validated_at)
         );
+        if let Some(until) = a.offline_until {
+            println!("    offline token valid until {}", rfc3339(until));
+        }
     }
 }
 
@@ -222,6 +226,30 @@ pub fn license_revoke(which: &str, reason: Option<&str>, json: bool) -> Result<(
         "license {} revoked: renewals are refused from now on; tokens already issued lapse within their lifetime",
         revoked.id
     );
+    Ok(())
+}
+
+pub fn license_free(which: &str, activation_id: &str, json: bool) -> Result<(), AdminError> {
+    let store = store()?;
+    let now = now();
+    let freed = run(async {
+        let (license, _) = find_license(&store, which).await?;
+        Ok(licenses::free_by_operator(&store, &license.id, activation_id.trim(), now).await?)
+    })?;
+    if json {
+        let acts = run(async { Ok(store.activations(&freed.license.id).await?) })?;
+        return print_json(&license_json(&freed.license, &acts));
+    }
+    println!(
+        "seat of machine {} freed on license {} ({}/{} in use); not counted as a seat transfer",
+        freed.activation.id, freed.license.id, freed.devices_used, freed.license.max_activations
+    );
+    if let Some(until) = freed.activation.offline_until.filter(|u| *u > now) {
+        println!(
+            "its offline token stays valid until {}: it cannot be called back",
+            rfc3339(until)
+        );
+    }
     Ok(())
 }
 

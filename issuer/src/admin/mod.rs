@@ -11,7 +11,8 @@ mod offline;
 pub use self::audit::audit_list;
 pub use self::keys::{keys_generate, keys_list};
 pub use self::licenses::{
-    CreateArgs, license_create, license_list, license_revoke, license_show, parse_expiry,
+    CreateArgs, license_create, license_free, license_list, license_revoke, license_show,
+    parse_expiry,
 };
 pub use self::mail::{mail_list, mail_retry};
 pub use self::offline::{

@@ -7,7 +7,9 @@ use verifier::HardwareId;
 
 use super::AppState;
 use crate::domain::audit::{Client, Event};
-use crate::domain::license::{Activation, Grant, License, LicenseError, NewLicense, Seat};
+use crate::domain::license::{
+    Activation, Freed, Grant, License, LicenseError, NewLicense, Releaser, Seat, TRANSFER_WINDOW,
+};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::tokens::{self, IssuedToken};
 
@@ -68,7 +70,7 @@ pub async fn activate(
 ) -> Result<Issued, LicenseError> {
     let result = state
         .store
-        .activate_seat(key, hardware_id, machine_name, now)
+        .activate_seat(key, hardware_id, machine_name, None, now)
         .await;
     let grant = audited(state, client, "activate", now, result).await?;
     sign(state, grant, now)
@@ -87,35 +89,78 @@ pub async fn renew(
     sign(state, grant, now)
 }
 
-/// Frees a seat; returns the license, the freed activation and the seats
-/// still in use.
+/// A key holder frees a seat (see `domain::license::release` for who may
+/// free which seat, and when it counts as a transfer).
 pub async fn deactivate(
     state: &AppState,
     client: &Client,
-    key: &LicenseKey,
+    by: &Releaser<'_>,
     seat: Seat<'_>,
     now: i64,
-) -> Result<(License, Activation, u32), LicenseError> {
-    let result = state.store.free_seat(key, seat, now).await;
+) -> Result<Freed, LicenseError> {
+    let result = state.store.free_seat(by, seat, now).await;
     let event = match &result {
-        Ok((license, activation, _)) => Event::new(now, "deactivate", "ok")
-            .actor(format!("license:{}", license.id))
-            .subject("activation", activation.id.clone()),
+        Ok(freed) => Event::new(now, "deactivate", "ok")
+            .actor(format!("license:{}", freed.license.id))
+            .subject("activation", freed.activation.id.clone())
+            .detail(if freed.counted {
+                "seat transfer"
+            } else {
+                "not counted as a transfer"
+            }),
         Err(e) => Event::new(now, "deactivate", e.code().unwrap_or("internal_error")),
     };
     state.audit.log(event.client(client)).await;
     result
 }
 
-/// An organization's licenses with their machines.
+/// The operator frees a seat (audited as `admin`): any seat, an offline
+/// one too, never counted as a transfer.
+pub async fn free_by_operator(
+    store: &crate::store::SharedStore,
+    license_id: &str,
+    activation_id: &str,
+    now: i64,
+) -> Result<Freed, LicenseError> {
+    let freed = store
+        .free_seat(
+            &Releaser::Operator { license_id },
+            Seat::Activation(activation_id),
+            now,
+        )
+        .await?;
+    store
+        .append_audit(&[Event::new(now, "deactivate", "ok")
+            .actor("admin")
+            .subject("activation", freed.activation.id.clone())
+            .detail(match freed.activation.offline_until {
+                Some(until) if until > now => "offline seat freed by the operator",
+                _ => "freed by the operator",
+            })])
+        .await?;
+    Ok(freed)
+}
+
+/// An organization's licenses with their machines and their holder's
+/// seat transfers in the window.
 pub async fn of_organization(
     state: &AppState,
     organization_id: &str,
-) -> Result<Vec<(License, Vec<Activation>)>, LicenseError> {
-    Ok(state
+    now: i64,
+) -> Result<Vec<(License, Vec<Activation>, Vec<i64>)>, LicenseError> {
+    let rows = state
         .store
         .licenses_with_activations(Some(organization_id))
-        .await?)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (license, activations) in rows {
+        let transfers = state
+            .store
+            .seat_transfers(&license.id, now - TRANSFER_WINDOW)
+            .await?;
+        out.push((license, activations, transfers));
+    }
+    Ok(out)
 }
 
 /// The license a key names.
@@ -184,14 +229,21 @@ pub async fn activate_offline(
     valid_for: Option<u64>,
     now: i64,
 ) -> Result<Issued, LicenseError> {
-    let grant = store
-        .activate_seat(key, hardware_id, machine_name, now)
-        .await?;
+    // The seat is marked with the token's expiry: until then only the
+    // operator frees it.
+    let license = store
+        .license_by_key(key)
+        .await?
+        .ok_or(LicenseError::NotFound)?;
     let now_u = u64::try_from(now).unwrap_or(0);
-    let license_end = u64::try_from(grant.license.expires_at).unwrap_or(0);
+    let license_end = u64::try_from(license.expires_at).unwrap_or(0);
     let expires_at = valid_for
         .map_or(license_end, |secs| now_u.saturating_add(secs))
         .min(license_end);
+    let offline_until = i64::try_from(expires_at).unwrap_or(i64::MAX);
+    let grant = store
+        .activate_seat(key, hardware_id, machine_name, Some(offline_until), now)
+        .await?;
     // An air-gapped machine cannot renew: the token is good for its whole
     // validity and renewal is never due.
     let token = tokens::issue_until(signer, &grant, now_u, expires_at, expires_at)

@@ -6,6 +6,7 @@
 use verifier::{Entitlements, HardwareId, ProjectLimit};
 
 use super::StorageError;
+use super::license_key::LicenseKey;
 use super::plans::Plan;
 
 /// The lifecycle state of a license.
@@ -93,6 +94,10 @@ pub struct Activation {
     pub activated_at: i64,
     pub last_validated_at: i64,
     pub deactivated_at: Option<i64>,
+    /// Activated air-gapped (`license issue-offline`): its token is good
+    /// until then and cannot be called back, so only the operator frees
+    /// the seat before that time.
+    pub offline_until: Option<i64>,
 }
 
 /// What an activation or validation grants: the license, this machine's
@@ -104,6 +109,9 @@ pub struct Grant {
     pub devices_used: u32,
     /// The machine was already active; no new seat was taken.
     pub already_active: bool,
+    /// When the seats freed by the holder within the last
+    /// [`TRANSFER_WINDOW`] were freed, oldest first.
+    pub recent_transfers: Vec<i64>,
 }
 
 /// Why a license operation was refused.
@@ -125,6 +133,21 @@ pub enum LicenseError {
     PaymentOverdue { since: i64, failed_at: i64 },
     #[error("no activation with this id on the license")]
     ActivationNotFound,
+    /// A plan or quantity change lowered the seats below the machines
+    /// activated; this one is beyond the limit (see [`seat_rank_allowed`]).
+    #[error("the license now allows {max} machines and {used} are activated")]
+    SeatOverLimit { max: u32, used: u32 },
+    /// The holder freed as many seats as the plan allows per window.
+    #[error("the license's {allowed} seat transfers per 30 days are used up")]
+    TransferLimit { allowed: u32, next_at: i64 },
+    /// The seat holds an air-gapped token until `until`.
+    #[error("the machine was activated offline; its seat is held until its token expires")]
+    OfflineSeat { until: i64 },
+    /// Freeing a machine other than the asking one needs proof of standing.
+    #[error(
+        "freeing another machine's seat needs an active machine or a signed-in account of the license's organization"
+    )]
+    NotAllowedToFree,
     /// The token could not be signed (a server fault, never the holder's).
     #[error("cannot sign the license token: {0}")]
     Signing(String),
@@ -147,6 +170,10 @@ impl LicenseError {
             | LicenseError::Expired { .. } => "license_expired",
             LicenseError::PaymentOverdue { .. } => "payment_overdue",
             LicenseError::ActivationNotFound => "activation_not_found",
+            LicenseError::SeatOverLimit { .. } => "seat_over_limit",
+            LicenseError::TransferLimit { .. } => "transfer_limit_reached",
+            LicenseError::OfflineSeat { .. } => "offline_seat",
+            LicenseError::NotAllowedToFree => "not_allowed_to_free",
             LicenseError::Signing(_) | LicenseError::Storage(_) => return None,
         })
     }
@@ -173,6 +200,168 @@ pub const VALIDATION_TIME_RESOLUTION: i64 = 60;
 pub enum Seat<'a> {
     Machine(&'a HardwareId),
     Activation(&'a str),
+}
+
+/// Who frees a seat.
+#[derive(Debug, Clone)]
+pub enum Releaser<'a> {
+    /// A key holder: the machine asking and, when the request carries a
+    /// session, the organization of the signed-in account.
+    Holder {
+        key: &'a LicenseKey,
+        machine: &'a HardwareId,
+        organization: Option<&'a str>,
+    },
+    /// The operator (an admin command): frees any seat, offline ones too,
+    /// and is never counted as a transfer.
+    Operator { license_id: &'a str },
+}
+
+/// A freed seat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freed {
+    pub license: License,
+    /// The activation as it is now (deactivated).
+    pub activation: Activation,
+    /// Seats still in use.
+    pub devices_used: u32,
+    /// The holder's transfers in the window, this one included if counted.
+    pub recent_transfers: Vec<i64>,
+    /// This freeing counted as a transfer.
+    pub counted: bool,
+}
+
+/// Seat transfers are counted over this window (30 days).
+pub const TRANSFER_WINDOW: i64 = 30 * 86_400;
+
+/// The seat transfers a license allows per [`TRANSFER_WINDOW`]: its plan's
+/// count per seat, at least the plan's minimum (3 for an unknown plan).
+pub fn transfers_allowed(license: &License) -> u32 {
+    let (per_seat, min) = super::plans::find(&license.tier)
+        .map_or((2, 3), |p| (p.transfers_per_seat, p.min_transfers));
+    per_seat.saturating_mul(license.max_activations).max(min)
+}
+
+/// A license's seat transfers at `now`, for its holder to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferUse {
+    pub allowed: u32,
+    pub used: u32,
+    /// When the next transfer is possible, when none is now.
+    pub next_at: Option<i64>,
+}
+
+/// How many transfers `recent` (freeing times, oldest first) leaves.
+pub fn transfer_use(license: &License, recent: &[i64], now: i64) -> TransferUse {
+    let since = now.saturating_sub(TRANSFER_WINDOW);
+    let in_window: Vec<i64> = recent.iter().copied().filter(|t| *t > since).collect();
+    let allowed = transfers_allowed(license);
+    let used = u32::try_from(in_window.len()).unwrap_or(u32::MAX);
+    // With `used >= allowed`, one becomes possible when the
+    // (used - allowed + 1)-th oldest leaves the window.
+    let next_at = (used >= allowed)
+        .then(|| in_window.get((used - allowed) as usize))
+        .flatten()
+        .map(|t| t.saturating_add(TRANSFER_WINDOW));
+    TransferUse {
+        allowed,
+        used,
+        next_at,
+    }
+}
+
+/// Whether a machine activated `rank`-th on the license (0 = the first
+/// of those still active, by activation time) keeps its seat. After a
+/// downgrade lowers `max_activations` below the machines active, the ones
+/// activated first keep renewing and the latest are refused until the
+/// holder frees enough seats: the order is fixed when a machine activates,
+/// so renewing more often wins nothing and the outcome does not depend on
+/// which machine renews first.
+pub fn seat_rank_allowed(license: &License, rank: u32, used: u32) -> Result<(), LicenseError> {
+    if rank < license.max_activations {
+        Ok(())
+    } else {
+        Err(LicenseError::SeatOverLimit {
+            max: license.max_activations,
+            used,
+        })
+    }
+}
+
+/// What the store knows when a seat is to be freed.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseFacts<'a> {
+    pub license: &'a License,
+    pub target: &'a Activation,
+    /// The asking machine holds an active seat on the license.
+    pub asker_active: bool,
+    /// Seats in use before freeing.
+    pub devices_used: u32,
+    /// The holder's transfers, oldest first.
+    pub recent_transfers: &'a [i64],
+}
+
+/// What freeing does, decided before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The seat is already free: nothing to write, nothing counted.
+    AlreadyFree,
+    /// Free it; `counted` says whether it uses one of the transfers.
+    Free { counted: bool },
+}
+
+/// The seat rules for freeing a seat at `now`:
+/// - the operator frees any seat, uncounted;
+/// - a seat held by an air-gapped token is the operator's to free until
+///   that token expires;
+/// - a holder frees another machine's seat only from a machine active on
+///   the license or with a session of the license's organization;
+/// - freeing counts as a transfer, capped per window, except while the
+///   license has more machines active than seats (after a downgrade the
+///   holder must be able to come back within the limit).
+pub fn release(
+    by: &Releaser<'_>,
+    facts: ReleaseFacts<'_>,
+    now: i64,
+) -> Result<Release, LicenseError> {
+    let ReleaseFacts {
+        license,
+        target,
+        asker_active,
+        devices_used,
+        recent_transfers,
+    } = facts;
+    if !target.active {
+        return Ok(Release::AlreadyFree);
+    }
+    let (machine, organization) = match by {
+        Releaser::Operator { .. } => return Ok(Release::Free { counted: false }),
+        Releaser::Holder {
+            machine,
+            organization,
+            ..
+        } => (*machine, *organization),
+    };
+    if let Some(until) = target.offline_until.filter(|until| now < *until) {
+        return Err(LicenseError::OfflineSeat { until });
+    }
+    let own_seat = target.hardware_id == machine.to_hex();
+    let organization_member =
+        organization.is_some() && organization == license.organization_id.as_deref();
+    if !own_seat && !asker_active && !organization_member {
+        return Err(LicenseError::NotAllowedToFree);
+    }
+    if devices_used > license.max_activations {
+        return Ok(Release::Free { counted: false });
+    }
+    let transfers = transfer_use(license, recent_transfers, now);
+    match transfers.next_at {
+        Some(next_at) => Err(LicenseError::TransferLimit {
+            allowed: transfers.allowed,
+            next_at,
+        }),
+        None => Ok(Release::Free { counted: true }),
+    }
 }
 
 /// The license's status as its holder should read it at `now`: an active

@@ -12,6 +12,11 @@ pub struct Plan {
     pub name: &'static str,
     /// What a new license of this plan allows.
     pub entitlements: Entitlements,
+    /// Seat transfers (seats freed by the holder) allowed per
+    /// [`TRANSFER_WINDOW`](crate::domain::license::TRANSFER_WINDOW): this
+    /// many per seat, and never fewer than `min_transfers`.
+    pub transfers_per_seat: u32,
+    pub min_transfers: u32,
 }
 
 /// The pilot plans.
@@ -24,6 +29,8 @@ pub const PLANS: &[Plan] = &[
             ai_requests: 100,
             max_devices: 1,
         },
+        transfers_per_seat: 2,
+        min_transfers: 3,
     },
     Plan {
         id: "pilot-professional",
@@ -33,6 +40,8 @@ pub const PLANS: &[Plan] = &[
             ai_requests: 1000,
             max_devices: 3,
         },
+        transfers_per_seat: 2,
+        min_transfers: 3,
     },
 ];
 

@@ -32,6 +32,7 @@ impl NewProblem for Problem {
             detail: detail.into(),
             code: code.to_owned(),
             field: None,
+            available_at: None,
             request_id: None,
         }
     }
@@ -231,6 +232,46 @@ impl From<LicenseError> for ApiError {
                 "activation_not_found",
                 "Activation not found",
                 "No activation with this id belongs to the license.",
+            ),
+            LicenseError::SeatOverLimit { max, used } => Problem::new(
+                S::FORBIDDEN,
+                "seat_over_limit",
+                "Machine beyond the license's seats",
+                format!(
+                    "The license now allows {max} machine(s) and {used} are activated; the ones activated first keep their seats. Free a seat with `coditect deactivate` on a machine you no longer use (or `coditect deactivate --machine ID`, see `coditect license machines`), or upgrade your plan."
+                ),
+            ),
+            LicenseError::TransferLimit { allowed, next_at } => {
+                let mut p = Problem::new(
+                    S::FORBIDDEN,
+                    "transfer_limit_reached",
+                    "Seat transfers used up",
+                    format!(
+                        "The license allows {allowed} seat transfers (freed seats) per 30 days and all are used. The next one is possible on {}; contact support if a machine was lost.",
+                        rfc3339(next_at)
+                    ),
+                );
+                p.available_at = Some(rfc3339(next_at));
+                p
+            }
+            LicenseError::OfflineSeat { until } => {
+                let mut p = Problem::new(
+                    S::FORBIDDEN,
+                    "offline_seat",
+                    "Seat held by an offline activation",
+                    format!(
+                        "This machine was activated offline and its token is valid until {}; until then only your administrator can free its seat.",
+                        rfc3339(until)
+                    ),
+                );
+                p.available_at = Some(rfc3339(until));
+                p
+            }
+            LicenseError::NotAllowedToFree => Problem::new(
+                S::FORBIDDEN,
+                "not_allowed_to_free",
+                "Not allowed to free this seat",
+                "Freeing another machine's seat needs a request from a machine that is active on the license, or a signed-in account of the license's organization (`Authorization: Bearer`, `coditect login`).",
             ),
             LicenseError::Signing(e) => return ApiError::internal(&e),
             LicenseError::Storage(e) => return ApiError::from(e),

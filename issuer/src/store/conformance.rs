@@ -27,7 +27,9 @@ use crate::domain::billing::{
     BillingChange, BillingRules, CheckoutRecord, Graces, LicenseMailFacts, Outcome, REVEAL_WINDOW,
     Reveal, StripeEvent, SubscriptionSnapshot,
 };
-use crate::domain::license::{LicenseError, LicenseStatus, NewLicense, Seat};
+use crate::domain::license::{
+    LicenseError, LicenseStatus, NewLicense, Releaser, Seat, TRANSFER_WINDOW, transfers_allowed,
+};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::mail::{CLAIM_SECS, Failure, Mail, Next, OutboxStatus};
 use crate::domain::plans;
@@ -54,6 +56,15 @@ fn new_license<'a>(plan: &str, devices: Option<u32>, org: Option<&'a str>) -> Ne
     }
 }
 
+/// A key holder asking from `machine`, without a session.
+fn holder<'a>(key: &'a LicenseKey, machine: &'a HardwareId) -> Releaser<'a> {
+    Releaser::Holder {
+        key,
+        machine,
+        organization: None,
+    }
+}
+
 async fn license(store: &SharedStore, devices: u32) -> LicenseKey {
     store
         .create_license(&new_license("pilot-professional", Some(devices), None), NOW)
@@ -75,6 +86,9 @@ macro_rules! conformance_tests {
             sessions_end_at_sign_out_and_at_expiry,
             licenses_are_found_by_id_key_and_organization,
             seats_are_taken_reused_freed_and_never_exceeded,
+            seat_transfers_are_capped_per_window,
+            offline_seats_and_other_machines_seats_are_protected,
+            a_downgrade_keeps_the_first_activated_machines,
             concurrent_activations_never_exceed_the_seats,
             renewals_refuse_each_unusable_state_with_its_reason,
             revoking_stops_renewals_and_unknown_licenses_are_refused,
@@ -246,50 +260,83 @@ pub async fn licenses_are_found_by_id_key_and_organization(store: SharedStore) {
 pub async fn seats_are_taken_reused_freed_and_never_exceeded(store: SharedStore) {
     let key = license(&store, 2).await;
     let a = store
-        .activate_seat(&key, &hw(1), Some("laptop"), NOW)
+        .activate_seat(&key, &hw(1), Some("laptop"), None, NOW)
         .await
         .unwrap();
     assert_eq!((a.devices_used, a.already_active), (1, false));
     let again = store
-        .activate_seat(&key, &hw(1), None, NOW + 5)
+        .activate_seat(&key, &hw(1), None, None, NOW + 5)
         .await
         .unwrap();
     assert_eq!(again.activation.id, a.activation.id);
     assert!(again.already_active);
     assert_eq!(again.activation.machine_name.as_deref(), Some("laptop"));
-    store.activate_seat(&key, &hw(2), None, NOW).await.unwrap();
+    store
+        .activate_seat(&key, &hw(2), None, None, NOW)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.activate_seat(&key, &hw(3), None, NOW).await,
+        store.activate_seat(&key, &hw(3), None, None, NOW).await,
         Err(LicenseError::TooManyActivations { max: 2 })
     ));
-    let (_, freed, used) = store
-        .free_seat(&key, Seat::Machine(&hw(2)), NOW + 10)
+    let freed = store
+        .free_seat(&holder(&key, &hw(2)), Seat::Machine(&hw(2)), NOW + 10)
         .await
         .unwrap();
     assert_eq!(
-        (freed.active, freed.deactivated_at, used),
+        (
+            freed.activation.active,
+            freed.activation.deactivated_at,
+            freed.devices_used
+        ),
         (false, Some(NOW + 10), 1)
     );
-    // Freeing it again changes nothing.
-    let (_, again, used) = store
-        .free_seat(&key, Seat::Machine(&hw(2)), NOW + 20)
+    assert_eq!(
+        (freed.counted, freed.recent_transfers.as_slice()),
+        (true, &[NOW + 10][..])
+    );
+    // Freeing it again changes nothing and counts nothing.
+    let again = store
+        .free_seat(&holder(&key, &hw(2)), Seat::Machine(&hw(2)), NOW + 20)
         .await
         .unwrap();
-    assert_eq!((again.deactivated_at, used), (Some(NOW + 10), 1));
-    let third = store.activate_seat(&key, &hw(3), None, NOW).await.unwrap();
+    assert_eq!(
+        (
+            again.activation.deactivated_at,
+            again.devices_used,
+            again.counted
+        ),
+        (Some(NOW + 10), 1, false)
+    );
+    let third = store
+        .activate_seat(&key, &hw(3), None, None, NOW)
+        .await
+        .unwrap();
     assert_eq!(third.devices_used, 2);
-    // By activation id (another machine's seat), and unknown ones.
-    let (_, by_id, used) = store
-        .free_seat(&key, Seat::Activation(&third.activation.id), NOW)
+    // By activation id (another machine's seat, asked by an active
+    // machine), and unknown ones.
+    let by_id = store
+        .free_seat(
+            &holder(&key, &hw(1)),
+            Seat::Activation(&third.activation.id),
+            NOW,
+        )
         .await
         .unwrap();
-    assert_eq!((by_id.id, used), (third.activation.id, 1));
+    assert_eq!(
+        (by_id.activation.id, by_id.devices_used),
+        (third.activation.id, 1)
+    );
     assert!(matches!(
-        store.free_seat(&key, Seat::Activation("nope"), NOW).await,
+        store
+            .free_seat(&holder(&key, &hw(1)), Seat::Activation("nope"), NOW)
+            .await,
         Err(LicenseError::ActivationNotFound)
     ));
     assert!(matches!(
-        store.free_seat(&key, Seat::Machine(&hw(9)), NOW).await,
+        store
+            .free_seat(&holder(&key, &hw(9)), Seat::Machine(&hw(9)), NOW)
+            .await,
         Err(LicenseError::NotActivated)
     ));
     let acts = store.activations(&a.license.id).await.unwrap();
@@ -298,12 +345,237 @@ pub async fn seats_are_taken_reused_freed_and_never_exceeded(store: SharedStore)
     assert!(!acts[1].active && !acts[2].active);
 }
 
+pub async fn seat_transfers_are_capped_per_window(store: SharedStore) {
+    // One seat: the starter plan's minimum of 3 transfers per window.
+    let year = NewLicense {
+        expires_at: NOW + 365 * DAY,
+        ..new_license("pilot-starter", None, None)
+    };
+    let (lic, key) = store.create_license(&year, NOW).await.unwrap();
+    assert_eq!(transfers_allowed(&lic), 3);
+    for n in 1..=3 {
+        let at = NOW + i64::from(n) * 100;
+        store
+            .activate_seat(&key, &hw(n), None, None, at)
+            .await
+            .unwrap();
+        let freed = store
+            .free_seat(&holder(&key, &hw(n)), Seat::Machine(&hw(n)), at + 1)
+            .await
+            .unwrap();
+        assert!(freed.counted);
+        assert_eq!(freed.recent_transfers.len(), n as usize);
+    }
+    // The fourth machine may take the free seat, but not give it up.
+    let g = store
+        .activate_seat(&key, &hw(4), None, None, NOW + 500)
+        .await
+        .unwrap();
+    assert_eq!(g.recent_transfers, [NOW + 101, NOW + 201, NOW + 301]);
+    match store
+        .free_seat(&holder(&key, &hw(4)), Seat::Machine(&hw(4)), NOW + 600)
+        .await
+    {
+        Err(LicenseError::TransferLimit { allowed, next_at }) => {
+            assert_eq!((allowed, next_at), (3, NOW + 101 + TRANSFER_WINDOW));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing changed: the machine still holds its seat and renews.
+    store
+        .renew_seat(&key, &hw(4), NOW + 700)
+        .await
+        .expect("still active");
+    assert_eq!(
+        store
+            .seat_transfers(&lic.id, NOW - TRANSFER_WINDOW)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // The operator frees it, uncounted; once the first transfer leaves
+    // the window, the holder may free a seat again.
+    let freed = store
+        .free_seat(
+            &Releaser::Operator {
+                license_id: &lic.id,
+            },
+            Seat::Activation(&g.activation.id),
+            NOW + 800,
+        )
+        .await
+        .unwrap();
+    assert!(!freed.counted && !freed.activation.active);
+    let later = NOW + 101 + TRANSFER_WINDOW;
+    store
+        .activate_seat(&key, &hw(5), None, None, later)
+        .await
+        .unwrap();
+    let freed = store
+        .free_seat(&holder(&key, &hw(5)), Seat::Machine(&hw(5)), later + 1)
+        .await
+        .unwrap();
+    assert_eq!(freed.recent_transfers, [NOW + 201, NOW + 301, later + 1]);
+}
+
+pub async fn offline_seats_and_other_machines_seats_are_protected(store: SharedStore) {
+    let org = store.create_organization("Acme", NOW).await.unwrap();
+    let other_org = store.create_organization("Other", NOW).await.unwrap();
+    let (lic, key) = store
+        .create_license(&new_license("pilot-professional", None, Some(&org)), NOW)
+        .await
+        .unwrap();
+    let until = NOW + 20 * DAY;
+    let offline = store
+        .activate_seat(&key, &hw(1), Some("air-gapped"), Some(until), NOW)
+        .await
+        .unwrap();
+    assert_eq!(offline.activation.offline_until, Some(until));
+    let online = store
+        .activate_seat(&key, &hw(2), None, None, NOW)
+        .await
+        .unwrap();
+    assert_eq!(online.activation.offline_until, None);
+    // An offline seat: not even the machine itself (nor an active one)
+    // frees it before its token expires.
+    for asker in [hw(1), hw(2)] {
+        match store
+            .free_seat(&holder(&key, &asker), Seat::Machine(&hw(1)), NOW + 10)
+            .await
+        {
+            Err(LicenseError::OfflineSeat { until: u }) => assert_eq!(u, until),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Another machine's seat: not from a machine without a seat, nor with
+    // a session of another organization.
+    let stranger = hw(7);
+    for organization in [None, Some(other_org.as_str())] {
+        let by = Releaser::Holder {
+            key: &key,
+            machine: &stranger,
+            organization,
+        };
+        assert!(matches!(
+            store
+                .free_seat(&by, Seat::Activation(&online.activation.id), NOW + 10)
+                .await,
+            Err(LicenseError::NotAllowedToFree)
+        ));
+    }
+    let acts = store.activations(&lic.id).await.unwrap();
+    assert!(acts.iter().all(|a| a.active), "nothing was freed");
+    assert!(store.seat_transfers(&lic.id, 0).await.unwrap().is_empty());
+    // With a session of the license's organization it may.
+    let by = Releaser::Holder {
+        key: &key,
+        machine: &stranger,
+        organization: Some(&org),
+    };
+    let freed = store
+        .free_seat(&by, Seat::Activation(&online.activation.id), NOW + 20)
+        .await
+        .unwrap();
+    assert!(freed.counted && !freed.activation.active);
+    // Past the offline token's expiry the holder frees it as any seat.
+    store
+        .free_seat(&holder(&key, &hw(1)), Seat::Machine(&hw(1)), until)
+        .await
+        .unwrap();
+}
+
+pub async fn a_downgrade_keeps_the_first_activated_machines(store: SharedStore) {
+    let (org, completed) = paying_organization(&store).await;
+    store
+        .apply_stripe_event(&completed, &rules(), NOW + 20)
+        .await
+        .unwrap();
+    let body = store.claim_mail(NOW + 20, 10).await.unwrap()[0]
+        .body
+        .clone()
+        .unwrap();
+    let key = LicenseKey::parse(body.trim_start_matches("key ")).unwrap();
+    // Three machines on the three Professional seats, activated in turn.
+    for n in 1..=3 {
+        store
+            .activate_seat(&key, &hw(n), None, None, NOW + 100 * i64::from(n))
+            .await
+            .unwrap();
+    }
+    // Down to Starter (one seat).
+    let down = event(
+        "evt_down",
+        NOW + 1_000,
+        BillingChange::SubscriptionChanged {
+            snapshot: snapshot("active", "price_sm", 1, NOW + 30 * DAY),
+        },
+    );
+    store
+        .apply_stripe_event(&down, &rules(), NOW + 1_000)
+        .await
+        .unwrap();
+    // The change recorded which machines lost their seat.
+    let lost = store
+        .audit_events(None, Some("seat_lost"), 10)
+        .await
+        .unwrap();
+    let acts = store.licenses_with_activations(Some(&org)).await.unwrap()[0]
+        .1
+        .clone();
+    let id_of = |n: u32| {
+        acts.iter()
+            .find(|a| a.hardware_id == hw(n).to_hex())
+            .unwrap()
+            .id
+            .clone()
+    };
+    let mut lost_ids: Vec<String> = lost.iter().filter_map(|e| e.subject_id.clone()).collect();
+    lost_ids.sort();
+    let mut expected = vec![id_of(2), id_of(3)];
+    expected.sort();
+    assert_eq!(lost_ids, expected);
+    // The first machine renews; the later two are refused, also when they
+    // ask to activate again.
+    let g = store.renew_seat(&key, &hw(1), NOW + 2_000).await.unwrap();
+    assert_eq!((g.devices_used, g.license.max_activations), (3, 1));
+    for n in [2, 3] {
+        assert!(matches!(
+            store.renew_seat(&key, &hw(n), NOW + 2_000).await,
+            Err(LicenseError::SeatOverLimit { max: 1, used: 3 })
+        ));
+        assert!(matches!(
+            store
+                .activate_seat(&key, &hw(n), None, None, NOW + 2_000)
+                .await,
+            Err(LicenseError::SeatOverLimit { max: 1, used: 3 })
+        ));
+    }
+    // Freeing the first one does not help the others while two remain;
+    // over the limit, freeing is not counted as a transfer.
+    let freed = store
+        .free_seat(&holder(&key, &hw(1)), Seat::Machine(&hw(1)), NOW + 3_000)
+        .await
+        .unwrap();
+    assert!(!freed.counted);
+    assert!(matches!(
+        store.renew_seat(&key, &hw(3), NOW + 3_000).await,
+        Err(LicenseError::SeatOverLimit { max: 1, used: 2 })
+    ));
+    store
+        .free_seat(&holder(&key, &hw(3)), Seat::Machine(&hw(3)), NOW + 3_100)
+        .await
+        .unwrap();
+    // Within the limit again: the remaining machine renews.
+    store.renew_seat(&key, &hw(2), NOW + 3_200).await.unwrap();
+}
+
 pub async fn concurrent_activations_never_exceed_the_seats(store: SharedStore) {
     let key = license(&store, 3).await;
     let tasks: Vec<_> = (0..20)
         .map(|n| {
             let (store, key) = (Arc::clone(&store), key.clone());
-            tokio::spawn(async move { store.activate_seat(&key, &hw(n), None, NOW).await })
+            tokio::spawn(async move { store.activate_seat(&key, &hw(n), None, None, NOW).await })
         })
         .collect();
     let mut granted = 0;
@@ -325,7 +597,10 @@ pub async fn concurrent_activations_never_exceed_the_seats(store: SharedStore) {
 
 pub async fn renewals_refuse_each_unusable_state_with_its_reason(store: SharedStore) {
     let key = license(&store, 3).await;
-    store.activate_seat(&key, &hw(1), None, NOW).await.unwrap();
+    store
+        .activate_seat(&key, &hw(1), None, None, NOW)
+        .await
+        .unwrap();
     // Within the minute nothing is written; past it the time moves.
     let v = store.renew_seat(&key, &hw(1), NOW + 30).await.unwrap();
     assert_eq!(v.activation.last_validated_at, NOW);
@@ -346,7 +621,7 @@ pub async fn renewals_refuse_each_unusable_state_with_its_reason(store: SharedSt
         Err(LicenseError::NotFound)
     ));
     store
-        .free_seat(&key, Seat::Machine(&hw(1)), NOW)
+        .free_seat(&holder(&key, &hw(1)), Seat::Machine(&hw(1)), NOW)
         .await
         .unwrap();
     assert!(matches!(
@@ -357,7 +632,10 @@ pub async fn renewals_refuse_each_unusable_state_with_its_reason(store: SharedSt
 
 pub async fn revoking_stops_renewals_and_unknown_licenses_are_refused(store: SharedStore) {
     let key = license(&store, 3).await;
-    store.activate_seat(&key, &hw(1), None, NOW).await.unwrap();
+    store
+        .activate_seat(&key, &hw(1), None, None, NOW)
+        .await
+        .unwrap();
     let id = store.license_by_key(&key).await.unwrap().unwrap().id;
     let revoked = store
         .revoke_license(&id, Some("chargeback"), NOW)
@@ -368,7 +646,7 @@ pub async fn revoking_stops_renewals_and_unknown_licenses_are_refused(store: Sha
     for result in [
         store.renew_seat(&key, &hw(1), NOW).await.map(|_| ()),
         store
-            .activate_seat(&key, &hw(2), None, NOW)
+            .activate_seat(&key, &hw(2), None, None, NOW)
             .await
             .map(|_| ()),
     ] {
@@ -661,7 +939,7 @@ pub async fn a_failed_payment_ends_renewals_after_the_grace_and_says_why(store: 
         .unwrap();
     let key = LicenseKey::parse(body.trim_start_matches("key ")).unwrap();
     store
-        .activate_seat(&key, &hw(1), None, NOW + 30)
+        .activate_seat(&key, &hw(1), None, None, NOW + 30)
         .await
         .unwrap();
     match store.renew_seat(&key, &hw(1), failed_at + 7 * DAY).await {

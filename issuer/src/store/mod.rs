@@ -31,7 +31,9 @@ use crate::domain::audit::Event;
 use crate::domain::billing::{
     ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
 };
-use crate::domain::license::{Activation, Grant, License, LicenseError, NewLicense, Seat};
+use crate::domain::license::{
+    Activation, Freed, Grant, License, LicenseError, NewLicense, Releaser, Seat,
+};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
 use crate::domain::rate_limit::{Gcra, GcraOutcome};
@@ -178,29 +180,39 @@ pub trait Licenses {
     /// Takes a seat for this machine. The same machine again gets its
     /// activation back; a new machine needs a free seat, also when many
     /// ask at once.
+    /// `offline_until` marks an air-gapped activation with its token's
+    /// expiry (it only ever moves later). A machine beyond the seats after
+    /// a downgrade is refused (`domain::license::seat_rank_allowed`).
     async fn activate_seat(
         &self,
         key: &LicenseKey,
         hardware_id: &HardwareId,
         machine_name: Option<&str>,
+        offline_until: Option<i64>,
         now: i64,
     ) -> Result<Grant, LicenseError>;
-    /// Renews an active seat on a usable license; the last renewal time
-    /// moves to `now` (to the minute).
+    /// Renews an active seat on a usable license, within the seats (a
+    /// machine beyond them after a downgrade is refused); the last renewal
+    /// time moves to `now` (to the minute).
     async fn renew_seat(
         &self,
         key: &LicenseKey,
         hardware_id: &HardwareId,
         now: i64,
     ) -> Result<Grant, LicenseError>;
-    /// Frees a seat; freeing a free seat is not an error. Returns the
-    /// license, the activation and the seats still in use.
+    /// Frees a seat under the rules of `domain::license::release`, decided
+    /// and written in one transaction with the license locked; a counted
+    /// freeing is recorded as a transfer. Freeing a free seat is not an
+    /// error and changes nothing.
     async fn free_seat(
         &self,
-        key: &LicenseKey,
+        by: &Releaser<'_>,
         seat: Seat<'_>,
         now: i64,
-    ) -> Result<(License, Activation, u32), LicenseError>;
+    ) -> Result<Freed, LicenseError>;
+    /// When the seats of a license freed by its holder after `since` were
+    /// freed, oldest first.
+    async fn seat_transfers(&self, license_id: &str, since: i64) -> Result<Vec<i64>, StorageError>;
     /// Revokes a license: renewals are refused from now on.
     async fn revoke_license(
         &self,

@@ -22,6 +22,23 @@ impl BearerAuth {
     pub async fn user(&self, state: &AppState) -> ApiResult<(User, String)> {
         Ok(accounts::authenticate(state, &self.0.token, now()).await?)
     }
+
+    /// The signed-in user of a request where a session is optional: none
+    /// without an `Authorization` header; a header that is sent must carry
+    /// a valid session (401 otherwise).
+    pub async fn optional_user(req: &poem::Request, state: &AppState) -> ApiResult<Option<User>> {
+        let Some(header) = req.headers().get(poem::http::header::AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(crate::http::problem::ApiError::unauthorized)?;
+        Ok(Some(accounts::authenticate(state, token, now()).await?.0))
+    }
 }
 
 #[derive(ApiResponse)]

@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
 pub use proto::licenses::{
     ActivateRequest, ActivationView, DeactivateRequest, DeactivateResponse, EntitlementsView,
     FeaturesResponse, GrantResponse, LicenseList, LicenseSummary, LicenseWithActivations,
-    TokenView, ValidateRequest,
+    TokenView, TransfersView, ValidateRequest,
 };
 use verifier::ProjectLimit;
 
@@ -18,7 +18,9 @@ use super::auth::BearerAuth;
 use super::body::JsonBody;
 use crate::app::licenses::{self, Issued};
 use crate::app::{AppState, now};
-use crate::domain::license::{Activation, License, Seat, status_at};
+use crate::domain::license::{
+    Activation, License, Releaser, Seat, TRANSFER_WINDOW, status_at, transfer_use,
+};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::tokens::IssuedToken;
 use crate::domain::{input, plans, rfc3339};
@@ -52,7 +54,24 @@ pub fn entitlements_view(license: &License) -> EntitlementsView {
     }
 }
 
-pub fn summary(license: &License, devices_used: u32, now: i64) -> LicenseSummary {
+/// A license's seat transfers at `now` from the freeing times in the window.
+pub fn transfers_view(license: &License, recent_transfers: &[i64], now: i64) -> TransfersView {
+    let t = transfer_use(license, recent_transfers, now);
+    TransfersView {
+        allowed: t.allowed,
+        used: t.used,
+        remaining: t.allowed.saturating_sub(t.used),
+        window_days: u32::try_from(TRANSFER_WINDOW / 86_400).unwrap_or(30),
+        next_at: t.next_at.map(rfc3339),
+    }
+}
+
+pub fn summary(
+    license: &License,
+    devices_used: u32,
+    recent_transfers: &[i64],
+    now: i64,
+) -> LicenseSummary {
     LicenseSummary {
         id: license.id.clone(),
         tier: license.tier.clone(),
@@ -65,6 +84,7 @@ pub fn summary(license: &License, devices_used: u32, now: i64) -> LicenseSummary
         key_hint: license.key_hint.clone(),
         entitlements: entitlements_view(license),
         devices_used,
+        transfers: transfers_view(license, recent_transfers, now),
     }
 }
 
@@ -77,6 +97,7 @@ pub fn activation_view(a: &Activation) -> ActivationView {
         activated_at: rfc3339(a.activated_at),
         last_validated_at: rfc3339(a.last_validated_at),
         deactivated_at: a.deactivated_at.map(rfc3339),
+        offline_until: a.offline_until.map(rfc3339),
     }
 }
 
@@ -92,7 +113,12 @@ pub fn token_view(token: &IssuedToken) -> TokenView {
 fn grant_response(issued: &Issued, now: i64) -> GrantResponse {
     let grant = &issued.grant;
     GrantResponse {
-        license: summary(&grant.license, grant.devices_used, now),
+        license: summary(
+            &grant.license,
+            grant.devices_used,
+            &grant.recent_transfers,
+            now,
+        ),
         activation: activation_view(&grant.activation),
         token: token_view(&issued.token),
     }
@@ -154,7 +180,16 @@ impl LicensesApi {
         Ok(Json(grant_response(&issued, now)))
     }
 
-    /// Free a seat.
+    /// Free a seat: the asking machine's own, or with `activation_id`
+    /// another machine's.
+    ///
+    /// Freeing another machine's seat needs the asking machine to be active
+    /// on the license, or a session (`Authorization: Bearer`) of the
+    /// license's organization. A seat activated offline is freed only by
+    /// the operator until its token expires (`offline_seat`). Each freed
+    /// seat is a transfer, capped per 30 days (`transfer_limit_reached`,
+    /// with `available_at`); freeing a machine beyond the seats after a
+    /// downgrade does not count.
     #[oai(
         path = "/licenses/deactivate",
         method = "post",
@@ -172,12 +207,26 @@ impl LicensesApi {
             Some(id) if !id.is_empty() => Seat::Activation(id),
             _ => Seat::Machine(&machine),
         };
+        // A session that is sent must be valid; it is proof of standing only
+        // for its own organization's licenses.
+        let organization = BearerAuth::optional_user(req, &state)
+            .await?
+            .map(|user| user.organization_id);
+        let by = Releaser::Holder {
+            key: &key,
+            machine: &machine,
+            organization: organization.as_deref(),
+        };
         let now = now();
-        let (license, activation, used) =
-            licenses::deactivate(&state, &client(req, &state), &key, seat, now).await?;
+        let freed = licenses::deactivate(&state, &client(req, &state), &by, seat, now).await?;
         Ok(Json(DeactivateResponse {
-            license: summary(&license, used, now),
-            activation: activation_view(&activation),
+            license: summary(
+                &freed.license,
+                freed.devices_used,
+                &freed.recent_transfers,
+                now,
+            ),
+            activation: activation_view(&freed.activation),
         }))
     }
 
@@ -186,13 +235,13 @@ impl LicensesApi {
     async fn list(&self, state: Data<&AppState>, auth: BearerAuth) -> ApiResult<Json<LicenseList>> {
         let (user, _) = auth.user(&state).await?;
         let now = now();
-        let rows = licenses::of_organization(&state, &user.organization_id).await?;
+        let rows = licenses::of_organization(&state, &user.organization_id, now).await?;
         let licenses = rows
             .iter()
-            .map(|(l, acts)| {
+            .map(|(l, acts, transfers)| {
                 let used = acts.iter().filter(|a| a.active).count();
                 LicenseWithActivations {
-                    license: summary(l, u32::try_from(used).unwrap_or(u32::MAX), now),
+                    license: summary(l, u32::try_from(used).unwrap_or(u32::MAX), transfers, now),
                     activations: acts.iter().map(activation_view).collect(),
                 }
             })

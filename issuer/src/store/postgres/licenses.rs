@@ -17,8 +17,9 @@ use verifier::{HardwareId, ProjectLimit};
 use super::{PgStore, to_u32};
 use crate::domain::StorageError;
 use crate::domain::license::{
-    Activation, Grant, License, LicenseError, LicenseStatus, NewLicense, Seat,
-    VALIDATION_TIME_RESOLUTION, project_limit_column,
+    self as rules, Activation, Freed, Grant, License, LicenseError, LicenseStatus, NewLicense,
+    Release, ReleaseFacts, Releaser, Seat, TRANSFER_WINDOW, VALIDATION_TIME_RESOLUTION,
+    project_limit_column,
 };
 use crate::domain::license_key::LicenseKey;
 use crate::store::Licenses;
@@ -35,9 +36,20 @@ const FAILED_PAYMENT: &str = "(SELECT s.past_due_since FROM subscriptions s
       WHERE s.stripe_subscription_id = l.stripe_subscription_id
         AND s.status IN ('past_due', 'unpaid'))";
 
-/// The activation columns, 8 of them, read by [`activation_from_row`].
+/// The activation columns, 9 of them, read by [`activation_from_row`].
 const ACTIVATION_COLUMNS: &str = "a.id, a.license_id, a.hardware_id, a.machine_name, a.status, \
-     a.activated_at, a.last_validated_at, a.deactivated_at";
+     a.activated_at, a.last_validated_at, a.deactivated_at, a.offline_until";
+
+/// How many of the license's active machines were activated before the
+/// activation `a` (its place in `domain::license::seat_rank_allowed`).
+const SEAT_RANK: &str = "(SELECT count(*) FROM activations r
+      WHERE r.license_id = a.license_id AND r.status = 'active'
+        AND (r.activated_at, r.id COLLATE \"C\") < (a.activated_at, a.id COLLATE \"C\"))";
+
+/// When the seats of license `l` freed by its holder after `$3` were
+/// freed, oldest first (NULL for none).
+const TRANSFERS: &str = "(SELECT array_agg(t.freed_at ORDER BY t.freed_at) FROM seat_transfers t
+      WHERE t.license_id = l.id AND t.freed_at > $3)";
 
 fn bad(what: &str) -> StorageError {
     StorageError::Failed(format!("unexpected {what} in the database"))
@@ -83,6 +95,7 @@ fn activation_from_row(r: &Row, at: usize) -> Result<Option<Activation>, Storage
         activated_at: r.try_get(at + 5)?,
         last_validated_at: r.try_get(at + 6)?,
         deactivated_at: r.try_get(at + 7)?,
+        offline_until: r.try_get(at + 8)?,
     }))
 }
 
@@ -167,14 +180,24 @@ async fn lock_by_key<C: GenericClient>(
     client: &C,
     key: &LicenseKey,
 ) -> Result<Option<(License, Option<i64>)>, StorageError> {
+    lock_where(client, "l.key_hash", &key.hash()).await
+}
+
+/// The license whose `column` is `value`, locked until the transaction
+/// ends, with its failed payment (if any).
+async fn lock_where<C: GenericClient>(
+    client: &C,
+    column: &str,
+    value: &str,
+) -> Result<Option<(License, Option<i64>)>, StorageError> {
     let stmt = client
         .prepare_cached(&format!(
             "SELECT {LICENSE_COLUMNS}, {FAILED_PAYMENT} FROM licenses l
              LEFT JOIN organizations o ON o.id = l.organization_id
-             WHERE l.key_hash = $1 FOR UPDATE OF l"
+             WHERE {column} = $1 FOR UPDATE OF l"
         ))
         .await?;
-    match client.query_opt(&stmt, &[&key.hash()]).await? {
+    match client.query_opt(&stmt, &[&value]).await? {
         Some(row) => Ok(Some((
             license_from_row(&row, 0)?,
             row.try_get(LICENSE_WIDTH)?,
@@ -183,17 +206,18 @@ async fn lock_by_key<C: GenericClient>(
     }
 }
 
-/// The seats in use on a license and this machine's activation (if it has
-/// one), in one query.
+/// The seats in use on a license, this machine's activation (if it has
+/// one) and its seat rank, in one query.
 async fn seats_and_machine<C: GenericClient>(
     client: &C,
     license_id: &str,
     hardware_id: &HardwareId,
-) -> Result<(u32, Option<Activation>), StorageError> {
+) -> Result<(u32, Option<(Activation, u32)>), StorageError> {
     let stmt = client
         .prepare_cached(&format!(
             "SELECT (SELECT count(*) FROM activations
-                     WHERE license_id = $1 AND status = 'active'), {ACTIVATION_COLUMNS}
+                     WHERE license_id = $1 AND status = 'active'), {SEAT_RANK},
+                    {ACTIVATION_COLUMNS}
              FROM (SELECT 1) one
              LEFT JOIN activations a ON a.license_id = $1 AND a.hardware_id = $2"
         ))
@@ -201,16 +225,30 @@ async fn seats_and_machine<C: GenericClient>(
     let row = client
         .query_one(&stmt, &[&license_id, &hardware_id.to_hex()])
         .await?;
-    Ok((to_u32(row.try_get(0)?)?, activation_from_row(&row, 1)?))
+    let machine = match activation_from_row(&row, 2)? {
+        Some(a) => Some((a, to_u32(row.try_get(1)?)?)),
+        None => None,
+    };
+    Ok((to_u32(row.try_get(0)?)?, machine))
 }
 
-async fn active_count<C: GenericClient>(client: &C, license_id: &str) -> Result<u32, StorageError> {
+/// When the license's seats freed by its holder after `since` were freed,
+/// oldest first.
+async fn transfers_since<C: GenericClient>(
+    client: &C,
+    license_id: &str,
+    since: i64,
+) -> Result<Vec<i64>, StorageError> {
     let stmt = client
         .prepare_cached(
-            "SELECT count(*) FROM activations WHERE license_id = $1 AND status = 'active'",
+            "SELECT freed_at FROM seat_transfers WHERE license_id = $1 AND freed_at > $2
+             ORDER BY freed_at",
         )
         .await?;
-    to_u32(client.query_one(&stmt, &[&license_id]).await?.try_get(0)?)
+    let rows = client.query(&stmt, &[&license_id, &since]).await?;
+    rows.iter()
+        .map(|r| r.try_get(0).map_err(StorageError::from))
+        .collect()
 }
 
 #[async_trait]
@@ -320,6 +358,7 @@ impl Licenses for PgStore {
         key: &LicenseKey,
         hardware_id: &HardwareId,
         machine_name: Option<&str>,
+        offline_until: Option<i64>,
         now: i64,
     ) -> Result<Grant, LicenseError> {
         let mut conn = self.db.conn().await?;
@@ -327,48 +366,64 @@ impl Licenses for PgStore {
         let (license, failed_at) = lock_by_key(&tx, key).await?.ok_or(LicenseError::NotFound)?;
         let license = usable(license, failed_at, now)?;
         let (used, existing) = seats_and_machine(&tx, &license.id, hardware_id).await?;
-        let already_active = existing.as_ref().is_some_and(|a| a.active);
-        if !already_active && used >= license.max_activations {
-            return Err(LicenseError::TooManyActivations {
-                max: license.max_activations,
-            });
+        match existing.as_ref().filter(|(a, _)| a.active) {
+            Some((_, rank)) => rules::seat_rank_allowed(&license, *rank, used)?,
+            None if used >= license.max_activations => {
+                return Err(LicenseError::TooManyActivations {
+                    max: license.max_activations,
+                });
+            }
+            None => {}
         }
+        let already_active = existing.as_ref().is_some_and(|(a, _)| a.active);
         let row = match existing {
-            Some(a) => {
+            Some((a, _)) => {
                 let stmt = tx
                     .prepare_cached(&format!(
                         "UPDATE activations a SET status = 'active', deactivated_at = NULL,
                              machine_name = coalesce($2, a.machine_name), last_validated_at = $3,
                              activated_at = CASE WHEN a.status = 'active'
-                                                 THEN a.activated_at ELSE $3 END
+                                                 THEN a.activated_at ELSE $3 END,
+                             offline_until = greatest(a.offline_until, $4)
                          WHERE a.id = $1 RETURNING {ACTIVATION_COLUMNS}"
                     ))
                     .await?;
-                tx.query_one(&stmt, &[&a.id, &machine_name, &now]).await?
+                tx.query_one(&stmt, &[&a.id, &machine_name, &now, &offline_until])
+                    .await?
             }
             None => {
                 let stmt = tx
                     .prepare_cached(&format!(
                         "INSERT INTO activations AS a (id, license_id, hardware_id, machine_name,
-                             status, activated_at, last_validated_at)
-                         VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING {ACTIVATION_COLUMNS}"
+                             status, activated_at, last_validated_at, offline_until)
+                         VALUES ($1, $2, $3, $4, 'active', $5, $5, $6)
+                         RETURNING {ACTIVATION_COLUMNS}"
                     ))
                     .await?;
                 let id = uuid::Uuid::new_v4().to_string();
                 tx.query_one(
                     &stmt,
-                    &[&id, &license.id, &hardware_id.to_hex(), &machine_name, &now],
+                    &[
+                        &id,
+                        &license.id,
+                        &hardware_id.to_hex(),
+                        &machine_name,
+                        &now,
+                        &offline_until,
+                    ],
                 )
                 .await?
             }
         };
         let activation = activation_from_row(&row, 0)?.ok_or_else(|| bad("missing activation"))?;
+        let recent_transfers = transfers_since(&tx, &license.id, now - TRANSFER_WINDOW).await?;
         tx.commit().await?;
         Ok(Grant {
             license,
             activation,
             devices_used: if already_active { used } else { used + 1 },
             already_active,
+            recent_transfers,
         })
     }
 
@@ -385,6 +440,7 @@ impl Licenses for PgStore {
                 "SELECT {LICENSE_COLUMNS}, {FAILED_PAYMENT},
                         (SELECT count(*) FROM activations c
                          WHERE c.license_id = l.id AND c.status = 'active'),
+                        {SEAT_RANK}, {TRANSFERS},
                         {ACTIVATION_COLUMNS}
                  FROM licenses l
                  LEFT JOIN organizations o ON o.id = l.organization_id
@@ -393,17 +449,23 @@ impl Licenses for PgStore {
             ))
             .await?;
         let row = conn
-            .query_opt(&stmt, &[&key.hash(), &hardware_id.to_hex()])
+            .query_opt(
+                &stmt,
+                &[&key.hash(), &hardware_id.to_hex(), &(now - TRANSFER_WINDOW)],
+            )
             .await?
             .ok_or(LicenseError::NotFound)?;
         let license = license_from_row(&row, 0)?;
         let failed_at: Option<i64> = row.try_get(LICENSE_WIDTH)?;
         let devices_used = to_u32(row.try_get(LICENSE_WIDTH + 1)?)?;
-        let activation = activation_from_row(&row, LICENSE_WIDTH + 2)?;
+        let rank: i64 = row.try_get(LICENSE_WIDTH + 2)?;
+        let recent_transfers: Option<Vec<i64>> = row.try_get(LICENSE_WIDTH + 3)?;
+        let activation = activation_from_row(&row, LICENSE_WIDTH + 4)?;
         let license = usable(license, failed_at, now)?;
         let mut activation = activation
             .filter(|a| a.active)
             .ok_or(LicenseError::NotActivated)?;
+        rules::seat_rank_allowed(&license, to_u32(rank)?, devices_used)?;
         if now.saturating_sub(activation.last_validated_at) >= VALIDATION_TIME_RESOLUTION {
             // Only ever moves forward, and only while the machine is active.
             let stmt = conn
@@ -420,47 +482,108 @@ impl Licenses for PgStore {
             activation,
             devices_used,
             already_active: true,
+            recent_transfers: recent_transfers.unwrap_or_default(),
         })
     }
 
     async fn free_seat(
         &self,
-        key: &LicenseKey,
+        by: &Releaser<'_>,
         seat: Seat<'_>,
         now: i64,
-    ) -> Result<(License, Activation, u32), LicenseError> {
+    ) -> Result<Freed, LicenseError> {
         let mut conn = self.db.conn().await?;
         let tx = conn.transaction().await?;
-        let (license, _) = lock_by_key(&tx, key).await?.ok_or(LicenseError::NotFound)?;
-        // Frees the seat (if it is taken) and returns the activation as it
-        // is now, in one statement.
+        let locked = match by {
+            Releaser::Holder { key, .. } => lock_by_key(&tx, key).await?,
+            Releaser::Operator { license_id } => lock_where(&tx, "l.id", license_id).await?,
+        };
+        let (license, _) = locked.ok_or(LicenseError::NotFound)?;
         let (column, value, missing) = match seat {
             Seat::Machine(hw) => ("hardware_id", hw.to_hex(), LicenseError::NotActivated),
             Seat::Activation(id) => ("id", id.to_owned(), LicenseError::ActivationNotFound),
         };
+        // The target, whether the asking machine is active, the seats in
+        // use and the transfers in the window, in one query.
+        let asker = match by {
+            Releaser::Holder { machine, .. } => Some(machine.to_hex()),
+            Releaser::Operator { .. } => None,
+        };
         let stmt = tx
             .prepare_cached(&format!(
-                "WITH target AS (
-                     SELECT id FROM activations WHERE license_id = $1 AND {column} = $2),
-                 freed AS (
-                     UPDATE activations a SET status = 'deactivated',
-                         deactivated_at = coalesce(a.deactivated_at, $3)
-                     WHERE a.id IN (SELECT id FROM target) AND a.status = 'active'
-                     RETURNING {ACTIVATION_COLUMNS})
-                 SELECT * FROM freed
-                 UNION ALL
-                 SELECT {ACTIVATION_COLUMNS} FROM activations a
-                 WHERE a.id IN (SELECT id FROM target) AND NOT EXISTS (SELECT 1 FROM freed)"
+                "SELECT {ACTIVATION_COLUMNS},
+                        EXISTS (SELECT 1 FROM activations m WHERE m.license_id = a.license_id
+                                AND m.hardware_id = $4 AND m.status = 'active'),
+                        (SELECT count(*) FROM activations c
+                         WHERE c.license_id = a.license_id AND c.status = 'active'),
+                        (SELECT array_agg(t.freed_at ORDER BY t.freed_at) FROM seat_transfers t
+                         WHERE t.license_id = a.license_id AND t.freed_at > $3)
+                 FROM activations a WHERE a.license_id = $1 AND a.{column} = $2"
             ))
             .await?;
         let row = tx
-            .query_opt(&stmt, &[&license.id, &value, &now])
+            .query_opt(
+                &stmt,
+                &[&license.id, &value, &(now - TRANSFER_WINDOW), &asker],
+            )
             .await?
             .ok_or(missing)?;
-        let activation = activation_from_row(&row, 0)?.ok_or_else(|| bad("missing activation"))?;
-        let used = active_count(&tx, &license.id).await?;
+        let target = activation_from_row(&row, 0)?.ok_or_else(|| bad("missing activation"))?;
+        let asker_active: bool = row.try_get(9)?;
+        let devices_used = to_u32(row.try_get(10)?)?;
+        let mut recent_transfers: Vec<i64> =
+            row.try_get::<_, Option<Vec<i64>>>(11)?.unwrap_or_default();
+        let release = rules::release(
+            by,
+            ReleaseFacts {
+                license: &license,
+                target: &target,
+                asker_active,
+                devices_used,
+                recent_transfers: &recent_transfers,
+            },
+            now,
+        )?;
+        let counted = release == Release::Free { counted: true };
+        let (activation, devices_used) = match release {
+            Release::AlreadyFree => (target, devices_used),
+            Release::Free { .. } => {
+                let stmt = tx
+                    .prepare_cached(&format!(
+                        "UPDATE activations a SET status = 'deactivated', deactivated_at = $2
+                         WHERE a.id = $1 RETURNING {ACTIVATION_COLUMNS}"
+                    ))
+                    .await?;
+                let row = tx.query_one(&stmt, &[&target.id, &now]).await?;
+                let freed =
+                    activation_from_row(&row, 0)?.ok_or_else(|| bad("missing activation"))?;
+                (freed, devices_used.saturating_sub(1))
+            }
+        };
+        if counted {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO seat_transfers (license_id, activation_id, freed_at)
+                     VALUES ($1, $2, $3)",
+                )
+                .await?;
+            tx.execute(&stmt, &[&license.id, &activation.id, &now])
+                .await?;
+            recent_transfers.push(now);
+        }
         tx.commit().await?;
-        Ok((license, activation, used))
+        Ok(Freed {
+            license,
+            activation,
+            devices_used,
+            recent_transfers,
+            counted,
+        })
+    }
+
+    async fn seat_transfers(&self, license_id: &str, since: i64) -> Result<Vec<i64>, StorageError> {
+        let conn = self.db.conn().await?;
+        transfers_since(&conn, license_id, since).await
     }
 
     async fn revoke_license(

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0002_rate_limits.sql",
         include_str!("../../../../migrations/postgres/0002_rate_limits.sql"),
     ),
+    (
+        3,
+        "0003_seats.sql",
+        include_str!("../../../../migrations/postgres/0003_seats.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

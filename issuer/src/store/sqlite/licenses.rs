@@ -11,8 +11,9 @@ use verifier::{HardwareId, ProjectLimit};
 
 use crate::domain::StorageError;
 use crate::domain::license::{
-    Activation, Grant, License, LicenseError, LicenseStatus, NewLicense, Seat,
-    VALIDATION_TIME_RESOLUTION, project_limit_column,
+    self as rules, Activation, Freed, Grant, License, LicenseError, LicenseStatus, NewLicense,
+    Release, ReleaseFacts, Releaser, Seat, TRANSFER_WINDOW, VALIDATION_TIME_RESOLUTION,
+    project_limit_column,
 };
 use crate::domain::license_key::LicenseKey;
 
@@ -49,7 +50,7 @@ fn license_from_row(r: &Row<'_>) -> rusqlite::Result<License> {
 }
 
 const ACTIVATION_COLUMNS: &str = "id, license_id, hardware_id, machine_name, status, \
-     activated_at, last_validated_at, deactivated_at";
+     activated_at, last_validated_at, deactivated_at, offline_until";
 
 fn activation_from_row(r: &Row<'_>) -> rusqlite::Result<Activation> {
     Ok(Activation {
@@ -61,6 +62,7 @@ fn activation_from_row(r: &Row<'_>) -> rusqlite::Result<Activation> {
         activated_at: r.get(5)?,
         last_validated_at: r.get(6)?,
         deactivated_at: r.get(7)?,
+        offline_until: r.get(8)?,
     })
 }
 
@@ -215,25 +217,32 @@ pub fn activate(
     key: &LicenseKey,
     hardware_id: &HardwareId,
     machine_name: Option<&str>,
+    offline_until: Option<i64>,
     now: i64,
 ) -> Result<Grant, LicenseError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let license = usable_license(&tx, key, now)?;
     let existing = activation_for(&tx, &license.id, hardware_id)?;
-    let already_active = existing.as_ref().is_some_and(|a| a.active);
-    if !already_active && active_count(&tx, &license.id)? >= license.max_activations {
-        return Err(LicenseError::TooManyActivations {
-            max: license.max_activations,
-        });
+    let used = active_count(&tx, &license.id)?;
+    match existing.as_ref().filter(|a| a.active) {
+        Some(a) => rules::seat_rank_allowed(&license, seat_rank(&tx, a)?, used)?,
+        None if used >= license.max_activations => {
+            return Err(LicenseError::TooManyActivations {
+                max: license.max_activations,
+            });
+        }
+        None => {}
     }
+    let already_active = existing.as_ref().is_some_and(|a| a.active);
     let activation_id = match existing {
         Some(a) => {
             tx.execute(
                 "UPDATE activations SET status = 'active', deactivated_at = NULL,
                      machine_name = coalesce(?2, machine_name), last_validated_at = ?3,
-                     activated_at = CASE WHEN status = 'active' THEN activated_at ELSE ?3 END
+                     activated_at = CASE WHEN status = 'active' THEN activated_at ELSE ?3 END,
+                     offline_until = max(coalesce(offline_until, ?4), coalesce(?4, offline_until))
                  WHERE id = ?1",
-                params![a.id, machine_name, now],
+                params![a.id, machine_name, now, offline_until],
             )?;
             a.id
         }
@@ -241,16 +250,55 @@ pub fn activate(
             let id = uuid::Uuid::new_v4().to_string();
             tx.execute(
                 "INSERT INTO activations (id, license_id, hardware_id, machine_name, status,
-                     activated_at, last_validated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5)",
-                params![id, license.id, hardware_id.to_hex(), machine_name, now],
+                     activated_at, last_validated_at, offline_until)
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5, ?6)",
+                params![
+                    id,
+                    license.id,
+                    hardware_id.to_hex(),
+                    machine_name,
+                    now,
+                    offline_until
+                ],
             )?;
             id
         }
     };
-    let grant = grant(&tx, license, &activation_id, already_active)?;
+    let grant = grant(&tx, license, &activation_id, already_active, now)?;
     tx.commit()?;
     Ok(grant)
+}
+
+/// How many of the license's active machines were activated before this
+/// one (its place in `domain::license::seat_rank_allowed`).
+fn seat_rank(conn: &Connection, activation: &Activation) -> rusqlite::Result<u32> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM activations
+         WHERE license_id = ?1 AND status = 'active' AND (activated_at, id) < (?2, ?3)",
+    )?
+    .query_row(
+        params![
+            activation.license_id,
+            activation.activated_at,
+            activation.id
+        ],
+        |r| r.get(0),
+    )
+}
+
+/// When the license's seats freed by its holder within the transfer
+/// window were freed, oldest first.
+pub fn transfers_since(
+    conn: &Connection,
+    license_id: &str,
+    since: i64,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT freed_at FROM seat_transfers WHERE license_id = ?1 AND freed_at > ?2
+         ORDER BY freed_at",
+    )?;
+    let rows = stmt.query_map(params![license_id, since], |r| r.get(0))?;
+    rows.collect()
 }
 
 fn grant(
@@ -258,6 +306,7 @@ fn grant(
     license: License,
     activation_id: &str,
     already_active: bool,
+    now: i64,
 ) -> Result<Grant, LicenseError> {
     let activation = conn
         .prepare_cached(&format!(
@@ -265,11 +314,13 @@ fn grant(
         ))?
         .query_row([activation_id], activation_from_row)?;
     let devices_used = active_count(conn, &license.id)?;
+    let recent_transfers = transfers_since(conn, &license.id, now - TRANSFER_WINDOW)?;
     Ok(Grant {
         license,
         activation,
         devices_used,
         already_active,
+        recent_transfers,
     })
 }
 
@@ -289,6 +340,8 @@ pub fn validate(
         .filter(|a| a.active)
         .ok_or(LicenseError::NotActivated)?;
     let devices_used = active_count(&read, &license.id)?;
+    rules::seat_rank_allowed(&license, seat_rank(&read, &activation)?, devices_used)?;
+    let recent_transfers = transfers_since(&read, &license.id, now - TRANSFER_WINDOW)?;
     read.commit()?;
     if now.saturating_sub(activation.last_validated_at) >= VALIDATION_TIME_RESOLUTION {
         // Only ever moves forward, and only while the machine is active.
@@ -304,20 +357,26 @@ pub fn validate(
         activation,
         devices_used,
         already_active: true,
+        recent_transfers,
     })
 }
 
-/// Frees a seat. Freeing an already free seat is not an error (the result
+/// Frees a seat under `domain::license::release`, in one write
+/// transaction. Freeing an already free seat is not an error (the result
 /// is the same); an unknown one is.
 pub fn deactivate(
     conn: &mut Connection,
-    key: &LicenseKey,
+    by: &Releaser<'_>,
     seat: Seat<'_>,
     now: i64,
-) -> Result<(License, Activation, u32), LicenseError> {
+) -> Result<Freed, LicenseError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let license = find_by_key(&tx, key)?.ok_or(LicenseError::NotFound)?;
-    let activation = match seat {
+    let license = match by {
+        Releaser::Holder { key, .. } => find_by_key(&tx, key)?,
+        Releaser::Operator { license_id } => get(&tx, license_id)?,
+    }
+    .ok_or(LicenseError::NotFound)?;
+    let target = match seat {
         Seat::Machine(hw) => activation_for(&tx, &license.id, hw)?,
         Seat::Activation(id) => tx
             .query_row(
@@ -329,24 +388,58 @@ pub fn deactivate(
             )
             .optional()?,
     };
-    let activation = match (activation, seat) {
+    let target = match (target, seat) {
         (Some(a), _) => a,
         (None, Seat::Machine(_)) => return Err(LicenseError::NotActivated),
         (None, Seat::Activation(_)) => return Err(LicenseError::ActivationNotFound),
     };
-    tx.execute(
-        "UPDATE activations SET status = 'deactivated', deactivated_at = coalesce(deactivated_at, ?2)
-         WHERE id = ?1 AND status = 'active'",
-        params![activation.id, now],
+    let asker_active = match by {
+        Releaser::Holder { machine, .. } => {
+            activation_for(&tx, &license.id, machine)?.is_some_and(|a| a.active)
+        }
+        Releaser::Operator { .. } => false,
+    };
+    let mut recent_transfers = transfers_since(&tx, &license.id, now - TRANSFER_WINDOW)?;
+    let release = rules::release(
+        by,
+        ReleaseFacts {
+            license: &license,
+            target: &target,
+            asker_active,
+            devices_used: active_count(&tx, &license.id)?,
+            recent_transfers: &recent_transfers,
+        },
+        now,
     )?;
+    let counted = release == Release::Free { counted: true };
+    if let Release::Free { .. } = release {
+        tx.execute(
+            "UPDATE activations SET status = 'deactivated', deactivated_at = ?2
+             WHERE id = ?1 AND status = 'active'",
+            params![target.id, now],
+        )?;
+    }
+    if counted {
+        tx.execute(
+            "INSERT INTO seat_transfers (license_id, activation_id, freed_at) VALUES (?1, ?2, ?3)",
+            params![license.id, target.id, now],
+        )?;
+        recent_transfers.push(now);
+    }
     let activation = tx.query_row(
         &format!("SELECT {ACTIVATION_COLUMNS} FROM activations WHERE id = ?1"),
-        [&activation.id],
+        [&target.id],
         activation_from_row,
     )?;
-    let used = active_count(&tx, &license.id)?;
+    let devices_used = active_count(&tx, &license.id)?;
     tx.commit()?;
-    Ok((license, activation, used))
+    Ok(Freed {
+        license,
+        activation,
+        devices_used,
+        recent_transfers,
+        counted,
+    })
 }
 
 /// Revokes a license: renewals are refused from now on, so every machine's
@@ -428,21 +521,28 @@ mod tests {
         let (_d, db) = setup();
         let mut conn = db.conn().unwrap();
         let (_, key) = new_license(&conn, "pilot-starter", Some(2));
-        let a = activate(&mut conn, &key, &hw(1), Some("laptop"), NOW).unwrap();
+        let a = activate(&mut conn, &key, &hw(1), Some("laptop"), None, NOW).unwrap();
         assert_eq!((a.devices_used, a.already_active), (1, false));
-        let again = activate(&mut conn, &key, &hw(1), None, NOW + 5).unwrap();
+        let again = activate(&mut conn, &key, &hw(1), None, None, NOW + 5).unwrap();
         assert_eq!(again.activation.id, a.activation.id);
         assert!(again.already_active);
         assert_eq!(again.activation.machine_name.as_deref(), Some("laptop"));
-        activate(&mut conn, &key, &hw(2), None, NOW).unwrap();
+        activate(&mut conn, &key, &hw(2), None, None, NOW).unwrap();
         assert!(matches!(
-            activate(&mut conn, &key, &hw(3), None, NOW),
+            activate(&mut conn, &key, &hw(3), None, None, NOW),
             Err(LicenseError::TooManyActivations { max: 2 })
         ));
-        let (_, freed, used) = deactivate(&mut conn, &key, Seat::Machine(&hw(2)), NOW).unwrap();
-        assert_eq!(used, 1);
-        assert!(!freed.active);
-        let third = activate(&mut conn, &key, &hw(3), None, NOW).unwrap();
+        let machine = hw(2);
+        let by = Releaser::Holder {
+            key: &key,
+            machine: &machine,
+            organization: None,
+        };
+        let freed = deactivate(&mut conn, &by, Seat::Machine(&machine), NOW).unwrap();
+        assert_eq!(freed.devices_used, 1);
+        assert!(!freed.activation.active);
+        assert!(freed.counted);
+        let third = activate(&mut conn, &key, &hw(3), None, None, NOW).unwrap();
         assert_eq!(third.devices_used, 2);
         // Machine 2 is gone: it can no longer validate.
         assert!(matches!(
@@ -456,7 +556,7 @@ mod tests {
         let (_d, db) = setup();
         let mut conn = db.conn().unwrap();
         let (lic, key) = new_license(&conn, "pilot-professional", None);
-        activate(&mut conn, &key, &hw(1), None, NOW).unwrap();
+        activate(&mut conn, &key, &hw(1), None, None, NOW).unwrap();
         // Within the resolution nothing is written; past it the time moves.
         let v = validate(&mut conn, &key, &hw(1), NOW + 30).unwrap();
         assert_eq!(v.activation.last_validated_at, NOW);
@@ -497,7 +597,7 @@ mod tests {
         let revoked = revoke(&conn, &lic.id, Some("chargeback"), NOW).unwrap();
         assert_eq!(revoked.status, LicenseStatus::Revoked);
         assert!(matches!(
-            activate(&mut conn, &key, &hw(1), None, NOW),
+            activate(&mut conn, &key, &hw(1), None, None, NOW),
             Err(LicenseError::Inactive(LicenseStatus::Revoked))
         ));
         assert!(matches!(

@@ -17,7 +17,9 @@ use crate::domain::audit::Event;
 use crate::domain::billing::{
     ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
 };
-use crate::domain::license::{Activation, Grant, License, LicenseError, NewLicense, Seat};
+use crate::domain::license::{
+    Activation, Freed, Grant, License, LicenseError, NewLicense, Releaser, Seat,
+};
 use crate::domain::license_key::LicenseKey;
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
 use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, Store};
@@ -263,11 +265,14 @@ impl Licenses for SqliteStore {
         key: &LicenseKey,
         hardware_id: &HardwareId,
         machine_name: Option<&str>,
+        offline_until: Option<i64>,
         now: i64,
     ) -> Result<Grant, LicenseError> {
         let (key, hw, name) = (key.clone(), *hardware_id, machine_name.map(str::to_owned));
         self.db
-            .run_write(move |c| licenses::activate(c, &key, &hw, name.as_deref(), now))
+            .run_write(move |c| {
+                licenses::activate(c, &key, &hw, name.as_deref(), offline_until, now)
+            })
             .await
     }
 
@@ -285,27 +290,54 @@ impl Licenses for SqliteStore {
 
     async fn free_seat(
         &self,
-        key: &LicenseKey,
+        by: &Releaser<'_>,
         seat: Seat<'_>,
         now: i64,
-    ) -> Result<(License, Activation, u32), LicenseError> {
-        enum Owned {
+    ) -> Result<Freed, LicenseError> {
+        // The connection runs on its own thread: owned copies go there.
+        enum OwnedSeat {
             Machine(HardwareId),
             Activation(String),
         }
-        let key = key.clone();
+        enum OwnedBy {
+            Holder(LicenseKey, HardwareId, Option<String>),
+            Operator(String),
+        }
         let seat = match seat {
-            Seat::Machine(hw) => Owned::Machine(*hw),
-            Seat::Activation(id) => Owned::Activation(id.to_owned()),
+            Seat::Machine(hw) => OwnedSeat::Machine(*hw),
+            Seat::Activation(id) => OwnedSeat::Activation(id.to_owned()),
+        };
+        let by = match by {
+            Releaser::Holder {
+                key,
+                machine,
+                organization,
+            } => OwnedBy::Holder((*key).clone(), **machine, organization.map(str::to_owned)),
+            Releaser::Operator { license_id } => OwnedBy::Operator((*license_id).to_owned()),
         };
         self.db
             .run_write(move |c| {
                 let seat = match &seat {
-                    Owned::Machine(hw) => Seat::Machine(hw),
-                    Owned::Activation(id) => Seat::Activation(id),
+                    OwnedSeat::Machine(hw) => Seat::Machine(hw),
+                    OwnedSeat::Activation(id) => Seat::Activation(id),
                 };
-                licenses::deactivate(c, &key, seat, now)
+                let by = match &by {
+                    OwnedBy::Holder(key, machine, organization) => Releaser::Holder {
+                        key,
+                        machine,
+                        organization: organization.as_deref(),
+                    },
+                    OwnedBy::Operator(license_id) => Releaser::Operator { license_id },
+                };
+                licenses::deactivate(c, &by, seat, now)
             })
+            .await
+    }
+
+    async fn seat_transfers(&self, license_id: &str, since: i64) -> Result<Vec<i64>, StorageError> {
+        let id = license_id.to_owned();
+        self.db
+            .run(move |c| licenses::transfers_since(c, &id, since).map_err(storage))
             .await
     }
 

@@ -300,7 +300,7 @@ async fn sync_license<C: GenericClient>(
     let past_due_since: Option<i64> = column(&sub, 4)?;
     let stmt = client
         .prepare_cached(
-            "SELECT id, tier, status, expires_at FROM licenses
+            "SELECT id, tier, status, expires_at, max_activations FROM licenses
              WHERE stripe_subscription_id = $1 FOR UPDATE",
         )
         .await?;
@@ -311,6 +311,7 @@ async fn sync_license<C: GenericClient>(
     let tier: String = column(&license, 1)?;
     let license_status: String = column(&license, 2)?;
     let expires_at: i64 = column(&license, 3)?;
+    let old_seats: i64 = column(&license, 4)?;
     if license_status == "revoked" {
         return Ok(());
     }
@@ -353,6 +354,25 @@ async fn sync_license<C: GenericClient>(
             ],
         )
         .await?;
+    let new_seats = i64::from(seats(plan, quantity));
+    if new_seats < old_seats {
+        // The machines that lose their seat (domain::license::
+        // seat_rank_allowed: the latest activated), recorded with the
+        // change that took it.
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO audit_log (at, event, outcome, actor, subject_type, subject_id,
+                     detail)
+                 SELECT $2, 'seat_lost', 'downgrade', 'stripe', 'activation', a.id,
+                        'license ' || a.license_id || ' now allows ' || $3::bigint::text || ' machines'
+                 FROM activations a WHERE a.license_id = $1 AND a.status = 'active'
+                 ORDER BY a.activated_at, a.id COLLATE \"C\" OFFSET $3::bigint",
+            )
+            .await?;
+        client
+            .execute(&stmt, &[&license_id, &now, &new_seats])
+            .await?;
+    }
     Ok(())
 }
 

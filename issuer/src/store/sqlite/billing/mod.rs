@@ -231,7 +231,8 @@ pub fn sync_license(
     };
     let license = conn
         .query_row(
-            "SELECT id, tier, status, expires_at FROM licenses WHERE stripe_subscription_id = ?1",
+            "SELECT id, tier, status, expires_at, max_activations FROM licenses
+             WHERE stripe_subscription_id = ?1",
             [subscription_id],
             |r| {
                 Ok((
@@ -239,11 +240,12 @@ pub fn sync_license(
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
+                    r.get::<_, u32>(4)?,
                 ))
             },
         )
         .optional()?;
-    let Some((license_id, tier, license_status, expires_at)) = license else {
+    let Some((license_id, tier, license_status, expires_at, old_seats)) = license else {
         return Ok(());
     };
     if license_status == "revoked" {
@@ -281,6 +283,20 @@ pub fn sync_license(
             now,
         ],
     )?;
+    let new_seats = seats(plan, quantity);
+    if new_seats < old_seats {
+        // The machines that lose their seat (domain::license::
+        // seat_rank_allowed: the latest activated), recorded with the
+        // change that took it.
+        conn.execute(
+            "INSERT INTO audit_log (at, event, outcome, actor, subject_type, subject_id, detail)
+             SELECT ?2, 'seat_lost', 'downgrade', 'stripe', 'activation', a.id,
+                    'license ' || a.license_id || ' now allows ' || ?3 || ' machines'
+             FROM activations a WHERE a.license_id = ?1 AND a.status = 'active'
+             ORDER BY a.activated_at, a.id LIMIT -1 OFFSET ?3",
+            params![license_id, now, new_seats],
+        )?;
+    }
     Ok(())
 }
 
