@@ -171,9 +171,18 @@ impl Client {
         )
     }
 
-    /// `POST /licenses/deactivate`.
-    pub fn deactivate(&self, request: &DeactivateRequest) -> CliResult<Reply<DeactivateResponse>> {
-        self.post("/licenses/deactivate", request)
+    /// `POST /licenses/deactivate`, with the session of `bearer` when one
+    /// is given (proof of standing for freeing another machine's seat).
+    pub fn deactivate(
+        &self,
+        request: &DeactivateRequest,
+        bearer: Option<&str>,
+    ) -> CliResult<Reply<DeactivateResponse>> {
+        let mut call = self.agent.post(&self.url("/licenses/deactivate"));
+        if let Some(bearer) = bearer {
+            call = call.header("authorization", &format!("Bearer {bearer}"));
+        }
+        self.read(call.send_json(request))
     }
 
     /// `POST /auth/login`.
@@ -207,6 +216,10 @@ pub fn refusal_error(code: &str, detail: &str, server: &str) -> CliError {
     let hint = match code {
         "license_not_found" => "check the key in your confirmation email".to_owned(),
         "too_many_activations" => "run `coditect deactivate` on a machine you no longer use (or `coditect license machines` to list them), then activate again".to_owned(),
+        "seat_over_limit" => "your plan now has fewer seats than activated machines: run `coditect deactivate` on a machine you no longer use (or `coditect deactivate --machine ID`, see `coditect license machines`), then `coditect license renew` here".to_owned(),
+        "transfer_limit_reached" => "seat transfers are limited per 30 days; wait until the date above, or contact support@coditect.ai if a machine was lost".to_owned(),
+        "offline_seat" => "that machine was activated offline; ask your administrator to free its seat".to_owned(),
+        "not_allowed_to_free" => "run this on a machine that is activated on the license, or sign in first with `coditect login`".to_owned(),
         "license_suspended" | "license_expired" | "license_canceled" | "payment_overdue" => format!(
             "renew or update your subscription in the billing portal (sign in at {server}), then run `coditect license renew`"
         ),

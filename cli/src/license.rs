@@ -233,6 +233,7 @@ fn try_renew(
             // into the future once pushed too far.
             next.high_water = now.max(verified.claims.issued_at);
             next.refused = None;
+            next.transfers = Some(grant.license.transfers.clone());
             Ok(Attempt::Renewed(Box::new((next, verified))))
         }
     }

@@ -81,6 +81,9 @@ pub struct LicenseState {
     pub high_water: u64,
     /// Set when a renewal was refused (revoked, canceled, …).
     pub refused: Option<Refusal>,
+    /// The license's seat transfers as the issuer last reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfers: Option<proto::TransfersView>,
 }
 
 impl LicenseState {
@@ -100,6 +103,7 @@ impl LicenseState {
             last_verified_at: verified_at,
             high_water: verified_at,
             refused: None,
+            transfers: None,
         }
     }
 }

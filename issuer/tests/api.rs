@@ -313,10 +313,20 @@ async fn deactivate_frees_a_seat_by_machine_or_by_activation_id() {
         .send()
         .await;
     let activation_id = json_of(r).await["activation"]["id"].clone();
+    // A machine without a seat may not free another machine's.
     let r = c
         .post("/api/v1/licenses/deactivate")
         .body_json(
             &json!({"license_key": key, "hardware_id": hw(9), "activation_id": activation_id}),
+        )
+        .send()
+        .await;
+    problem(r, StatusCode::FORBIDDEN, "not_allowed_to_free").await;
+    // The machine itself may, by its activation id.
+    let r = c
+        .post("/api/v1/licenses/deactivate")
+        .body_json(
+            &json!({"license_key": key, "hardware_id": hw(1), "activation_id": activation_id}),
         )
         .send()
         .await;

@@ -96,6 +96,7 @@ pub fn run(ctx: &Context<'_>, args: &ActivateArgs) -> CliResult<()> {
         verified.claims.issued_at,
     );
     st.high_water = now.max(verified.claims.issued_at);
+    st.transfers = Some(grant.license.transfers.clone());
     state::save_license(ctx.paths, &st)?;
 
     let c = &verified.claims;

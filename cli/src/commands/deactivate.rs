@@ -37,9 +37,22 @@ pub fn run(ctx: &Context<'_>, other_machine: Option<&str>) -> CliResult<()> {
         activation_id: other_machine.map(str::to_owned),
     };
     let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
-    let reply = ctx
+    // Freeing another machine's seat: a session on this server is proof
+    // of standing besides this machine's own seat.
+    let session = match other_machine {
+        Some(_) => state::load_session(ctx.paths)?.filter(|s| s.server == server),
+        None => None,
+    };
+    let bearer = session.as_ref().map(|s| s.access_token.as_str());
+    let mut reply = ctx
         .printer
-        .spin("Deactivating…", || client.deactivate(&request))?;
+        .spin("Deactivating…", || client.deactivate(&request, bearer))?;
+    if bearer.is_some() && matches!(&reply, Reply::Refused { status: 401, .. }) {
+        // The session has ended: this machine's seat may still do.
+        reply = ctx
+            .printer
+            .spin("Deactivating…", || client.deactivate(&request, None))?;
+    }
     match reply {
         Reply::Ok(resp) => {
             let used = resp.license.devices_used;

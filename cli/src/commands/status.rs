@@ -43,13 +43,23 @@ fn summary_json(l: &Licensed, now: u64) -> Value {
         "last_verified_at": rfc3339(l.state.last_verified_at),
         "last_verified_ago": ago(now, l.state.last_verified_at),
         "renewal_error": l.renewal_failed,
+        "transfers": l.state.transfers,
         "development_build": trust::TRUSTS_DEVELOPMENT_KEY,
     })
 }
 
 /// The seed's status box, with token validity added.
 fn render_box(rows: &[(String, String)], title: &str) -> String {
-    let lines: Vec<String> = rows.iter().map(|(k, v)| format!("{k:<9}{v}")).collect();
+    let key_width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count() + 1)
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|(k, v)| format!("{k:<key_width$}{v}"))
+        .collect();
     let width = lines
         .iter()
         .map(|l| l.chars().count())
@@ -116,6 +126,22 @@ pub fn license_status(ctx: &Context<'_>) -> CliResult<()> {
         rows.push((
             "Checked:".to_owned(),
             format!("online {}", ago(now, l.state.last_verified_at)),
+        ));
+    }
+    if let Some(t) = &l.state.transfers {
+        rows.push((
+            "Transfers:".to_owned(),
+            match &t.next_at {
+                Some(next) if t.remaining == 0 => format!(
+                    "0 of {} left (next on {})",
+                    t.allowed,
+                    next.get(..10).unwrap_or(next)
+                ),
+                _ => format!(
+                    "{} of {} left (per {} days)",
+                    t.remaining, t.allowed, t.window_days
+                ),
+            },
         ));
     }
     if trust::TRUSTS_DEVELOPMENT_KEY {
