@@ -50,15 +50,16 @@ fn summary_json(l: &Licensed, now: u64) -> Value {
 
 /// The seed's status box, with token validity added.
 fn render_box(rows: &[(String, String)], title: &str) -> String {
-    let key_width = rows
-        .iter()
-        .map(|(k, _)| k.chars().count() + 1)
-        .max()
-        .unwrap_or(9)
-        .max(9);
+    // Keys in a column of 9; a longer key is followed by one space.
     let lines: Vec<String> = rows
         .iter()
-        .map(|(k, v)| format!("{k:<key_width$}{v}"))
+        .map(|(k, v)| {
+            if k.chars().count() < 9 {
+                format!("{k:<9}{v}")
+            } else {
+                format!("{k} {v}")
+            }
+        })
         .collect();
     let width = lines
         .iter()
