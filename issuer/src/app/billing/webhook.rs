@@ -2,22 +2,37 @@
 //! exactly once.
 //!
 //! - The `Stripe-Signature` header is checked against `STRIPE_WEBHOOK_SECRET`
-//!   over the raw body, with a 5-minute tolerance (`async-stripe`'s
-//!   `Webhook`, given our clock); anything else is refused before it is read.
+//!   over the raw body, with a 5-minute tolerance ([`check_signature`]):
+//!   the delivery is Stripe's when **any** of the header's `v1` signatures
+//!   matches (while a rolled secret is still valid, Stripe signs with both,
+//!   in no promised order), each compared in constant time. Anything else
+//!   is refused before the body is read.
 //! - The event is read into a [`BillingChange`]; Stripe is asked first,
 //!   outside any transaction, for what the event does not carry.
 //! - The store applies it exactly once (`Store::apply_stripe_event`): the
 //!   event's record and its effect commit in one transaction, so a repeat
 //!   (also a simultaneous one) changes nothing, and a crash half-way leaves
 //!   nothing behind for the retry to trip over.
-//! - Every delivery, applied or refused, is audited.
+//! - Every delivery, applied or refused, is audited; refusals of deliveries
+//!   that were not Stripe's (no, a wrong or a stale signature, too large)
+//!   cost a stranger little ([`refused`]): they count against the sender's
+//!   address (`RATE_LIMIT_WEBHOOK_REFUSALS`; beyond it the answer is 429
+//!   `rate_limited`), and the audit log gets the first of them from an
+//!   address at once and the rest as one row with their counts
+//!   (`AuditLog::log_repeated`). The limit is checked only after the
+//!   signature failed, so a delivery Stripe signed is never limited, even
+//!   from an address that also sent junk (behind a proxy the issuer was not
+//!   told about, all clients share one address).
 
 use std::sync::Arc;
 
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
+use sha2::Sha256;
 
 use super::stripe_api::StripeCallError;
 use crate::app::AppState;
+use crate::app::limits::{Decision, Refusal};
 use crate::config::Config;
 use crate::domain::audit::{Client, Event};
 use crate::domain::billing::{
@@ -29,6 +44,10 @@ use crate::domain::rfc3339;
 /// Largest webhook body accepted (Stripe's events are a few KiB; an
 /// invoice with many lines is larger).
 pub const MAX_WEBHOOK_BYTES: usize = 512 * 1024;
+
+/// How far a signature's time may be from the server's clock, in seconds
+/// (Stripe's libraries' default).
+pub const SIGNATURE_TOLERANCE_SECS: u64 = 300;
 
 /// Why a delivery was refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +66,12 @@ pub enum WebhookError {
     BadPayload(String),
     #[error("Stripe could not be asked about the event; it will be retried: {0}")]
     Unavailable(String),
+    #[error(
+        "too many refused deliveries from this address: at most {}; deliveries with a valid Stripe-Signature are never limited. Try again in {} seconds",
+        .0.report.rate.describe(),
+        .0.retry_after
+    )]
+    RateLimited(Refusal),
     #[error("{0}")]
     Internal(String),
 }
@@ -62,8 +87,24 @@ impl WebhookError {
             WebhookError::TooLarge => "payload_too_large",
             WebhookError::BadPayload(_) => "bad_event",
             WebhookError::Unavailable(_) => "retry_later",
+            WebhookError::RateLimited(_) => "rate_limited",
             WebhookError::Internal(_) => "internal_error",
         }
+    }
+}
+
+impl WebhookError {
+    /// Whether the delivery was refused before it was known to be
+    /// Stripe's (anybody can cause these).
+    pub fn is_unverified(&self) -> bool {
+        matches!(
+            self,
+            WebhookError::MissingSignature
+                | WebhookError::BadSignature
+                | WebhookError::Stale(_)
+                | WebhookError::TooLarge
+                | WebhookError::RateLimited(_)
+        )
     }
 }
 
@@ -139,22 +180,106 @@ pub async fn receive(
 }
 
 /// Logs and audits a refused delivery; returns the error to answer with.
+///
+/// A refusal of a delivery that was not Stripe's ([`WebhookError::is_unverified`])
+/// counts against its address's `RATE_LIMIT_WEBHOOK_REFUSALS`; beyond that
+/// the answer is [`WebhookError::RateLimited`]. Either way it is audited as
+/// a repeat (`AuditLog::log_repeated`): the first from an address at once,
+/// the next ones until the end of the minute as one row with their counts,
+/// so junk costs no write of its own. If the counts cannot be read, the
+/// refusal stands as it is (it is a refusal already).
 pub async fn refused(
     state: &AppState,
     client: &Client,
     now: i64,
     error: WebhookError,
 ) -> WebhookError {
-    tracing::warn!(code = error.code(), detail = %error, "Stripe webhook refused");
+    if !error.is_unverified() {
+        tracing::warn!(code = error.code(), detail = %error, "Stripe webhook refused");
+        state
+            .audit
+            .log(
+                Event::new(now, "stripe_webhook", error.code())
+                    .actor("stripe")
+                    .client(client),
+            )
+            .await;
+        return error;
+    }
+    let ip = client.ip.as_deref().and_then(|ip| ip.parse().ok());
+    let error = match state.limits.check_webhook_refusal(ip).await {
+        Ok(Decision::Refused(refusal)) => WebhookError::RateLimited(refusal),
+        Ok(Decision::Allowed(_)) => error,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count a refused webhook delivery");
+            error
+        }
+    };
+    // Over the limit: not logged one by one either.
+    if !matches!(error, WebhookError::RateLimited(_)) {
+        tracing::warn!(code = error.code(), detail = %error, "Stripe webhook refused");
+    }
     state
         .audit
-        .log(
+        .log_repeated(
             Event::new(now, "stripe_webhook", error.code())
                 .actor("stripe")
                 .client(client),
         )
         .await;
     error
+}
+
+/// Checks a `Stripe-Signature` header (`t=…,v1=…[,v1=…][,v0=…]`) against
+/// `body` and `secret` at `now`: good when any `v1` is the hex
+/// HMAC-SHA256 of `"{t}.{body}"` keyed with the whole secret, and `t` is
+/// within [`SIGNATURE_TOLERANCE_SECS`] of `now`. The MAC is computed once;
+/// each `v1` is compared with it in constant time (`verify_slice`), so a
+/// header with many signatures costs a few hash blocks each, not the body
+/// again. A time too far off is reported only for a good signature.
+pub fn check_signature(
+    header: &str,
+    body: &[u8],
+    secret: &str,
+    now: i64,
+) -> Result<(), WebhookError> {
+    let mut timestamp = None;
+    let mut candidates = Vec::new();
+    for item in header.split(',') {
+        let (key, value) = item
+            .trim()
+            .split_once('=')
+            .ok_or(WebhookError::BadSignature)?;
+        match key {
+            // One time only: Stripe sends one.
+            "t" if timestamp.is_none() => {
+                timestamp = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| WebhookError::BadSignature)?,
+                );
+            }
+            "t" => return Err(WebhookError::BadSignature),
+            "v1" => candidates.push(value),
+            _ => {}
+        }
+    }
+    let t = timestamp.ok_or(WebhookError::BadSignature)?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .map_err(|_| WebhookError::NotConfigured)?;
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let matched = candidates.iter().any(|hex_signature| {
+        hex::decode(hex_signature).is_ok_and(|bytes| mac.clone().verify_slice(&bytes).is_ok())
+    });
+    if !matched {
+        return Err(WebhookError::BadSignature);
+    }
+    if now.abs_diff(t) > SIGNATURE_TOLERANCE_SECS {
+        return Err(WebhookError::Stale(t));
+    }
+    Ok(())
 }
 
 /// Checks the signature and reads the event.
@@ -172,25 +297,11 @@ pub fn verify(
     let signature = signature
         .filter(|s| !s.trim().is_empty())
         .ok_or(WebhookError::MissingSignature)?;
+    check_signature(signature, body, secret, now)?;
+    // Signed by Stripe: from here on, what cannot be read is Stripe's
+    // event the issuer does not understand (answered 400, audited).
     let text = std::str::from_utf8(body)
         .map_err(|_| WebhookError::BadPayload("the body is not UTF-8".into()))?;
-    // The library checks the signature, then the timestamp, then reads the
-    // event into its typed model. Only the first two are the check: a
-    // signed event its model cannot read (a type or field newer than the
-    // library) is still Stripe's, and the issuer reads the few fields it
-    // needs itself below.
-    match stripe_webhook::Webhook::construct_event_with_timestamp(text, signature, secret, now) {
-        Ok(_) => {}
-        Err(stripe_webhook::WebhookError::BadParse(m)) => {
-            tracing::debug!(reason = %m, "signed Stripe event outside the library's model");
-        }
-        Err(stripe_webhook::WebhookError::BadTimestamp(t)) => return Err(WebhookError::Stale(t)),
-        Err(
-            stripe_webhook::WebhookError::BadKey
-            | stripe_webhook::WebhookError::BadHeader(_)
-            | stripe_webhook::WebhookError::BadSignature,
-        ) => return Err(WebhookError::BadSignature),
-    }
     let value: Value =
         serde_json::from_str(text).map_err(|e| WebhookError::BadPayload(e.to_string()))?;
     let id = value["id"]
@@ -406,6 +517,83 @@ pub fn rules(config: &Arc<Config>) -> Option<BillingRules> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const SECRET: &str = "whsec_current";
+    const T: i64 = 1_800_000_000;
+
+    fn v1(body: &[u8], secret: &str, t: i64) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    #[test]
+    fn any_v1_signature_that_matches_is_enough_in_either_order() {
+        let body = br#"{"id":"evt_1"}"#;
+        let good = v1(body, SECRET, T);
+        let other = v1(body, "whsec_rolled", T);
+        let check = |header: String| check_signature(&header, body, SECRET, T + 10);
+        assert!(check(format!("t={T},v1={good}")).is_ok());
+        assert!(check(format!("t={T},v1={good},v1={other}")).is_ok());
+        assert!(check(format!("t={T},v1={other},v1={good}")).is_ok());
+        assert!(check(format!("t={T},v1={other},v1={good},v0={other}")).is_ok());
+        // A thousand wrong ones first: still found, the body hashed once.
+        let many = format!("t={T}{}", format!(",v1={other}").repeat(1000));
+        assert!(check(format!("{many},v1={good}")).is_ok());
+        for bad in [
+            format!("t={T},v1={other}"),
+            format!("t={T},v1={other},v1={other}"),
+            format!("t={T},v0={good}"),
+            format!("t={T}"),
+            format!("v1={good}"),
+            format!("t={T},t={T},v1={good}"),
+            format!("t=abc,v1={good}"),
+            format!("t={T},v1={}", &good[..63]),
+            format!("t={T},v1=zz{}", &good[2..]),
+            format!("t={T},v1={good}00"),
+            format!("t={T};v1={good}"),
+            String::new(),
+            "garbage".to_owned(),
+        ] {
+            assert!(
+                matches!(check(bad.clone()), Err(WebhookError::BadSignature)),
+                "{bad}"
+            );
+        }
+        // Another body, another time: the signature does not carry over.
+        let h = format!("t={T},v1={good}");
+        assert!(check_signature(&h, br#"{"id":"evt_2"}"#, SECRET, T).is_err());
+        let h = format!("t={},v1={good}", T + 1);
+        assert!(check_signature(&h, body, SECRET, T).is_err());
+    }
+
+    #[test]
+    fn a_good_signature_outside_five_minutes_is_stale_and_a_bad_one_is_bad() {
+        let body = b"{}";
+        let header = |t: i64| format!("t={t},v1={}", v1(body, SECRET, t));
+        assert!(check_signature(&header(T), body, SECRET, T + 300).is_ok());
+        assert!(check_signature(&header(T), body, SECRET, T - 300).is_ok());
+        assert!(matches!(
+            check_signature(&header(T), body, SECRET, T + 301),
+            Err(WebhookError::Stale(T))
+        ));
+        assert!(matches!(
+            check_signature(&header(T), body, SECRET, T - 301),
+            Err(WebhookError::Stale(T))
+        ));
+        let wrong = format!("t={T},v1={}", v1(body, "whsec_other", T));
+        assert!(matches!(
+            check_signature(&wrong, body, SECRET, T + 3600),
+            Err(WebhookError::BadSignature)
+        ));
+        // Extreme times neither overflow nor pass.
+        let far = format!("t={},v1={}", i64::MIN, v1(body, SECRET, i64::MIN));
+        assert!(matches!(
+            check_signature(&far, body, SECRET, i64::MAX),
+            Err(WebhookError::Stale(_))
+        ));
+    }
 
     #[test]
     fn event_fields_are_read_from_expanded_and_plain_forms() {
