@@ -286,6 +286,9 @@ fn billing_calls_beyond_the_users_limit_are_refused_before_stripe_is_called(back
             Some((9 - i).to_string().as_str())
         );
     }
+    eventually("the five checkouts are audited", || {
+        billing_state(&env, &db).2 == 5
+    });
     let before = billing_state(&env, &db);
     assert!(before.0 >= 10, "each call reached Stripe: {before:?}");
     let started = Instant::now();
@@ -327,6 +330,9 @@ fn the_thirty_first_billing_call_of_an_organization_is_refused_before_stripe(bac
         let a = post(&http, &url, &auth, &body);
         assert_eq!(a.status, 200, "call {i}: {}", a.body);
     }
+    eventually("the 30 checkouts are audited", || {
+        billing_state(&env, &db).2 == 30
+    });
     let before = billing_state(&env, &db);
     assert_eq!(before.1, 30, "30 checkouts were started");
     for _ in 0..5 {
