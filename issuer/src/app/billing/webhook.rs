@@ -90,11 +90,13 @@ impl WebhookError {
 
 impl WebhookError {
     /// Whether the delivery was refused before it was known to be
-    /// Stripe's (anybody can cause these).
+    /// Stripe's (anybody can cause these; without a webhook secret no
+    /// delivery can be known to be Stripe's).
     pub fn is_unverified(&self) -> bool {
         matches!(
             self,
-            WebhookError::MissingSignature
+            WebhookError::NotConfigured
+                | WebhookError::MissingSignature
                 | WebhookError::BadSignature
                 | WebhookError::Stale(_)
                 | WebhookError::TooLarge
