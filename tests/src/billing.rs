@@ -62,7 +62,16 @@ impl BillingEnv {
     /// Starts both, the issuer on `data_dir` with `env` on top of the
     /// Stripe settings.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> BillingEnv {
-        let stripe = FakeStripe::start(fake_stripe::Config::default());
+        Self::start_with_stripe(fake_stripe::Config::default(), data_dir, env)
+    }
+
+    /// Starts both, the fake Stripe set up with `config`.
+    pub fn start_with_stripe(
+        config: fake_stripe::Config,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> BillingEnv {
+        let stripe = FakeStripe::start(config);
         let mut all: Vec<(String, String)> = stripe_env(&stripe);
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let issuer = IssuerServer::start_with_env(data_dir, &crate::issuer::env_refs(&all));

@@ -47,6 +47,10 @@ const ISSUER_VARS: &[&str] = &[
     "RATE_LIMIT_VALIDATE",
     "RATE_LIMIT_ACTIVATE",
     "RATE_LIMIT_LICENSE_IP",
+    "RATE_LIMIT_BILLING_USER",
+    "RATE_LIMIT_BILLING_ORG",
+    "RATE_LIMIT_WEBHOOK_REFUSALS",
+    "AUDIT_RETENTION_DAYS",
     "SMTP_URL",
     "SMTP_URL_FILE",
     "MAIL_FROM",
@@ -68,6 +72,9 @@ pub const TEST_RATE_LIMITS: &[(&str, &str)] = &[
     ("RATE_LIMIT_VALIDATE", "1000000/sec"),
     ("RATE_LIMIT_ACTIVATE", "1000000/sec"),
     ("RATE_LIMIT_LICENSE_IP", "1000000/sec"),
+    ("RATE_LIMIT_BILLING_USER", "1000000/sec"),
+    ("RATE_LIMIT_BILLING_ORG", "1000000/sec"),
+    ("RATE_LIMIT_WEBHOOK_REFUSALS", "1000000/sec"),
 ];
 
 /// How long a server may take to print its address and answer `/readyz`.

@@ -1637,31 +1637,31 @@ fn arbitrary_events_raw_posts_and_failed_deliveries_are_recorded() {
 }
 
 #[test]
-fn a_rolled_secret_signs_every_delivery_twice() {
-    let receiver = Receiver::start();
-    let fake = FakeStripe::start(Config {
-        webhook_url: Some(receiver.url.clone()),
-        webhook_secret: "whsec_new".to_owned(),
-        extra_webhook_secrets: vec!["whsec_old".to_owned()],
-        ..Config::default()
-    });
-    fake.send_event("ping", json!({}));
-    let got = receiver.received();
-    let header = got[0].signature();
-    assert_eq!(header.matches("v1=").count(), 2, "{header}");
-    // The current secret's signature comes last (the one async-stripe reads).
-    let last = header.rsplit("v1=").next().unwrap();
-    assert_eq!(
-        last,
-        signature_v1(
-            &got[0].body,
-            "whsec_new",
-            verify(&got[0].body, header, "whsec_new").unwrap()
-        )
-    );
-    verify(&got[0].body, header, "whsec_new").unwrap();
-    verify(&got[0].body, header, "whsec_old").unwrap();
-    assert!(verify(&got[0].body, header, "whsec_other").is_err());
+fn a_rolled_secret_signs_every_delivery_twice_in_the_order_asked() {
+    for current_first in [false, true] {
+        let receiver = Receiver::start();
+        let fake = FakeStripe::start(Config {
+            webhook_url: Some(receiver.url.clone()),
+            webhook_secret: "whsec_new".to_owned(),
+            extra_webhook_secrets: vec!["whsec_old".to_owned()],
+            current_signature_first: current_first,
+            ..Config::default()
+        });
+        fake.send_event("ping", json!({}));
+        let got = receiver.received();
+        let header = got[0].signature();
+        assert_eq!(header.matches("v1=").count(), 2, "{header}");
+        let t = verify(&got[0].body, header, "whsec_new").unwrap();
+        let signatures: Vec<&str> = header
+            .split(',')
+            .filter_map(|p| p.strip_prefix("v1="))
+            .collect();
+        let current = signature_v1(&got[0].body, "whsec_new", t);
+        let expected = if current_first { 0 } else { 1 };
+        assert_eq!(signatures[expected], current, "{header}");
+        verify(&got[0].body, header, "whsec_old").unwrap();
+        assert!(verify(&got[0].body, header, "whsec_other").is_err());
+    }
 }
 
 // ---------------------------------------------------------------------------

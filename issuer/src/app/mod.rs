@@ -47,9 +47,9 @@ pub struct AppState {
 
 impl AppState {
     /// The state of a running server (starts the audit writer, the mail
-    /// sender, the billing housekeeping and, on PostgreSQL, the pruning of
-    /// the rate-limit counters, so it must be called inside the tokio
-    /// runtime).
+    /// sender, the billing housekeeping, the audit log's pruning and, on
+    /// PostgreSQL, the pruning of the rate-limit counters, so it must be
+    /// called inside the tokio runtime).
     pub fn new(config: Config, store: SharedStore) -> Self {
         let stripe = config.stripe.as_ref().and_then(|c| {
             billing::stripe_api::StripeApi::new(c)
@@ -59,6 +59,7 @@ impl AppState {
         });
         let config = Arc::new(config);
         billing::start_housekeeping(Arc::clone(&store));
+        audit::start_pruning(Arc::clone(&store), config.audit_retention_days);
         AppState {
             limits: Arc::new(limits::Limiters::for_store(&config, &store)),
             mailer: mail::Mailer::start(Arc::clone(&store), Arc::clone(&config)),

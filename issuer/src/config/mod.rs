@@ -5,6 +5,7 @@
 //! data directory and the development signing key. In production
 //! (`CODITECT_ENV=production`) it refuses to start without real secrets.
 
+mod audit;
 mod env;
 mod rate_limits;
 mod secrets;
@@ -19,10 +20,12 @@ use zeroize::Zeroizing;
 
 use crate::store::postgres::PgUrl;
 
+pub use audit::{DEFAULT_AUDIT_RETENTION_DAYS, MIN_PRODUCTION_AUDIT_RETENTION_DAYS};
 pub use env::{Env, ProcessEnv};
 pub use rate_limits::{Per, Rate, RateLimits};
 pub use stripe::{Prices, StripeConfig};
 
+use audit::audit_retention_days;
 use rate_limits::trust_proxy;
 use secrets::{development_jwt_secret, published_keys, secret, signer};
 use stripe::stripe;
@@ -107,6 +110,9 @@ pub struct Config {
     pub past_due_grace: Duration,
     /// Outgoing mail.
     pub mail: MailConfig,
+    /// Audit rows older than this many days are deleted by the
+    /// housekeeping (`AUDIT_RETENTION_DAYS`, 400).
+    pub audit_retention_days: u32,
 }
 
 /// Outgoing mail settings.
@@ -281,6 +287,8 @@ impl Config {
             );
         }
 
+        let audit_retention_days = audit_retention_days(env, production)?;
+
         Ok(Config {
             environment,
             bind,
@@ -303,6 +311,7 @@ impl Config {
             billing_grace,
             past_due_grace,
             mail,
+            audit_retention_days,
         })
     }
 }

@@ -102,6 +102,16 @@ pub struct RateLimits {
     /// deactivate, features), together, per client IP, so that nobody can
     /// try many keys (`RATE_LIMIT_LICENSE_IP`, 120/min).
     pub license_ip: Rate,
+    /// `POST /api/v1/billing/checkout` and `/portal` together (each calls
+    /// Stripe), per signed-in user (`RATE_LIMIT_BILLING_USER`, 10/min).
+    pub billing_user: Rate,
+    /// The same, per organization, over all its users
+    /// (`RATE_LIMIT_BILLING_ORG`, 30/min).
+    pub billing_org: Rate,
+    /// Refused deliveries to `/webhooks/stripe` (no, a wrong or a stale
+    /// signature), per client IP; deliveries whose signature checks out are
+    /// never counted (`RATE_LIMIT_WEBHOOK_REFUSALS`, 10/min).
+    pub webhook_refusal: Rate,
 }
 
 const fn rate(count: u32, per: Per) -> Rate {
@@ -119,6 +129,9 @@ impl Default for RateLimits {
             validate: rate(60, Per::Minute),
             activate: rate(10, Per::Hour),
             license_ip: rate(120, Per::Minute),
+            billing_user: rate(10, Per::Minute),
+            billing_org: rate(30, Per::Minute),
+            webhook_refusal: rate(10, Per::Minute),
         }
     }
 }
@@ -132,6 +145,13 @@ impl RateLimits {
             validate: rate_var(env, "RATE_LIMIT_VALIDATE", defaults.validate)?,
             activate: rate_var(env, "RATE_LIMIT_ACTIVATE", defaults.activate)?,
             license_ip: rate_var(env, "RATE_LIMIT_LICENSE_IP", defaults.license_ip)?,
+            billing_user: rate_var(env, "RATE_LIMIT_BILLING_USER", defaults.billing_user)?,
+            billing_org: rate_var(env, "RATE_LIMIT_BILLING_ORG", defaults.billing_org)?,
+            webhook_refusal: rate_var(
+                env,
+                "RATE_LIMIT_WEBHOOK_REFUSALS",
+                defaults.webhook_refusal,
+            )?,
         })
     }
 }
@@ -219,6 +239,9 @@ mod tests {
         assert_eq!(limits.validate.to_string(), "60/min");
         assert_eq!(limits.activate.to_string(), "10/hour");
         assert_eq!(limits.license_ip.to_string(), "120/min");
+        assert_eq!(limits.billing_user.to_string(), "10/min");
+        assert_eq!(limits.billing_org.to_string(), "30/min");
+        assert_eq!(limits.webhook_refusal.to_string(), "10/min");
         assert_eq!(cfg.trust_proxy, 0);
         let cfg = load(&[
             ("CODITECT_DATA_DIR", d),
@@ -227,6 +250,9 @@ mod tests {
             ("RATE_LIMIT_VALIDATE", "100/min"),
             ("RATE_LIMIT_ACTIVATE", "20/min"),
             ("RATE_LIMIT_LICENSE_IP", "300/min"),
+            ("RATE_LIMIT_BILLING_USER", "2/hour"),
+            ("RATE_LIMIT_BILLING_ORG", "4/hour"),
+            ("RATE_LIMIT_WEBHOOK_REFUSALS", "5/sec"),
             ("TRUST_PROXY", "1"),
         ])
         .unwrap();
@@ -236,6 +262,9 @@ mod tests {
         assert_eq!(limits.validate.to_string(), "100/min");
         assert_eq!(limits.activate.to_string(), "20/min");
         assert_eq!(limits.license_ip.to_string(), "300/min");
+        assert_eq!(limits.billing_user.to_string(), "2/hour");
+        assert_eq!(limits.billing_org.to_string(), "4/hour");
+        assert_eq!(limits.webhook_refusal.to_string(), "5/sec");
         assert_eq!(cfg.trust_proxy, 1);
     }
 
@@ -249,6 +278,9 @@ mod tests {
             ("RATE_LIMIT_VALIDATE", "60/fortnight"),
             ("RATE_LIMIT_ACTIVATE", "10 per hour"),
             ("RATE_LIMIT_LICENSE_IP", "-120/min"),
+            ("RATE_LIMIT_BILLING_USER", "0/min"),
+            ("RATE_LIMIT_BILLING_ORG", "many"),
+            ("RATE_LIMIT_WEBHOOK_REFUSALS", "10/day"),
             ("TRUST_PROXY", "yes"),
             ("TRUST_PROXY", "-1"),
             ("TRUST_PROXY", "99"),

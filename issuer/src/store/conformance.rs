@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             two_senders_never_claim_the_same_mail,
             a_stopping_sender_gives_its_claims_back,
             the_audit_log_appends_and_filters,
+            old_audit_events_are_pruned_in_bounded_batches,
             rate_counters_allow_the_burst_then_refuse_with_the_wait,
             rate_counters_replenish_over_time,
             rate_counter_buckets_are_independent,
@@ -1248,4 +1249,28 @@ pub async fn the_audit_log_appends_and_filters(store: SharedStore) {
     let newest = store.audit_events(None, None, 1).await.unwrap();
     assert_eq!(newest[0].at, 30, "the newest `limit`, oldest first");
     assert_eq!(all[1].subject_id.as_deref(), Some("a1"));
+}
+
+pub async fn old_audit_events_are_pruned_in_bounded_batches(store: SharedStore) {
+    let events: Vec<Event> = (0..25)
+        .map(|i| Event::new(1_000 + i, "stripe_webhook", "bad_signature"))
+        .chain([Event::new(2_000, "login", "ok")])
+        .collect();
+    store.append_audit(&events).await.unwrap();
+    // Before 1,020: 20 events, taken 8 at a time, oldest first.
+    assert_eq!(store.prune_audit(1_020, 8).await.unwrap(), 8);
+    let left = store.audit_events(None, None, 100).await.unwrap();
+    assert_eq!(left.len(), 18);
+    assert_eq!(left[0].at, 1_008, "the oldest went first");
+    assert_eq!(store.prune_audit(1_020, 8).await.unwrap(), 8);
+    assert_eq!(store.prune_audit(1_020, 8).await.unwrap(), 4);
+    assert_eq!(store.prune_audit(1_020, 8).await.unwrap(), 0);
+    let left = store.audit_events(None, None, 100).await.unwrap();
+    let times: Vec<i64> = left.iter().map(|e| e.at).collect();
+    assert_eq!(times, [1_020, 1_021, 1_022, 1_023, 1_024, 2_000]);
+    // An event at the cut-off itself stays; nothing newer goes.
+    assert_eq!(store.prune_audit(1_020, 100).await.unwrap(), 0);
+    assert_eq!(store.prune_audit(2_000, 100).await.unwrap(), 5);
+    assert_eq!(store.audit_events(None, None, 100).await.unwrap().len(), 1);
+    assert_eq!(store.prune_audit(i64::MAX, 0).await.unwrap(), 0);
 }

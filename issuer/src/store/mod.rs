@@ -344,4 +344,7 @@ pub trait AuditTrail {
         event: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Event>, StorageError>;
+    /// Deletes up to `limit` events from before `before` (oldest first);
+    /// returns how many. Processes pruning at once skip each other's rows.
+    async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64, StorageError>;
 }

@@ -156,10 +156,12 @@ pub struct Config {
     pub webhook_url: Option<String>,
     /// The endpoint's signing secret (`whsec_…`).
     pub webhook_secret: String,
-    /// Further secrets that also sign every delivery (one more `v1=` each,
-    /// before the current secret's), as Stripe does while a rolled secret is
-    /// still valid.
+    /// Further secrets that also sign every delivery (one more `v1=` each),
+    /// as Stripe does while a rolled secret is still valid.
     pub extra_webhook_secrets: Vec<String>,
+    /// Whether the current secret's `v1=` comes first (before the extra
+    /// secrets' ones) or last (the default). Stripe promises no order.
+    pub current_signature_first: bool,
     /// The prices Checkout and subscription updates may name.
     pub prices: Vec<Price>,
     /// `api_version` of events, and `Stripe-Version` of answers to requests
@@ -176,6 +178,7 @@ impl Default for Config {
             webhook_url: None,
             webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
             extra_webhook_secrets: Vec::new(),
+            current_signature_first: false,
             prices: pilot_prices(),
             api_version: API_VERSION.to_owned(),
             account_name: "CODITECT".to_owned(),

@@ -57,19 +57,23 @@ impl Shared {
     }
 
     pub(super) fn post_event(&self, url: &str, event: &StoredEvent, timestamp: i64) -> Delivery {
-        // The extra signatures go first: async-stripe-webhook 1.0.0-rc.8
-        // checks only the last `v1`, which must stay the current secret's.
+        // One `v1=` per secret, the current one first or last.
+        let current = signature_v1(&event.payload, &self.config.webhook_secret, timestamp);
+        let extra = self
+            .config
+            .extra_webhook_secrets
+            .iter()
+            .map(|secret| signature_v1(&event.payload, secret, timestamp));
+        let signatures: Vec<String> = if self.config.current_signature_first {
+            std::iter::once(current).chain(extra).collect()
+        } else {
+            extra.chain(std::iter::once(current)).collect()
+        };
         let mut signature = format!("t={timestamp}");
-        for secret in &self.config.extra_webhook_secrets {
+        for v1 in signatures {
             signature.push_str(",v1=");
-            signature.push_str(&signature_v1(&event.payload, secret, timestamp));
+            signature.push_str(&v1);
         }
-        signature.push_str(",v1=");
-        signature.push_str(&signature_v1(
-            &event.payload,
-            &self.config.webhook_secret,
-            timestamp,
-        ));
         self.post(
             url,
             &event.id,

@@ -2,22 +2,36 @@
 //! exactly once.
 //!
 //! - The `Stripe-Signature` header is checked against `STRIPE_WEBHOOK_SECRET`
-//!   over the raw body, with a 5-minute tolerance (`async-stripe`'s
-//!   `Webhook`, given our clock); anything else is refused before it is read.
+//!   over the raw body, with a 5-minute tolerance ([`check_signature`], in
+//!   `signature.rs`): the delivery is Stripe's when **any** of the header's
+//!   `v1` signatures matches (while a rolled secret is still valid, Stripe
+//!   signs with both, in no promised order), each compared in constant
+//!   time. Anything else is refused before the body is read.
 //! - The event is read into a [`BillingChange`]; Stripe is asked first,
 //!   outside any transaction, for what the event does not carry.
 //! - The store applies it exactly once (`Store::apply_stripe_event`): the
 //!   event's record and its effect commit in one transaction, so a repeat
 //!   (also a simultaneous one) changes nothing, and a crash half-way leaves
 //!   nothing behind for the retry to trip over.
-//! - Every delivery, applied or refused, is audited.
+//! - Every delivery, applied or refused, is audited; refusals of deliveries
+//!   that were not Stripe's (no, a wrong or a stale signature, too large)
+//!   cost a stranger little ([`refused`]): they count against the sender's
+//!   address (`RATE_LIMIT_WEBHOOK_REFUSALS`; beyond it the answer is 429
+//!   `rate_limited`), and the audit log gets the first of them from an
+//!   address at once and the rest as one row with their counts
+//!   (`AuditLog::log_repeated`). The limit is checked only after the
+//!   signature failed, so a delivery Stripe signed is never limited, even
+//!   from an address that also sent junk (behind a proxy the issuer was not
+//!   told about, all clients share one address).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use super::signature::{SIGNATURE_TOLERANCE_SECS, check_signature};
 use super::stripe_api::StripeCallError;
 use crate::app::AppState;
+use crate::app::limits::{Decision, Refusal};
 use crate::config::Config;
 use crate::domain::audit::{Client, Event};
 use crate::domain::billing::{
@@ -47,6 +61,12 @@ pub enum WebhookError {
     BadPayload(String),
     #[error("Stripe could not be asked about the event; it will be retried: {0}")]
     Unavailable(String),
+    #[error(
+        "too many refused deliveries from this address: at most {}; deliveries with a valid Stripe-Signature are never limited. Try again in {} seconds",
+        .0.report.rate.describe(),
+        .0.retry_after
+    )]
+    RateLimited(Refusal),
     #[error("{0}")]
     Internal(String),
 }
@@ -62,8 +82,26 @@ impl WebhookError {
             WebhookError::TooLarge => "payload_too_large",
             WebhookError::BadPayload(_) => "bad_event",
             WebhookError::Unavailable(_) => "retry_later",
+            WebhookError::RateLimited(_) => "rate_limited",
             WebhookError::Internal(_) => "internal_error",
         }
+    }
+}
+
+impl WebhookError {
+    /// Whether the delivery was refused before it was known to be
+    /// Stripe's (anybody can cause these; without a webhook secret no
+    /// delivery can be known to be Stripe's).
+    pub fn is_unverified(&self) -> bool {
+        matches!(
+            self,
+            WebhookError::NotConfigured
+                | WebhookError::MissingSignature
+                | WebhookError::BadSignature
+                | WebhookError::Stale(_)
+                | WebhookError::TooLarge
+                | WebhookError::RateLimited(_)
+        )
     }
 }
 
@@ -139,16 +177,48 @@ pub async fn receive(
 }
 
 /// Logs and audits a refused delivery; returns the error to answer with.
+///
+/// A refusal of a delivery that was not Stripe's ([`WebhookError::is_unverified`])
+/// counts against its address's `RATE_LIMIT_WEBHOOK_REFUSALS`; beyond that
+/// the answer is [`WebhookError::RateLimited`]. Either way it is audited as
+/// a repeat (`AuditLog::log_repeated`): the first from an address at once,
+/// the next ones until the end of the minute as one row with their counts,
+/// so junk costs no write of its own. If the counts cannot be read, the
+/// refusal stands as it is (it is a refusal already).
 pub async fn refused(
     state: &AppState,
     client: &Client,
     now: i64,
     error: WebhookError,
 ) -> WebhookError {
-    tracing::warn!(code = error.code(), detail = %error, "Stripe webhook refused");
+    if !error.is_unverified() {
+        tracing::warn!(code = error.code(), detail = %error, "Stripe webhook refused");
+        state
+            .audit
+            .log(
+                Event::new(now, "stripe_webhook", error.code())
+                    .actor("stripe")
+                    .client(client),
+            )
+            .await;
+        return error;
+    }
+    let ip = client.ip.as_deref().and_then(|ip| ip.parse().ok());
+    let error = match state.limits.check_webhook_refusal(ip).await {
+        Ok(Decision::Refused(refusal)) => WebhookError::RateLimited(refusal),
+        Ok(Decision::Allowed(_)) => error,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count a refused webhook delivery");
+            error
+        }
+    };
+    // Over the limit: not logged one by one either.
+    if !matches!(error, WebhookError::RateLimited(_)) {
+        tracing::warn!(code = error.code(), detail = %error, "Stripe webhook refused");
+    }
     state
         .audit
-        .log(
+        .log_repeated(
             Event::new(now, "stripe_webhook", error.code())
                 .actor("stripe")
                 .client(client),
@@ -172,25 +242,11 @@ pub fn verify(
     let signature = signature
         .filter(|s| !s.trim().is_empty())
         .ok_or(WebhookError::MissingSignature)?;
+    check_signature(signature, body, secret, now)?;
+    // Signed by Stripe: from here on, what cannot be read is Stripe's
+    // event the issuer does not understand (answered 400, audited).
     let text = std::str::from_utf8(body)
         .map_err(|_| WebhookError::BadPayload("the body is not UTF-8".into()))?;
-    // The library checks the signature, then the timestamp, then reads the
-    // event into its typed model. Only the first two are the check: a
-    // signed event its model cannot read (a type or field newer than the
-    // library) is still Stripe's, and the issuer reads the few fields it
-    // needs itself below.
-    match stripe_webhook::Webhook::construct_event_with_timestamp(text, signature, secret, now) {
-        Ok(_) => {}
-        Err(stripe_webhook::WebhookError::BadParse(m)) => {
-            tracing::debug!(reason = %m, "signed Stripe event outside the library's model");
-        }
-        Err(stripe_webhook::WebhookError::BadTimestamp(t)) => return Err(WebhookError::Stale(t)),
-        Err(
-            stripe_webhook::WebhookError::BadKey
-            | stripe_webhook::WebhookError::BadHeader(_)
-            | stripe_webhook::WebhookError::BadSignature,
-        ) => return Err(WebhookError::BadSignature),
-    }
     let value: Value =
         serde_json::from_str(text).map_err(|e| WebhookError::BadPayload(e.to_string()))?;
     let id = value["id"]

@@ -93,7 +93,7 @@ impl<C: Clock + Clone> Limiter<C> {
     }
 }
 
-/// The five limiters of a process.
+/// The limiters of a process.
 pub struct InProcess<C: Clock> {
     clock: C,
     pub(super) login: Limiter<C>,
@@ -101,6 +101,9 @@ pub struct InProcess<C: Clock> {
     pub(super) license_ip: Limiter<C>,
     pub(super) validate: Limiter<C>,
     pub(super) activate: Limiter<C>,
+    pub(super) billing_user: Limiter<C>,
+    pub(super) billing_org: Limiter<C>,
+    pub(super) webhook_refusal: Limiter<C>,
     checks: AtomicU64,
     started: Instant,
     /// Seconds after `started` when the next timed clean-up is due.
@@ -115,6 +118,9 @@ impl<C: Clock + Clone> InProcess<C> {
             license_ip: Limiter::new(Limit::LicenseIp, limits.license_ip, &clock),
             validate: Limiter::new(Limit::Validate, limits.validate, &clock),
             activate: Limiter::new(Limit::Activate, limits.activate, &clock),
+            billing_user: Limiter::new(Limit::BillingUser, limits.billing_user, &clock),
+            billing_org: Limiter::new(Limit::BillingOrg, limits.billing_org, &clock),
+            webhook_refusal: Limiter::new(Limit::WebhookRefusal, limits.webhook_refusal, &clock),
             clock,
             checks: AtomicU64::new(0),
             started: Instant::now(),
@@ -130,6 +136,9 @@ impl<C: Clock + Clone> InProcess<C> {
             Limit::LicenseIp => &self.license_ip,
             Limit::Validate => &self.validate,
             Limit::Activate => &self.activate,
+            Limit::BillingUser => &self.billing_user,
+            Limit::BillingOrg => &self.billing_org,
+            Limit::WebhookRefusal => &self.webhook_refusal,
         };
         limiter.check(key, &self.clock)
     }
@@ -163,6 +172,9 @@ impl<C: Clock + Clone> InProcess<C> {
         self.license_ip.cleanup();
         self.validate.cleanup();
         self.activate.cleanup();
+        self.billing_user.cleanup();
+        self.billing_org.cleanup();
+        self.webhook_refusal.cleanup();
     }
 
     /// Entries kept, over all limiters.
@@ -172,6 +184,9 @@ impl<C: Clock + Clone> InProcess<C> {
             + self.license_ip.len()
             + self.validate.len()
             + self.activate.len()
+            + self.billing_user.len()
+            + self.billing_org.len()
+            + self.webhook_refusal.len()
     }
 
     /// Whether no entry is kept.

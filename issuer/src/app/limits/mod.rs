@@ -13,6 +13,17 @@
 //! | `/api/v1/licenses/validate`            | license key         | 60/min    | `RATE_LIMIT_VALIDATE`   |
 //! | `/api/v1/licenses/activate`            | license key         | 10/hour   | `RATE_LIMIT_ACTIVATE`   |
 //! | validate, activate, deactivate and `GET /api/v1/licenses/features`, together | client IP | 120/min | `RATE_LIMIT_LICENSE_IP` |
+//! | `/api/v1/billing/checkout` and `/portal`, together | signed-in user | 10/min | `RATE_LIMIT_BILLING_USER` |
+//! | the same                                | organization        | 30/min    | `RATE_LIMIT_BILLING_ORG` |
+//! | `/webhooks/stripe`, refused deliveries only | client IP       | 10/min    | `RATE_LIMIT_WEBHOOK_REFUSALS` |
+//!
+//! The billing limits are checked by the handlers once the caller is
+//! signed in ([`Limiters::check_billing`]: the user's limit first, so that
+//! one user refused does not use up the organization's quota), before
+//! Stripe is called. The webhook limit is checked by the webhook use case
+//! only after a delivery's signature failed ([`Limiters::check_webhook_refusal`]):
+//! a delivery Stripe signed is never limited, whatever else came from its
+//! address.
 //!
 //! The last one stops key guessing: every request that tells whether a
 //! license key exists counts, whatever key it carries. It is checked first,
@@ -108,6 +119,9 @@ pub enum Limit {
     LicenseIp,
     Validate,
     Activate,
+    BillingUser,
+    BillingOrg,
+    WebhookRefusal,
 }
 
 impl Limit {
@@ -119,6 +133,9 @@ impl Limit {
             Limit::LicenseIp => "license_ip",
             Limit::Validate => "validate",
             Limit::Activate => "activate",
+            Limit::BillingUser => "billing_user",
+            Limit::BillingOrg => "billing_org",
+            Limit::WebhookRefusal => "webhook_refusal",
         }
     }
 
@@ -129,6 +146,9 @@ impl Limit {
             Limit::LicenseIp => limits.license_ip,
             Limit::Validate => limits.validate,
             Limit::Activate => limits.activate,
+            Limit::BillingUser => limits.billing_user,
+            Limit::BillingOrg => limits.billing_org,
+            Limit::WebhookRefusal => limits.webhook_refusal,
         }
     }
 }
@@ -228,7 +248,7 @@ impl std::fmt::Debug for Salt {
 }
 
 enum Counters<C: Clock> {
-    /// Boxed: five maps and their counters, next to one handle.
+    /// Boxed: the maps and their counters, next to one handle.
     InProcess(Box<InProcess<C>>),
     Shared(shared::Shared),
 }
@@ -328,6 +348,48 @@ impl<C: Clock + Clone> Limiters<C> {
             // Report the limit closer to being reached.
             Ok(by_key) if by_key.remaining <= by_ip.remaining => Decision::Allowed(by_key),
             Ok(_) => Decision::Allowed(by_ip),
+            Err(refusal) => Decision::Refused(refusal),
+        })
+    }
+
+    /// Counts a billing call (checkout or portal, each calls Stripe) by
+    /// user `user_id` of organization `organization_id`: the user's limit
+    /// first, then the organization's.
+    pub async fn check_billing(
+        &self,
+        user_id: &str,
+        organization_id: &str,
+    ) -> Result<Decision, StorageError> {
+        if let Counters::InProcess(l) = &self.counters {
+            l.maybe_cleanup();
+        }
+        let user = self.salt.digest(user_id.as_bytes());
+        let by_user = match self.count(Limit::BillingUser, &user).await? {
+            Ok(report) => report,
+            Err(refusal) => return Ok(Decision::Refused(refusal)),
+        };
+        let org = self.salt.digest(organization_id.as_bytes());
+        Ok(match self.count(Limit::BillingOrg, &org).await? {
+            Ok(by_org) if by_org.remaining < by_user.remaining => Decision::Allowed(by_org),
+            Ok(_) => Decision::Allowed(by_user),
+            Err(refusal) => Decision::Refused(refusal),
+        })
+    }
+
+    /// Counts a refused webhook delivery from `client` (`None`: unknown,
+    /// all such share one count). Refused: the address has been refused too
+    /// often; answer it cheaply and write nothing for it.
+    pub async fn check_webhook_refusal(
+        &self,
+        client: Option<IpAddr>,
+    ) -> Result<Decision, StorageError> {
+        if let Counters::InProcess(l) = &self.counters {
+            l.maybe_cleanup();
+        }
+        let ip = client.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), bucket);
+        let digest = self.salt.digest(ip.to_string().as_bytes());
+        Ok(match self.count(Limit::WebhookRefusal, &digest).await? {
+            Ok(report) => Decision::Allowed(report),
             Err(refusal) => Decision::Refused(refusal),
         })
     }

@@ -109,6 +109,9 @@ fn limits(login: &str, license_ip: &str, validate: &str, activate: &str) -> Rate
         validate: rate(validate),
         activate: rate(activate),
         license_ip: rate(license_ip),
+        billing_user: rate("3/min"),
+        billing_org: rate("5/min"),
+        webhook_refusal: rate("2/min"),
     }
 }
 
@@ -302,6 +305,47 @@ async fn the_per_ip_license_limit_trips_on_many_keys_and_spares_the_key_quota() 
         )
         .clone();
         assert_eq!(refusal.report.limit, Limit::Activate);
+    }
+}
+
+/// Billing calls count per user (3/min here) and per organization (5/min):
+/// a refused user does not use up the organization's quota; webhook
+/// refusals count per address (2/min).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_calls_count_per_user_and_organization_and_webhook_refusals_per_address() {
+    for l in subjects(&limits("5/min", "120/min", "60/min", "10/hour")).await {
+        eprintln!("counting {}", l.name);
+        let check = |user: &'static str| {
+            let limiters = &l.limiters;
+            async move { limiters.check_billing(user, "org-1").await.unwrap() }
+        };
+        for left in [2, 1, 0] {
+            let r = allowed(&check("user-a").await).clone();
+            assert_eq!((r.limit, r.remaining), (Limit::BillingUser, left));
+        }
+        let refusal = refused(&check("user-a").await).clone();
+        assert_eq!(refusal.report.limit, Limit::BillingUser);
+        assert_eq!(refusal.retry_after, 20);
+        // The organization has 2 left: user-a's refusal did not count.
+        let r = allowed(&check("user-b").await).clone();
+        assert_eq!((r.limit, r.remaining), (Limit::BillingOrg, 1));
+        allowed(&check("user-b").await);
+        let refusal = refused(&check("user-c").await).clone();
+        assert_eq!(refusal.report.limit, Limit::BillingOrg);
+        // Another organization is counted on its own.
+        allowed(&l.limiters.check_billing("user-c", "org-2").await.unwrap());
+
+        let me = ip("192.0.2.7");
+        for left in [1, 0] {
+            let d = l.limiters.check_webhook_refusal(me).await.unwrap();
+            assert_eq!(allowed(&d).remaining, left);
+        }
+        let d = l.limiters.check_webhook_refusal(me).await.unwrap();
+        assert_eq!(refused(&d).report.limit, Limit::WebhookRefusal);
+        let other = l.limiters.check_webhook_refusal(ip("192.0.2.8")).await;
+        allowed(&other.unwrap());
+        // The webhook's count is its own: logins from the address pass.
+        allowed(&l.check(LimitedRoute::Login, me, None).await);
     }
 }
 

@@ -1,6 +1,7 @@
 //! `billing/checkout`, `billing/portal`, and the Stripe webhook endpoint
 //! (`POST /webhooks/stripe`, outside the API: only Stripe calls it).
 
+use poem::IntoResponse;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::payload::Json;
@@ -14,6 +15,7 @@ use crate::app::billing::{BillingError, checkout};
 use crate::app::{AppState, now};
 use crate::domain::input::FieldError;
 use crate::http::middleware::errors::problem_response;
+use crate::http::middleware::rate_limit;
 use crate::http::problem::{ApiError, NewProblem, Problem};
 use crate::http::{ApiResult, ApiTags, client};
 
@@ -144,7 +146,10 @@ impl BillingApi {
     /// Send the buyer to `url`. When they have paid, Stripe tells the
     /// issuer, which creates the license and mails its key to the signed-in
     /// user. `already_subscribed` (409) if the organization has a live
-    /// subscription; `billing_unavailable` (503) if Stripe cannot be reached.
+    /// subscription; `billing_unavailable` (503) if Stripe cannot be reached;
+    /// `rate_limited` (429) beyond `RATE_LIMIT_BILLING_USER` per user or
+    /// `RATE_LIMIT_BILLING_ORG` per organization (checkouts and portal
+    /// sessions together), before Stripe is called.
     #[oai(
         path = "/billing/checkout",
         method = "post",
@@ -158,6 +163,7 @@ impl BillingApi {
         body: JsonBody<CheckoutRequest>,
     ) -> ApiResult<Json<CheckoutResponse>> {
         let (user, _) = auth.user(&state).await?;
+        rate_limit::check_billing(req, &state, &user).await?;
         let plan = body.plan.as_str();
         let interval = body.interval.as_str();
         let client = client(req, &state);
@@ -171,7 +177,8 @@ impl BillingApi {
     /// Open the Stripe billing portal (payment method, invoices, plan,
     /// cancellation) for the organization.
     ///
-    /// `no_billing_account` (409) before the first checkout.
+    /// `no_billing_account` (409) before the first checkout; `rate_limited`
+    /// (429) as for checkout, with which it shares its limits.
     #[oai(
         path = "/billing/portal",
         method = "post",
@@ -179,10 +186,12 @@ impl BillingApi {
     )]
     async fn portal(
         &self,
+        req: &poem::Request,
         state: Data<&AppState>,
         auth: BearerAuth,
     ) -> ApiResult<Json<PortalResponse>> {
         let (user, _) = auth.user(&state).await?;
+        rate_limit::check_billing(req, &state, &user).await?;
         let url = checkout::portal(&state, &user).await?;
         Ok(Json(PortalResponse { url }))
     }
@@ -223,12 +232,17 @@ pub async fn stripe_webhook(
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                WebhookError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
                 WebhookError::MissingSignature
                 | WebhookError::BadSignature
                 | WebhookError::Stale(_)
                 | WebhookError::BadPayload(_) => StatusCode::BAD_REQUEST,
                 WebhookError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
+            if let WebhookError::RateLimited(refusal) = &e {
+                let p = rate_limit::refusal_problem(refusal);
+                return rate_limit::refusal_error(refusal, p).into_response();
+            }
             let detail = match &e {
                 WebhookError::Internal(_) => {
                     "The event could not be applied; nothing was changed. Stripe will retry it."

@@ -76,6 +76,8 @@ pub async fn respond<E: Endpoint>(ep: Arc<E>, mut req: Request, state: &AppState
         return finish(errors::problem_response(&p));
     }
     req.extensions_mut().insert(parsed.seal());
+    let late_report = rate_limit::LateReport::default();
+    req.extensions_mut().insert(late_report.clone());
     req.set_body(body.clone());
     let span = tracing::info_span!("request", %request_id);
     let mut resp = match tracing::Instrument::instrument(ep.call(req), span).await {
@@ -88,7 +90,7 @@ pub async fn respond<E: Endpoint>(ep: Arc<E>, mut req: Request, state: &AppState
     if resp.content_type() == Some("application/problem+json") {
         resp = request_id::into_problem(resp, &request_id).await;
     }
-    if let Some(report) = allowed {
+    if let Some(report) = allowed.or_else(|| late_report.take()) {
         rate_limit::apply_report(&report, resp.headers_mut());
     }
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED

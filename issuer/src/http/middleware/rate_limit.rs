@@ -86,6 +86,15 @@ pub fn refusal_problem(refusal: &Refusal) -> Problem {
         Limit::Activate => {
             format!("Too many activations for this license key: at most {rate}.")
         }
+        Limit::BillingUser => format!(
+            "Too many billing requests from your account: at most {rate}, counting checkouts and billing portal sessions together."
+        ),
+        Limit::BillingOrg => format!(
+            "Too many billing requests for your organization: at most {rate} over all its users, counting checkouts and billing portal sessions together."
+        ),
+        Limit::WebhookRefusal => format!(
+            "Too many refused webhook deliveries from your network address: at most {rate}. Deliveries with a valid Stripe-Signature are never limited."
+        ),
     };
     let s = if refusal.retry_after == 1 { "" } else { "s" };
     Problem::new(
@@ -107,6 +116,62 @@ pub fn refusal_error(refusal: &Refusal, problem: Problem) -> ApiError {
         refusal.report.reset,
         refusal.report.policy(),
     )
+}
+
+/// Where a handler that checks a limit itself (once it knows who calls:
+/// billing) leaves its report, for the middleware to turn into the
+/// `RateLimit-*` headers of the answer. The middleware puts one in every
+/// request.
+#[derive(Clone, Default)]
+pub struct LateReport(std::sync::Arc<std::sync::Mutex<Option<Report>>>);
+
+impl LateReport {
+    fn set(&self, report: Report) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(report);
+        }
+    }
+
+    /// The report a handler left, if any.
+    pub fn take(&self) -> Option<Report> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// Counts a billing call (checkout or portal) of a signed-in `user`
+/// against its user's and its organization's limits, before Stripe is
+/// called: refused, the 429 to answer; the counts unknown, 503.
+pub async fn check_billing(
+    req: &poem::Request,
+    state: &crate::app::AppState,
+    user: &crate::domain::account::User,
+) -> Result<(), ApiError> {
+    match state
+        .limits
+        .check_billing(&user.id, &user.organization_id)
+        .await
+    {
+        Ok(Decision::Allowed(report)) => {
+            if let Some(slot) = req.extensions().get::<LateReport>() {
+                slot.set(report);
+            }
+            Ok(())
+        }
+        Ok(Decision::Refused(refusal)) => {
+            tracing::warn!(user = %user.id, organization = %user.organization_id, limit = ?refusal.report.limit, retry_after = refusal.retry_after, "billing call rate limited");
+            Err(refusal_error(&refusal, refusal_problem(&refusal)))
+        }
+        Err(e) => {
+            let outage = match e {
+                StorageError::Unavailable(_) => e,
+                StorageError::Failed(cause) => {
+                    tracing::error!(error = %cause, "cannot check the billing rate limits");
+                    StorageError::Unavailable(cause)
+                }
+            };
+            Err(ApiError::from(outage))
+        }
+    }
 }
 
 /// The answer when the limits could not be checked (the database holding
@@ -324,6 +389,31 @@ mod tests {
             ..refusal
         };
         assert!(refusal_problem(&by_ip).detail.contains("network address"));
+    }
+
+    #[test]
+    fn billing_and_webhook_refusals_say_what_was_counted() {
+        let refusal = |limit| Refusal {
+            report: Report {
+                limit,
+                rate: crate::config::Rate::parse("10/min").unwrap(),
+                remaining: 0,
+                reset: 60,
+            },
+            retry_after: 6,
+        };
+        let p = refusal_problem(&refusal(Limit::BillingUser));
+        assert_eq!((p.status, p.code.as_str()), (429, "rate_limited"));
+        assert!(p.detail.contains("your account"), "{}", p.detail);
+        let p = refusal_problem(&refusal(Limit::BillingOrg));
+        assert!(p.detail.contains("organization"), "{}", p.detail);
+        let p = refusal_problem(&refusal(Limit::WebhookRefusal));
+        assert!(p.detail.contains("webhook"), "{}", p.detail);
+        assert!(
+            p.detail.ends_with("Try again in 6 seconds."),
+            "{}",
+            p.detail
+        );
     }
 
     #[test]

@@ -117,7 +117,25 @@ impl AuditTrail for PgStore {
             })
             .collect()
     }
+
+    async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64, StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn.prepare_cached(PRUNE).await?;
+        Ok(conn.execute(&stmt, &[&before, &i64::from(limit)]).await?)
+    }
 }
+
+/// Up to `$2` events from before `$1`, oldest first; rows another
+/// process is deleting are skipped.
+const PRUNE: &str = "
+    DELETE FROM audit_log
+    WHERE id IN (
+        SELECT id FROM audit_log
+        WHERE at < $1
+        ORDER BY at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )";
 
 /// What the conformance suite cannot see: a batch that PostgreSQL refuses
 /// in part is refused whole.

@@ -25,6 +25,15 @@ pub fn record(conn: &Connection, e: &Event) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Deletes up to `limit` events from before `before`, oldest first.
+pub fn prune(conn: &Connection, before: i64, limit: u32) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM audit_log WHERE id IN
+             (SELECT id FROM audit_log WHERE at < ?1 ORDER BY at LIMIT ?2)",
+    )?
+    .execute(params![before, limit])
+}
+
 /// Reads events, oldest first.
 pub fn query(
     conn: &Connection,

@@ -537,4 +537,12 @@ impl AuditTrail for SqliteStore {
             .run(move |c| audit::query(c, since, event.as_deref(), limit).map_err(storage))
             .await
     }
+
+    async fn prune_audit(&self, before: i64, limit: u32) -> Result<u64, StorageError> {
+        let deleted = self
+            .db
+            .run_write(move |c| audit::prune(c, before, limit).map_err(StorageError::from))
+            .await?;
+        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    }
 }
