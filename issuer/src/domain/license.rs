@@ -380,3 +380,191 @@ pub fn project_limit_column(limit: ProjectLimit) -> Option<u32> {
         ProjectLimit::Unlimited => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_796_256_000;
+
+    fn license(tier: &str, seats: u32) -> License {
+        License {
+            id: "lic".into(),
+            key_hint: "ABCD".into(),
+            organization_id: Some("org".into()),
+            organization_name: None,
+            email: "a@example.com".into(),
+            tier: tier.into(),
+            status: LicenseStatus::Active,
+            expires_at: NOW + 365 * 86_400,
+            max_activations: seats,
+            max_projects: ProjectLimit::Unlimited,
+            ai_requests: 0,
+            created_at: NOW,
+            revoked_reason: None,
+        }
+    }
+
+    fn machine(n: u8, offline_until: Option<i64>) -> (HardwareId, Activation) {
+        let hw = HardwareId::from_machine_id(&format!("m{n}"));
+        let a = Activation {
+            id: format!("act{n}"),
+            license_id: "lic".into(),
+            hardware_id: hw.to_hex(),
+            machine_name: None,
+            active: true,
+            activated_at: NOW,
+            last_validated_at: NOW,
+            deactivated_at: None,
+            offline_until,
+        };
+        (hw, a)
+    }
+
+    #[test]
+    fn transfers_scale_with_seats_and_never_fall_below_the_minimum() {
+        assert_eq!(transfers_allowed(&license("pilot-starter", 1)), 3);
+        assert_eq!(transfers_allowed(&license("pilot-professional", 3)), 6);
+        assert_eq!(transfers_allowed(&license("pilot-professional", 30)), 60);
+        assert_eq!(transfers_allowed(&license("unknown-plan", 0)), 3);
+    }
+
+    #[test]
+    fn the_next_transfer_is_when_enough_leave_the_window() {
+        let lic = license("pilot-starter", 1);
+        let t = transfer_use(&lic, &[NOW - 10, NOW - 5], NOW);
+        assert_eq!((t.used, t.next_at), (2, None));
+        let t = transfer_use(&lic, &[NOW - 30, NOW - 20, NOW - 10], NOW);
+        assert_eq!(t.next_at, Some(NOW - 30 + TRANSFER_WINDOW));
+        // After a downgrade more may be in the window than allowed: the
+        // next one waits for the surplus to leave too.
+        let t = transfer_use(&lic, &[NOW - 40, NOW - 30, NOW - 20, NOW - 10], NOW);
+        assert_eq!(t.next_at, Some(NOW - 30 + TRANSFER_WINDOW));
+        // Older than the window: not counted.
+        let t = transfer_use(&lic, &[NOW - TRANSFER_WINDOW, NOW - 1], NOW);
+        assert_eq!((t.used, t.next_at), (1, None));
+    }
+
+    #[test]
+    fn release_rules() {
+        let lic = license("pilot-professional", 3);
+        let key = LicenseKey::parse("CODITECT-PILOT-AAAA-BBBB-CCCC").unwrap();
+        let (own, target) = machine(1, None);
+        let (stranger, _) = machine(9, None);
+        fn facts<'a>(
+            license: &'a License,
+            target: &'a Activation,
+            asker_active: bool,
+            devices_used: u32,
+            recent_transfers: &'a [i64],
+        ) -> ReleaseFacts<'a> {
+            ReleaseFacts {
+                license,
+                target,
+                asker_active,
+                devices_used,
+                recent_transfers,
+            }
+        }
+        let holder = |machine, organization| Releaser::Holder {
+            key: &key,
+            machine,
+            organization,
+        };
+        let counted = Some(Release::Free { counted: true });
+        assert_eq!(
+            release(&holder(&own, None), facts(&lic, &target, true, 2, &[]), NOW).ok(),
+            counted
+        );
+        // Another machine's seat: a seat or the organization's session.
+        assert!(matches!(
+            release(
+                &holder(&stranger, None),
+                facts(&lic, &target, false, 2, &[]),
+                NOW
+            ),
+            Err(LicenseError::NotAllowedToFree)
+        ));
+        assert!(matches!(
+            release(
+                &holder(&stranger, Some("other")),
+                facts(&lic, &target, false, 2, &[]),
+                NOW
+            ),
+            Err(LicenseError::NotAllowedToFree)
+        ));
+        assert_eq!(
+            release(
+                &holder(&stranger, Some("org")),
+                facts(&lic, &target, false, 2, &[]),
+                NOW
+            )
+            .ok(),
+            counted
+        );
+        assert_eq!(
+            release(
+                &holder(&stranger, None),
+                facts(&lic, &target, true, 2, &[]),
+                NOW
+            )
+            .ok(),
+            counted
+        );
+        // The cap, and no count while over the seats.
+        const SIX: &[i64] = &[NOW - 6, NOW - 5, NOW - 4, NOW - 3, NOW - 2, NOW - 1];
+        assert!(matches!(
+            release(&holder(&own, None), facts(&lic, &target, true, 3, SIX), NOW),
+            Err(LicenseError::TransferLimit { allowed: 6, next_at }) if next_at == NOW - 6 + TRANSFER_WINDOW
+        ));
+        assert_eq!(
+            release(&holder(&own, None), facts(&lic, &target, true, 4, SIX), NOW).ok(),
+            Some(Release::Free { counted: false })
+        );
+        // Offline seats: the operator only, until the token expires.
+        let (_, offline) = machine(2, Some(NOW + 100));
+        let (offline_hw, _) = machine(2, None);
+        assert!(matches!(
+            release(&holder(&offline_hw, None), facts(&lic, &offline, true, 2, &[]), NOW),
+            Err(LicenseError::OfflineSeat { until }) if until == NOW + 100
+        ));
+        assert_eq!(
+            release(
+                &holder(&offline_hw, None),
+                facts(&lic, &offline, true, 2, &[]),
+                NOW + 100
+            )
+            .ok(),
+            counted
+        );
+        let operator = Releaser::Operator { license_id: "lic" };
+        assert_eq!(
+            release(&operator, facts(&lic, &offline, false, 2, SIX), NOW).ok(),
+            Some(Release::Free { counted: false })
+        );
+        // A free seat: nothing to do, whoever asks.
+        let freed = Activation {
+            active: false,
+            ..target.clone()
+        };
+        assert_eq!(
+            release(
+                &holder(&stranger, None),
+                facts(&lic, &freed, false, 2, SIX),
+                NOW
+            )
+            .ok(),
+            Some(Release::AlreadyFree)
+        );
+    }
+
+    #[test]
+    fn the_first_activated_machines_keep_their_seats() {
+        let lic = license("pilot-starter", 1);
+        assert!(seat_rank_allowed(&lic, 0, 3).is_ok());
+        assert!(matches!(
+            seat_rank_allowed(&lic, 1, 3),
+            Err(LicenseError::SeatOverLimit { max: 1, used: 3 })
+        ));
+    }
+}
