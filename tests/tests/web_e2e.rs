@@ -321,12 +321,30 @@ fn users(dir: &std::path::Path) -> usize {
     query_rows(&open_db(dir), "SELECT id FROM users").len()
 }
 
+/// The landing page once the issuer has read the prices from Stripe (it
+/// does so in the background as it starts); panics after 20 s.
+fn landing_with_prices(web: &WebClient, shows: &str) -> Answer {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let home = web.get("/");
+        if home.body.contains(shows) {
+            return home;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the landing page never showed {shows}:\n{}",
+            home.body
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn landing_page_shows_the_plans_and_the_way_in() {
     let dir = data_dir();
     let env = BillingEnv::start(dir.path(), &[]);
     let web = WebClient::new(env.issuer.base_url());
-    let home = web.get("/");
+    let home = landing_with_prices(&web, "$19<small>/month</small>");
     home.expect_page(200)
         .contains("Start your pilot")
         .contains("href=\"/signup\"")
@@ -364,11 +382,63 @@ fn landing_page_shows_the_plans_and_the_way_in() {
     );
 }
 
+/// The prices on the pages are the amounts of Stripe's price objects, and
+/// what a checkout then charges; before they are read, and without
+/// payments, no amount is made up.
+#[test]
+fn the_prices_shown_are_the_ones_stripe_charges() {
+    use coditect_tests::fake_stripe::{Config, PRICE_PROFESSIONAL_ANNUAL, PRICE_STARTER_MONTHLY};
+    let mut config = Config::default();
+    for price in &mut config.prices {
+        if price.id == PRICE_STARTER_MONTHLY {
+            price.unit_amount = 2_350;
+        }
+        if price.id == PRICE_PROFESSIONAL_ANNUAL {
+            price.unit_amount = 52_000;
+        }
+    }
+    let dir = data_dir();
+    let env = BillingEnv::start_with_stripe(config, dir.path(), &[]);
+    let web = WebClient::new(env.issuer.base_url());
+    landing_with_prices(&web, "$23.50<small>/month</small>")
+        .expect_page(200)
+        .contains("$190/year")
+        .contains("$49<small>/month</small>")
+        .contains("$520/year")
+        .lacks("$19<small>");
+    web.get("/signup?plan=pilot-starter")
+        .expect_page(200)
+        .contains("$23.50/mo or $190/yr")
+        .contains("$49/mo or $520/yr");
+    // A checkout of the shown price charges exactly that.
+    let p = env.buy("price@example.com", "pilot-starter", "month");
+    let sub = env
+        .stripe
+        .subscription(&p.subscription_id)
+        .expect("the subscription");
+    let invoice_id = sub["latest_invoice"].as_str().expect("an invoice id");
+    let invoice = env.stripe.invoice(invoice_id).expect("the invoice");
+    assert_eq!(invoice["amount_paid"], 2_350, "{invoice}");
+    assert_eq!(invoice["currency"], "usd");
+
+    // No payments: the plans without amounts.
+    let plain_dir = data_dir();
+    let plain = IssuerServer::start(plain_dir.path());
+    WebClient::new(plain.base_url())
+        .get("/")
+        .expect_page(200)
+        .contains("Pilot Starter")
+        .contains("price shown at checkout")
+        .lacks("$19")
+        .lacks("$49");
+}
+
 #[test]
 fn the_form_sets_a_csrf_cookie_and_allows_posting_to_stripe() {
     let dir = data_dir();
     let env = BillingEnv::start(dir.path(), &[]);
     let web = WebClient::new(env.issuer.base_url());
+    landing_with_prices(&web, "$49<small>/month</small>");
     let form = web.get("/signup?plan=pilot-professional");
     form.expect_page(200)
         .expect_no_store()

@@ -35,6 +35,8 @@ pub struct AppState {
     pub audit: audit::AuditLog,
     /// Stripe's API, when configured.
     pub stripe: Option<Arc<billing::stripe_api::StripeApi>>,
+    /// What the plans cost, read from Stripe (none when payments are off).
+    pub prices: Option<Arc<billing::prices::PriceBook>>,
     /// The mail sender.
     pub mailer: mail::Mailer,
     /// Request rate limits: in the database on PostgreSQL, in this
@@ -57,6 +59,13 @@ impl AppState {
                 .ok()
                 .map(Arc::new)
         });
+        let prices = match (&stripe, &config.stripe) {
+            (Some(api), Some(c)) => Some(billing::prices::PriceBook::start(
+                Arc::clone(api),
+                c.prices.clone(),
+            )),
+            _ => None,
+        };
         let config = Arc::new(config);
         billing::start_housekeeping(Arc::clone(&store));
         audit::start_pruning(Arc::clone(&store), config.audit_retention_days);
@@ -67,6 +76,7 @@ impl AppState {
             draining: Arc::new(AtomicBool::new(false)),
             config,
             stripe,
+            prices,
             store,
         }
     }

@@ -3,6 +3,7 @@
 //! licenses, exactly once and in order.
 
 pub mod checkout;
+pub mod prices;
 pub mod signature;
 pub mod stripe_api;
 pub mod webhook;

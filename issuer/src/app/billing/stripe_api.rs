@@ -13,6 +13,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
     ExpireCheckoutSession, RetrieveCheckoutSession,
 };
+use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_core::customer::CreateCustomer;
 use stripe_shared::CheckoutSessionMode;
 
@@ -49,6 +50,17 @@ impl From<StripeError> for StripeCallError {
             }
             StripeError::Timeout => StripeCallError::Unreachable("timed out".into()),
         }
+    }
+}
+
+/// `GET /v1/prices/{id}`.
+struct RetrievePrice(String);
+
+impl StripeRequest for RetrievePrice {
+    type Output = stripe_shared::Price;
+
+    fn build(&self) -> RequestBuilder {
+        RequestBuilder::new(StripeMethod::Get, format!("/prices/{}", self.0))
     }
 }
 
@@ -113,6 +125,19 @@ impl StripeApi {
             .send(&self.client)
             .await?;
         Ok(customer.id.as_str().to_owned())
+    }
+
+    /// The amount a price charges per unit, in the currency's smallest
+    /// unit, and the currency (`usd`).
+    pub async fn price_amount(&self, price_id: &str) -> Result<(i64, String), StripeCallError> {
+        let price = RetrievePrice(price_id.to_owned())
+            .customize()
+            .send(&self.client)
+            .await?;
+        let amount = price.unit_amount.ok_or_else(|| {
+            StripeCallError::BadAnswer(format!("price {price_id} has no fixed unit amount"))
+        })?;
+        Ok((amount, price.currency.to_string()))
     }
 
     /// Creates a Checkout Session in subscription mode.

@@ -23,23 +23,31 @@ pub fn install_steps(key: &str) -> String {
 #[handler]
 pub fn page(state: Data<&AppState>) -> Response {
     let mut tiers = String::new();
-    for offer in offers() {
+    for offer in offers(&state) {
+        let price = match (&offer.monthly, &offer.annual) {
+            (Some(m), Some(y)) => format!(
+                "<p class=\"price\">{}<small>/month</small></p>\n\
+                 <p class=\"hint\">or {}/year, billed annually</p>",
+                escape(&m.show()),
+                escape(&y.show())
+            ),
+            _ => format!(
+                "<p class=\"price\"><small>{}</small></p>",
+                escape(&offer.prices())
+            ),
+        };
         let features: String = offer
             .features()
             .iter()
             .map(|f| format!("<li>{}</li>", escape(f)))
             .collect();
         tiers.push_str(&format!(
-            "<div class=\"tier\" id=\"tier-{id}\">\n<h3>{name}</h3>\n\
-             <p class=\"price\">${monthly}<small>/month</small></p>\n\
-             <p class=\"hint\">or ${annual}/year, billed annually</p>\n\
+            "<div class=\"tier\" id=\"tier-{id}\">\n<h3>{name}</h3>\n{price}\n\
              <ul>{features}</ul>\n\
              <a class=\"button secondary\" href=\"/signup?plan={id}\">Choose {short}</a>\n</div>\n",
             id = escape(offer.plan.id),
             name = escape(offer.plan.name),
             short = escape(offer.short_name()),
-            monthly = offer.monthly_usd,
-            annual = offer.annual_usd,
         ));
     }
     let body = format!(

@@ -1,27 +1,36 @@
-//! The pilot plans as the pages present them: prices (launch plan §1.2;
-//! Stripe's prices are the ones charged) and what each plan includes, read
-//! from the plan table.
+//! The pilot plans as the pages present them: what each costs, as the
+//! Stripe price objects charge it (`app::billing::prices`), and what each
+//! includes, read from the plan table.
 
 use verifier::ProjectLimit;
 
+use crate::app::AppState;
+use crate::app::billing::prices::Amount;
 use crate::domain::plans::{self, Plan};
 
-/// A plan with its prices in whole US dollars.
+/// A plan with its prices, when they are known.
 pub struct Offer {
     pub plan: &'static Plan,
-    pub monthly_usd: u32,
-    pub annual_usd: u32,
+    pub monthly: Option<Amount>,
+    pub annual: Option<Amount>,
 }
 
-/// The plans on sale, cheapest first.
-pub fn offers() -> Vec<Offer> {
-    [("pilot-starter", 19, 190), ("pilot-professional", 49, 490)]
+/// The plans on sale, cheapest first, priced from Stripe's price objects
+/// (none while they are not read yet, or when payments are off).
+pub fn offers(state: &AppState) -> Vec<Offer> {
+    let amount = |plan: &str, interval: &str| {
+        state
+            .prices
+            .as_ref()
+            .and_then(|book| book.amount(plan, interval))
+    };
+    ["pilot-starter", "pilot-professional"]
         .into_iter()
-        .filter_map(|(id, monthly_usd, annual_usd)| {
+        .filter_map(|id| {
             plans::find(id).map(|plan| Offer {
                 plan,
-                monthly_usd,
-                annual_usd,
+                monthly: amount(id, "month"),
+                annual: amount(id, "year"),
             })
         })
         .collect()
@@ -47,9 +56,14 @@ impl Offer {
         vec![projects, format!("{} AI requests", e.ai_requests), devices]
     }
 
-    /// `$19/mo or $190/yr`.
+    /// `$19/mo or $190/yr`; without the amounts, where to see them.
     pub fn prices(&self) -> String {
-        format!("${}/mo or ${}/yr", self.monthly_usd, self.annual_usd)
+        match (&self.monthly, &self.annual) {
+            (Some(m), Some(y)) => format!("{}/mo or {}/yr", m.show(), y.show()),
+            (Some(m), None) => format!("{}/mo", m.show()),
+            (None, Some(y)) => format!("{}/yr", y.show()),
+            (None, None) => "price shown at checkout".to_owned(),
+        }
     }
 
     /// The short name without "Pilot ": `Starter`.
@@ -65,20 +79,32 @@ impl Offer {
 mod tests {
     use super::*;
 
+    fn offer(id: &str, monthly: Option<i64>, annual: Option<i64>) -> Offer {
+        let usd = |minor| Amount {
+            minor,
+            currency: "usd".into(),
+        };
+        Offer {
+            plan: plans::find(id).unwrap(),
+            monthly: monthly.map(usd),
+            annual: annual.map(usd),
+        }
+    }
+
     #[test]
-    fn offers_match_the_launch_plan() {
-        let o = offers();
-        assert_eq!(o.len(), 2);
-        assert_eq!(o[0].short_name(), "Starter");
-        assert_eq!(o[0].prices(), "$19/mo or $190/yr");
+    fn offers_say_what_each_plan_includes_and_costs() {
+        let starter = offer("pilot-starter", Some(1900), Some(19000));
+        assert_eq!(starter.short_name(), "Starter");
+        assert_eq!(starter.prices(), "$19/mo or $190/yr");
         assert_eq!(
-            o[0].features(),
+            starter.features(),
             ["3 projects", "100 AI requests", "1 device"]
         );
-        assert_eq!(o[1].short_name(), "Professional");
-        assert_eq!(o[1].prices(), "$49/mo or $490/yr");
+        let pro = offer("pilot-professional", None, None);
+        assert_eq!(pro.short_name(), "Professional");
+        assert_eq!(pro.prices(), "price shown at checkout");
         assert_eq!(
-            o[1].features(),
+            pro.features(),
             ["Unlimited projects", "1000 AI requests", "3 devices"]
         );
     }

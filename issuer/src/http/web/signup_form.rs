@@ -123,7 +123,7 @@ pub(super) fn form_page(
     status: StatusCode,
 ) -> Response {
     let mut plans = String::new();
-    for offer in offers() {
+    for offer in offers(state) {
         let label = format!(
             "<strong>{}</strong>, {} <span class=\"hint\">({})</span>",
             escape(offer.plan.name),
