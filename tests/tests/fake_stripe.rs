@@ -835,10 +835,15 @@ fn a_checkout_session_looks_like_stripes() {
         .get(&format!("/v1/checkout/sessions/{id}/line_items"))
         .json();
     assert_eq!(listed, *items);
-    api.get(&format!(
+    // Expanding what the API allows (a subscription session's payment
+    // intent is null) works; what is no object is refused.
+    let with_intent = api.get(&format!(
         "/v1/checkout/sessions/{id}?expand[0]=payment_intent"
-    ))
-    .stripe_error(400, "invalid_request_error");
+    ));
+    assert_eq!(with_intent.status, 200, "{}", with_intent.body);
+    assert_eq!(with_intent.json()["payment_intent"], Value::Null);
+    api.get(&format!("/v1/checkout/sessions/{id}?expand[0]=metadata"))
+        .stripe_error(400, "invalid_request_error");
     api.get("/v1/checkout/sessions/cs_test_nope")
         .stripe_error(404, "invalid_request_error");
 
@@ -1326,7 +1331,10 @@ fn subscription_updates_and_cancellation_send_their_events() {
         sub["items"]["data"][0]["price"]["id"],
         PRICE_PROFESSIONAL_ANNUAL
     );
-    assert_eq!(sub["items"]["data"][0]["plan"]["interval"], "year");
+    assert_eq!(
+        sub["items"]["data"][0]["price"]["recurring"]["interval"],
+        "year"
+    );
     assert_eq!(sub["cancel_at_period_end"], false);
     assert_eq!(sub["cancel_at"], Value::Null);
     assert_eq!(sub["metadata"]["seats"], "3");
@@ -1802,4 +1810,138 @@ fn python_stripe_library_accepts_delivered_events() {
         refused.starts_with("SignatureVerificationError"),
         "{refused}"
     );
+}
+
+/// Reads `json` as the async-stripe type `T` (the pinned library, made
+/// from Stripe's published spec for the API version the fake claims).
+#[track_caller]
+fn reads_as<T: miniserde::Deserialize>(what: &str, json: &str) {
+    if miniserde::json::from_str::<T>(json).is_err() {
+        panic!(
+            "{what} does not read as async-stripe's {}:\n{json}",
+            std::any::type_name::<T>()
+        );
+    }
+}
+
+/// Every object and event the fake emits reads as async-stripe's own typed
+/// models, so the fake cannot drift from Stripe unnoticed: a required
+/// field missing or of the wrong type fails here.
+#[test]
+fn every_object_and_event_the_fake_emits_reads_as_async_stripe_types() {
+    let fake = FakeStripe::start(Config::default());
+    let api = Api::new(&fake);
+    let customer = api.create_customer("typed@example.com");
+    reads_as::<stripe_shared::Customer>("a customer", &customer.to_string());
+    let cus = customer["id"].as_str().unwrap().to_owned();
+    let session = api.create_session(&[("customer", &cus)]);
+    reads_as::<stripe_shared::CheckoutSession>("a new checkout session", &session.to_string());
+    let session_id = session["id"].as_str().unwrap().to_owned();
+    let sub_id = fake.complete_checkout(&session_id).subscription_id;
+    // A renewal, a failed payment and its recovery: every invoice event.
+    fake.advance_period(&sub_id);
+    fake.fail_next_payment(&sub_id);
+    fake.recover_payment(&sub_id);
+
+    let expanded = api.get(&format!(
+        "/v1/checkout/sessions/{session_id}?expand[]=line_items&expand[]=customer\
+         &expand[]=subscription.latest_invoice&expand[]=payment_intent"
+    ));
+    assert_eq!(expanded.status, 200, "{}", expanded.body);
+    assert!(
+        expanded.json()["subscription"]["latest_invoice"]["object"] == "invoice",
+        "nested expansion: {}",
+        expanded.body
+    );
+    reads_as::<stripe_shared::CheckoutSession>("an expanded checkout session", &expanded.body);
+    let sub = api.get(&format!("/v1/subscriptions/{sub_id}"));
+    assert_eq!(sub.status, 200, "{}", sub.body);
+    reads_as::<stripe_shared::Subscription>("a subscription", &sub.body);
+    let items = &sub.json()["items"]["data"][0];
+    assert!(items.get("plan").is_none(), "no legacy plan: {items}");
+    for price in fake.prices() {
+        let answer = api.get(&format!("/v1/prices/{}", price.id));
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        reads_as::<stripe_shared::Price>("a price", &answer.body);
+        assert!(
+            answer.json()["recurring"]
+                .get("trial_period_days")
+                .is_none(),
+            "{}",
+            answer.body
+        );
+    }
+    let portal = api.post(
+        "/v1/billing_portal/sessions",
+        &[("customer", &cus), ("return_url", "https://issuer.test/")],
+    );
+    assert_eq!(portal.status, 200, "{}", portal.body);
+    reads_as::<stripe_billing::BillingPortalSession>("a portal session", &portal.body);
+
+    let mut kinds = std::collections::BTreeSet::new();
+    for event in fake.events() {
+        reads_as::<stripe_shared::Event>(&event.event_type, &event.payload);
+        let object =
+            serde_json::from_str::<Value>(&event.payload).unwrap()["data"]["object"].to_string();
+        let what = format!("the object of {}", event.event_type);
+        match event.event_type.as_str() {
+            t if t.starts_with("checkout.session.") => {
+                reads_as::<stripe_shared::CheckoutSession>(&what, &object);
+            }
+            t if t.starts_with("customer.subscription.") => {
+                reads_as::<stripe_shared::Subscription>(&what, &object);
+            }
+            t if t.starts_with("customer.") => reads_as::<stripe_shared::Customer>(&what, &object),
+            t if t.starts_with("invoice.") => {
+                reads_as::<stripe_shared::Invoice>(&what, &object);
+                let invoice: Value = serde_json::from_str(&object).unwrap();
+                assert!(invoice.get("amount_paid_off_stripe").is_some(), "{object}");
+            }
+            other => panic!("an event type this test does not check: {other}"),
+        }
+        kinds.insert(event.event_type);
+    }
+    for kind in [
+        "checkout.session.completed",
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "invoice.paid",
+        "invoice.payment_failed",
+    ] {
+        assert!(kinds.contains(kind), "{kind} not emitted: {kinds:?}");
+    }
+}
+
+/// The `fake-stripe` binary's controls (the same server): a script moves a
+/// subscription on, a failed payment included, over HTTP.
+#[test]
+fn the_fakes_controls_move_a_subscription_on_over_http() {
+    let fake = FakeStripe::start(Config::default());
+    let api = Api::new(&fake);
+    let session = api.create_session(&[("customer_email", "ctl@example.com")]);
+    let sub_id = fake
+        .complete_checkout(session["id"].as_str().unwrap())
+        .subscription_id;
+    let control = |action: &str, sub: &str| {
+        api.page_post(
+            &format!("{}/_fake/subscriptions/{sub}/{action}", fake.base_url()),
+            &[],
+        )
+    };
+    let failed = control("fail_next_payment", &sub_id);
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    assert_eq!(failed.json()["status"], "open", "{}", failed.body);
+    assert_eq!(fake.events_of_type("invoice.payment_failed").len(), 1);
+    assert_eq!(fake.subscription(&sub_id).unwrap()["status"], "past_due");
+    let recovered = control("recover_payment", &sub_id);
+    assert_eq!(recovered.status, 200, "{}", recovered.body);
+    assert_eq!(fake.subscription(&sub_id).unwrap()["status"], "active");
+    let renewed = control("advance_period", &sub_id);
+    assert_eq!(renewed.status, 200, "{}", renewed.body);
+    assert_eq!(renewed.json()["status"], "paid");
+    // Unknown controls and subscriptions are refused, nothing sent.
+    let before = fake.events().len();
+    assert_eq!(control("explode", &sub_id).status, 404);
+    assert!(control("advance_period", "sub_nope").status >= 400);
+    assert_eq!(fake.events().len(), before);
 }

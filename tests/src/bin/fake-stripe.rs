@@ -3,6 +3,10 @@
 //! variables that point an issuer at it, then serves until killed.
 //!
 //! Usage: `fake-stripe [--webhook URL]`
+//!
+//! A subscription moves on with `POST /_fake/subscriptions/{id}/ACTION`,
+//! ACTION being `advance_period` (a paid renewal), `fail_next_payment`
+//! (`invoice.payment_failed`) or `recover_payment`.
 
 use std::io::Write;
 
@@ -27,6 +31,11 @@ fn main() {
         let _ = writeln!(out, "{name}={value}");
     }
     let _ = writeln!(out, "# fake Stripe listening on {}", stripe.base_url());
+    let _ = writeln!(
+        out,
+        "# move a subscription on: curl -X POST {}/_fake/subscriptions/SUB_ID/fail_next_payment (or advance_period, recover_payment)",
+        stripe.base_url()
+    );
     let _ = out.flush();
     drop(out);
     loop {

@@ -284,7 +284,17 @@ pub(super) fn create_checkout_session(shared: &Shared, form: &Value) -> Routed {
 
 pub(super) fn retrieve_checkout_session(shared: &Shared, id: &str, form: &Value) -> Routed {
     check_params(form, &["expand"], &[])?;
-    let expand = check_expansions(form, &["line_items", "customer", "subscription", "invoice"])?;
+    let expand = check_expansions(
+        form,
+        &[
+            "line_items",
+            "customer",
+            "subscription",
+            "subscription.latest_invoice",
+            "invoice",
+            "payment_intent",
+        ],
+    )?;
     let mut state = shared.state();
     expire_if_due(&mut state, id);
     let session = state
@@ -361,7 +371,17 @@ pub(super) fn expand_session(
             "line_items" => object["line_items"] = line_items_list(shared, id, session),
             "customer" => expand_field(&mut object, "customer", &state.customers),
             "subscription" => expand_field(&mut object, "subscription", &state.subscriptions),
+            "subscription.latest_invoice" => {
+                expand_field(&mut object, "subscription", &state.subscriptions);
+                expand_field(
+                    &mut object["subscription"],
+                    "latest_invoice",
+                    &state.invoices,
+                );
+            }
             "invoice" => expand_field(&mut object, "invoice", &state.invoices),
+            // Subscription-mode sessions have no payment intent: stays null.
+            "payment_intent" => {}
             _ => {}
         }
     }

@@ -162,6 +162,9 @@ pub struct Config {
     /// Whether the current secret's `v1=` comes first (before the extra
     /// secrets' ones) or last (the default). Stripe promises no order.
     pub current_signature_first: bool,
+    /// Whether deliveries also carry a `v0=` signature, as Stripe's
+    /// test-mode events do (on by default).
+    pub test_mode_v0: bool,
     /// The prices Checkout and subscription updates may name.
     pub prices: Vec<Price>,
     /// `api_version` of events, and `Stripe-Version` of answers to requests
@@ -179,6 +182,7 @@ impl Default for Config {
             webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
             extra_webhook_secrets: Vec::new(),
             current_signature_first: false,
+            test_mode_v0: true,
             prices: pilot_prices(),
             api_version: API_VERSION.to_owned(),
             account_name: "CODITECT".to_owned(),

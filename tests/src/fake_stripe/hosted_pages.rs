@@ -1,11 +1,13 @@
-//! The hosted pages a browser sees: the checkout page and the billing portal.
+//! The hosted pages a browser sees: the checkout page and the billing
+//! portal; and the fake's own controls (`POST /_fake/…`), with which a
+//! script driving the `fake-stripe` binary moves a subscription on.
 
 use std::collections::HashMap;
 
 use super::checkout::expire_if_due;
 use super::helpers::{html_escape, luhn_valid, money};
 use super::http::{Answer, Incoming};
-use super::lifecycle::complete_checkout_locked;
+use super::lifecycle::{complete_checkout_locked, recover_payment_locked, renew_locked};
 use super::state::{RequestInfo, Shared};
 use super::subscriptions::{
     ItemChange, SubscriptionUpdate, apply_subscription_update, current_period,
@@ -26,7 +28,38 @@ pub(super) fn pages(shared: &Shared, req: &Incoming) -> Answer {
         ("POST", ["pay", id]) => submit_checkout(shared, id, &form),
         ("GET", ["p", "session", id]) => portal_page(shared, id),
         ("POST", ["p", "session", id, action]) => portal_action(shared, id, action, &form),
+        ("POST", ["_fake", "subscriptions", id, action]) => control(shared, id, action),
         _ => Answer::html(404, page("Not found", "<p>There is nothing here.</p>")),
+    }
+}
+
+/// The fake's controls, the same as the handle's `advance_period`,
+/// `fail_next_payment` and `recover_payment`: the subscription moves on
+/// and its events are sent; the answer is the invoice (or the ended
+/// subscription) as JSON.
+fn control(shared: &Shared, sub_id: &str, action: &str) -> Answer {
+    let result = {
+        let mut state = shared.state();
+        match action {
+            "advance_period" => renew_locked(shared, &mut state, sub_id, true),
+            "fail_next_payment" => renew_locked(shared, &mut state, sub_id, false),
+            "recover_payment" => recover_payment_locked(shared, &mut state, sub_id),
+            _ => {
+                return Answer::json(
+                    404,
+                    &serde_json::json!({"error": {"message": format!(
+                        "unknown control {action}: advance_period, fail_next_payment or recover_payment"
+                    )}}),
+                );
+            }
+        }
+    };
+    match result {
+        Ok((object, events)) => {
+            shared.dispatch(&events);
+            Answer::json(200, &object)
+        }
+        Err(e) => e.answer(),
     }
 }
 

@@ -40,7 +40,9 @@
 //! "pending_webhooks", "request": {"id", "idempotency_key"}}`, sent
 //! pretty-printed (as Stripe does, so a handler that re-serialises instead of
 //! checking the raw bytes fails) with `Stripe-Signature: t=<unix>,v1=<hex
-//! HMAC-SHA256(secret, "<t>.<payload>")>` ([`sign_payload`]). Deliveries are
+//! HMAC-SHA256(secret, "<t>.<payload>")>` ([`sign_payload`]), one more `v1=`
+//! per extra secret (a rotation) and a `v0=` as test-mode events carry
+//! (`Config::test_mode_v0`), which receivers must ignore. Deliveries are
 //! synchronous and in order: when the hosted checkout page is submitted the
 //! events have been delivered (and answered) before the browser is
 //! redirected, unless deliveries are paused ([`FakeStripe::pause_deliveries`]),

@@ -25,7 +25,6 @@ pub(super) fn price_json(price: &Price) -> Value {
             "interval": price.interval.as_str(),
             "interval_count": price.interval_count,
             "meter": null,
-            "trial_period_days": null,
             "usage_type": "licensed",
         },
         "tax_behavior": "unspecified",
@@ -34,31 +33,6 @@ pub(super) fn price_json(price: &Price) -> Value {
         "type": "recurring",
         "unit_amount": price.unit_amount,
         "unit_amount_decimal": price.unit_amount.to_string(),
-    })
-}
-
-/// The legacy `plan` view of a price, still on subscription items.
-pub(super) fn plan_json(price: &Price) -> Value {
-    json!({
-        "id": price.id,
-        "object": "plan",
-        "active": true,
-        "amount": price.unit_amount,
-        "amount_decimal": price.unit_amount.to_string(),
-        "billing_scheme": "per_unit",
-        "created": 1_767_225_600,
-        "currency": price.currency,
-        "interval": price.interval.as_str(),
-        "interval_count": price.interval_count,
-        "livemode": false,
-        "metadata": price.metadata,
-        "meter": null,
-        "nickname": price.nickname,
-        "product": price.product,
-        "tiers_mode": null,
-        "transform_usage": null,
-        "trial_period_days": null,
-        "usage_type": "licensed",
     })
 }
 
@@ -79,7 +53,6 @@ pub(super) fn subscription_item_json(
         "current_period_start": start,
         "discounts": [],
         "metadata": {},
-        "plan": plan_json(price),
         "price": price_json(price),
         "quantity": quantity,
         "subscription": sub_id,
@@ -190,6 +163,7 @@ pub(super) fn invoice_json(
             "amount_due": total,
             "amount_overpaid": 0,
             "amount_paid": if paid { total } else { 0 },
+            "amount_paid_off_stripe": 0,
             "amount_remaining": if paid { 0 } else { total },
             "amount_shipping": 0,
             "application": null,

@@ -8,7 +8,7 @@ use super::api::{
 use super::checkout::expand_field;
 use super::form::list_of;
 use super::http::ApiError;
-use super::objects::{invoice_json, plan_json, price_json, subscription_item_json};
+use super::objects::{invoice_json, price_json, subscription_item_json};
 use super::state::{RequestInfo, Shared, State};
 use super::unix_now;
 
@@ -158,7 +158,6 @@ pub(super) fn apply_subscription_update(
                 if let Some(price) = price {
                     let old_interval = item["price"]["recurring"]["interval"].clone();
                     item["price"] = price_json(price);
-                    item["plan"] = plan_json(price);
                     // A new interval restarts the billing cycle now.
                     if item["price"]["recurring"]["interval"] != old_interval {
                         let end = price.interval.add_to(now, price.interval_count);

@@ -74,6 +74,16 @@ impl Shared {
             signature.push_str(",v1=");
             signature.push_str(&v1);
         }
+        if self.config.test_mode_v0 {
+            // Test-mode events also carry a `v0=` scheme signature, which
+            // receivers must ignore.
+            signature.push_str(",v0=");
+            signature.push_str(&signature_v1(
+                &event.payload,
+                "whsec_test_mode_v0",
+                timestamp,
+            ));
+        }
         self.post(
             url,
             &event.id,
