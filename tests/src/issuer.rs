@@ -107,7 +107,7 @@ fn locate_or_build_issuer() -> PathBuf {
         );
         return bin;
     }
-    let bin = crate::binaries::built_path("coditect-issuer");
+    let bin = crate::binaries::built_path("coditect-issuer", None);
     match crate::binaries::cargo_build("coditect-issuer", "coditect-issuer", None) {
         Ok(status) if status.success() => {}
         outcome if bin.is_file() => eprintln!(

@@ -238,6 +238,10 @@ fn in_production_the_server_refuses_an_unmigrated_postgres_until_migrate_runs() 
     let production = [
         ("CODITECT_ENV", "production"),
         ("JWT_SECRET", "production-test-jwt-secret-0123456789abcdef"),
+        (
+            "LICENSE_KEY_PEPPER",
+            "production-test-key-pepper-0123456789abcdef",
+        ),
         ("SIGNING_KEY_FILE", key.to_str().unwrap()),
         ("STRIPE_SECRET_KEY", "sk_test_production_migration"),
         ("STRIPE_WEBHOOK_SECRET", "whsec_production_migration"),

@@ -139,7 +139,7 @@ pub fn backup(out: &std::path::Path, json: bool) -> Result<(), AdminError> {
             path.display()
         )));
     }
-    let store = SqliteStore::open(&path)?;
+    let store = SqliteStore::open(&path, config.license_key_pepper.clone())?;
     run(async {
         store.backup_to(out).await.map_err(|e| match e {
             BackupError::Storage(s) => AdminError::Unexpected(s.to_string()),

@@ -75,7 +75,9 @@ mod tests {
     #[tokio::test]
     async fn the_background_writer_writes_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open_sqlite(&dir.path().join("a.db")).unwrap();
+        let store =
+            crate::store::open_sqlite(&dir.path().join("a.db"), crate::store::test_pepper())
+                .unwrap();
         let log = AuditLog::start(Arc::clone(&store));
         for i in 0..500 {
             log.log(Event::new(i, "validate", "ok")).await;

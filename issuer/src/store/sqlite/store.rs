@@ -18,7 +18,7 @@ use crate::domain::billing::{
     ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
 };
 use crate::domain::license::{Activation, Grant, License, LicenseError, NewLicense, Seat};
-use crate::domain::license_key::LicenseKey;
+use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
 use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, Store};
 
@@ -26,15 +26,33 @@ use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, S
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(super) db: Db,
+    /// Keys the stored hashes of license keys.
+    pepper: KeyPepper,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database and applies pending
-    /// migrations.
-    pub fn open(path: &Path) -> Result<Self, OpenError> {
-        Ok(SqliteStore {
-            db: Db::open(path)?,
-        })
+    /// Opens (creating if needed) the database, applies pending
+    /// migrations, and converts license-key hashes of the scheme before
+    /// the pepper to the peppered one under `pepper`.
+    pub fn open(path: &Path, pepper: KeyPepper) -> Result<Self, OpenError> {
+        let db = Db::open(path)?;
+        let upgraded = db
+            .conn()
+            .map_err(StorageError::from)
+            .and_then(|mut c| {
+                licenses::upgrade_legacy_key_hashes(&mut c, &pepper).map_err(StorageError::from)
+            })
+            .map_err(|e| OpenError::Migration {
+                name: "(peppering license-key hashes)".into(),
+                reason: e.to_string(),
+            })?;
+        if upgraded > 0 {
+            tracing::info!(
+                licenses = upgraded,
+                "converted license-key hashes to the peppered scheme"
+            );
+        }
+        Ok(SqliteStore { db, pepper })
     }
 
     /// The database file.
@@ -209,6 +227,7 @@ impl Licenses for SqliteStore {
         let (expires_at, max_devices) = (new.expires_at, new.max_devices);
         let org = new.organization_id.map(str::to_owned);
         let sub = new.stripe_subscription_id.map(str::to_owned);
+        let pepper = self.pepper.clone();
         self.db
             .run_write(move |c| {
                 licenses::create(
@@ -221,6 +240,7 @@ impl Licenses for SqliteStore {
                         organization_id: org.as_deref(),
                         stripe_subscription_id: sub.as_deref(),
                     },
+                    &pepper,
                     now,
                 )
             })
@@ -235,7 +255,7 @@ impl Licenses for SqliteStore {
     }
 
     async fn license_by_key(&self, key: &LicenseKey) -> Result<Option<License>, StorageError> {
-        let key = key.clone();
+        let key = key.hash(&self.pepper);
         self.db
             .run(move |c| licenses::find_by_key(c, &key).map_err(storage))
             .await
@@ -265,7 +285,11 @@ impl Licenses for SqliteStore {
         machine_name: Option<&str>,
         now: i64,
     ) -> Result<Grant, LicenseError> {
-        let (key, hw, name) = (key.clone(), *hardware_id, machine_name.map(str::to_owned));
+        let (key, hw, name) = (
+            key.hash(&self.pepper),
+            *hardware_id,
+            machine_name.map(str::to_owned),
+        );
         self.db
             .run_write(move |c| licenses::activate(c, &key, &hw, name.as_deref(), now))
             .await
@@ -277,7 +301,7 @@ impl Licenses for SqliteStore {
         hardware_id: &HardwareId,
         now: i64,
     ) -> Result<Grant, LicenseError> {
-        let (key, hw) = (key.clone(), *hardware_id);
+        let (key, hw) = (key.hash(&self.pepper), *hardware_id);
         self.db
             .run(move |c| licenses::validate(c, &key, &hw, now))
             .await
@@ -293,7 +317,7 @@ impl Licenses for SqliteStore {
             Machine(HardwareId),
             Activation(String),
         }
-        let key = key.clone();
+        let key = key.hash(&self.pepper);
         let seat = match seat {
             Seat::Machine(hw) => Owned::Machine(*hw),
             Seat::Activation(id) => Owned::Activation(id.to_owned()),
@@ -338,8 +362,9 @@ impl Billing for SqliteStore {
         now: i64,
     ) -> Result<(Outcome, bool), ApplyError> {
         let (event, rules) = (event.clone(), rules.clone());
+        let pepper = self.pepper.clone();
         self.db
-            .run_write(move |c| billing::apply_event(c, &event, &rules, now))
+            .run_write(move |c| billing::apply_event(c, &event, &rules, &pepper, now))
             .await
     }
 
