@@ -30,6 +30,8 @@ const ISSUER_VARS: &[&str] = &[
     "PUBLIC_BASE_URL",
     "JWT_SECRET",
     "JWT_SECRET_FILE",
+    "LICENSE_KEY_PEPPER",
+    "LICENSE_KEY_PEPPER_FILE",
     "JWT_EXPIRY",
     "SIGNING_KEY",
     "SIGNING_KEY_FILE",
