@@ -157,6 +157,9 @@ pub fn backup(out: &std::path::Path, json: bool) -> Result<(), AdminError> {
             "restore: stop the issuer, then point DATABASE_URL at the copy (or copy it over {})",
             path.display()
         );
+        println!(
+            "the license keys in it are found only under the same LICENSE_KEY_PEPPER: keep the pepper with the backup, apart from it"
+        );
         Ok(())
     }
 }

@@ -147,19 +147,33 @@ fn generated_secret(path: &Path, var: &'static str) -> Result<Zeroizing<Vec<u8>>
         var,
         reason: format!("cannot keep a generated secret in {}: {e}", path.display()),
     };
-    if let Ok(existing) = std::fs::read(path)
-        && existing.len() >= 32
-    {
-        return Ok(Zeroizing::new(existing));
-    }
-    if let Some(dir) = path.parent() {
-        crate::fsutil::create_private_dir_all(dir).map_err(io)?;
+    let existing = || -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
+        match std::fs::read(path) {
+            Ok(kept) if kept.len() >= 32 => Ok(Some(Zeroizing::new(kept))),
+            Ok(_) => Err(ConfigError::Invalid {
+                var,
+                reason: format!(
+                    "{} holds under 32 bytes; delete it to have a new secret made",
+                    path.display()
+                ),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    };
+    if let Some(kept) = existing()? {
+        return Ok(kept);
     }
     let mut secret = Zeroizing::new(vec![0u8; 32]);
     getrandom::fill(&mut secret).map_err(|e| ConfigError::Key(e.to_string()))?;
     let hexed = Zeroizing::new(hex::encode(&*secret).into_bytes());
-    crate::fsutil::write_private_file(path, &hexed).map_err(io)?;
-    Ok(hexed)
+    // Never over one another process made meanwhile: every process on this
+    // folder must use the same secret (a license key stored under one
+    // pepper is found under no other).
+    if crate::fsutil::write_new_private_file(path, &hexed).map_err(io)? {
+        return Ok(hexed);
+    }
+    existing()?.ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))
 }
 
 /// The public keys `/api/v1/keys` publishes: the signing key's first, then
@@ -214,6 +228,27 @@ mod tests {
 
     fn load(env: &dyn Env) -> Result<Config, ConfigError> {
         Config::load(env, &Overrides::default(), &mut Vec::new())
+    }
+
+    #[test]
+    fn processes_starting_at_once_on_a_new_data_folder_share_one_generated_pepper() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let data = data.clone();
+                std::thread::spawn(move || {
+                    let cfg = load(&[("CODITECT_DATA_DIR", data.to_str().unwrap())]).unwrap();
+                    let key = crate::domain::license_key::LicenseKey::parse(
+                        "CODITECT-PILOT-ABCD-EFGH-JKMN",
+                    )
+                    .unwrap();
+                    key.hash(&cfg.license_key_pepper)
+                })
+            })
+            .collect();
+        let peppers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(peppers.windows(2).all(|w| w[0] == w[1]));
     }
 
     #[test]
