@@ -1,6 +1,6 @@
 //! License keys: `CODITECT-PILOT-XXXX-YYYY-ZZZZ`, twelve characters from a
 //! CSPRNG over an alphabet without look-alikes (no 0/O, 1/I/L), about 59
-//! bits. Only a keyed hash of the key is stored ([`KeyPepper::hash`]):
+//! bits. Only a keyed hash of the key is stored ([`LicenseKey::hash`]):
 //! 59 bits are too few for an unkeyed hash (a leaked database could be
 //! searched on GPUs in days), but with a secret pepper kept outside the
 //! database a leaked table alone reveals nothing. Being random, the key
