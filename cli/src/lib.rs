@@ -37,14 +37,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--version`: the version, and for a build that is not the distribution
+/// build, every feature that makes it one, by name (the release packaging,
+/// `scripts/package-cli.sh`, refuses a binary whose version says so).
 const fn version_text() -> &'static str {
-    if trust::TRUSTS_DEVELOPMENT_KEY {
-        concat!(
+    const DEV_KEYS: bool = cfg!(feature = "dev-keys");
+    const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
+    match (DEV_KEYS, TEST_HOOKS) {
+        (false, false) => env!("CARGO_PKG_VERSION"),
+        (true, false) => concat!(
             env!("CARGO_PKG_VERSION"),
-            " (development build: trusts the development signing key)"
-        )
-    } else {
-        env!("CARGO_PKG_VERSION")
+            " (development build: dev-keys, trusts the development signing key)"
+        ),
+        (false, true) => concat!(
+            env!("CARGO_PKG_VERSION"),
+            " (development build: test-hooks, clock and machine id from CODITECT_TEST_*)"
+        ),
+        (true, true) => concat!(
+            env!("CARGO_PKG_VERSION"),
+            " (development build: dev-keys, trusts the development signing key; test-hooks, clock and machine id from CODITECT_TEST_*)"
+        ),
     }
 }
 

@@ -238,27 +238,63 @@ fn remove(path: &Path) -> CliResult<()> {
     }
 }
 
+/// Writes one of the CLI's state files (in its own state folder, which is
+/// made owner-only).
 fn write_json<T: Serialize>(path: &Path, value: &T) -> CliResult<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| CliError::unexpected("state_write", e.to_string()))?;
-    write_private(path, &bytes).map_err(|e| {
-        CliError::user(
-            "state_write",
-            format!("cannot write {}: {e}", path.display()),
-            Some("check that the directory is writable, or set CODITECT_HOME".to_owned()),
-        )
-    })
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    private_state_dir(dir)
+        .and_then(|()| write_private(path, &bytes))
+        .map_err(|e| {
+            CliError::user(
+                "state_write",
+                format!("cannot write {}: {e}", path.display()),
+                Some("check that the directory is writable, or set CODITECT_HOME".to_owned()),
+            )
+        })
 }
 
-/// Atomic, owner-only write.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
+/// The CLI's state folder: created owner-only (0700), and an existing one
+/// made so too, unless it is a shared folder (world-writable or sticky,
+/// such as `/tmp` named by `CODITECT_HOME`), whose mode is never changed.
+fn private_state_dir(dir: &Path) -> std::io::Result<()> {
+    create_dirs(dir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        let shared = mode & 0o1002 != 0;
+        if !shared && mode & 0o777 != 0o700 {
+            // Best effort, as the files in it are 0600 anyway.
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
     }
+    Ok(())
+}
+
+/// Creates `dir` and missing parents, new ones owner-only (0700); folders
+/// that exist keep their mode.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Atomic, owner-only write of a file (0600). The folder it goes into is
+/// created if missing but otherwise left as it is: it may be the user's
+/// own (an offline request written to `/tmp/req.json`).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    create_dirs(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     #[cfg(unix)]
     {

@@ -49,8 +49,12 @@ pub async fn open_store(
     migrations: Migrations,
 ) -> Result<SharedStore, AdminError> {
     Ok(match &config.database {
-        DatabaseLocation::Sqlite(path) => crate::store::open_sqlite(path)?,
-        DatabaseLocation::Postgres(url) => crate::store::open_postgres(url, migrations).await?,
+        DatabaseLocation::Sqlite(path) => {
+            crate::store::open_sqlite(path, config.license_key_pepper.clone())?
+        }
+        DatabaseLocation::Postgres(url) => {
+            crate::store::open_postgres(url, migrations, config.license_key_pepper.clone()).await?
+        }
     })
 }
 

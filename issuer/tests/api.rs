@@ -59,7 +59,8 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
     let coditect_issuer::config::DatabaseLocation::Sqlite(path) = &config.database else {
         panic!("the harness runs on SQLite");
     };
-    let store = coditect_issuer::store::open_sqlite(path).unwrap();
+    let store =
+        coditect_issuer::store::open_sqlite(path, config.license_key_pepper.clone()).unwrap();
     let db_path = path.clone();
     Harness {
         _dir: dir,

@@ -93,10 +93,10 @@ impl Drop for ScratchDir {
 /// per test process.
 ///
 /// `CODITECT_CLI_BIN` names a prebuilt one. Otherwise cargo builds it into
-/// the target directory this test runs from, and the result is hard-linked
-/// to `<target>/tmp/coditect-tests/coditect`: a plain `cargo build -p
-/// coditect-cli` (without the features) run by someone else later replaces
-/// `<target>/<profile>/coditect` but not that link. The binary is checked
+/// the test builds' own target folder (`<target>/e2e/<profile>/coditect`,
+/// never where `cargo build` puts the real CLI), and the result is
+/// hard-linked to `<target>/tmp/coditect-tests/coditect`, which another
+/// test process's build cannot change under a running test. The binary is checked
 /// before use: it must say it is a development build and obey
 /// `CODITECT_TEST_MACHINE_ID`.
 pub fn cli_bin() -> PathBuf {
@@ -118,7 +118,7 @@ fn locate_or_build_cli() -> PathBuf {
         return bin;
     }
     let (target_dir, _) = crate::binaries::target_dir_and_profile();
-    let built = crate::binaries::built_path("coditect");
+    let built = crate::binaries::built_path("coditect", Some(CLI_FEATURES));
     let link_dir = target_dir.join("tmp").join("coditect-tests");
     let link = link_dir.join(format!("coditect{}", std::env::consts::EXE_SUFFIX));
     let mut last_problem = String::new();

@@ -30,6 +30,8 @@ const ISSUER_VARS: &[&str] = &[
     "PUBLIC_BASE_URL",
     "JWT_SECRET",
     "JWT_SECRET_FILE",
+    "LICENSE_KEY_PEPPER",
+    "LICENSE_KEY_PEPPER_FILE",
     "JWT_EXPIRY",
     "SIGNING_KEY",
     "SIGNING_KEY_FILE",
@@ -114,7 +116,7 @@ fn locate_or_build_issuer() -> PathBuf {
         );
         return bin;
     }
-    let bin = crate::binaries::built_path("coditect-issuer");
+    let bin = crate::binaries::built_path("coditect-issuer", None);
     match crate::binaries::cargo_build("coditect-issuer", "coditect-issuer", None) {
         Ok(status) if status.success() => {}
         outcome if bin.is_file() => eprintln!(

@@ -33,13 +33,27 @@ fn two_migrations_at_once_on_postgres_leave_one_schema_and_a_newer_one_is_refuse
         std::thread::spawn(move || run_with_timeout(cmd, Duration::from_secs(60)))
     };
     let (a, b) = (spawn(), spawn());
+    // Every migrations/postgres/NNNN_*.sql, the newest setting the version.
+    let numbers: Vec<u32> = std::fs::read_dir(coditect_tests::repo_file("migrations/postgres"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".sql")?.get(..4)?.parse().ok()
+        })
+        .collect();
+    let newest = numbers.iter().max().copied().unwrap_or(0);
     for out in [a.join().unwrap(), b.join().unwrap()] {
         out.assert_success();
-        // 0001_schema.sql and 0002_rate_limits.sql.
-        assert!(out.stdout.contains("schema version 2"), "{out}");
+        assert!(
+            out.stdout.contains(&format!("schema version {newest}\n")),
+            "{out}"
+        );
         assert!(out.stdout.contains("postgresql://postgres@"), "{out}");
     }
-    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), 2);
+    assert_eq!(
+        db.count("SELECT count(*) FROM schema_migrations"),
+        i64::try_from(numbers.len()).unwrap()
+    );
 
     // The server runs on it.
     let server = IssuerServer::start(dir.path());
@@ -183,7 +197,13 @@ fn a_backup_taken_while_serving_restores_every_license_and_seat() {
     drop(conn);
     let restored_dir = data_dir();
     let restored_url = format!("sqlite://{}", copy.display());
-    let env = [("DATABASE_URL", restored_url.as_str())];
+    // The keys in the copy are found under the pepper they were stored
+    // with (in development, the data folder's generated one).
+    let pepper = dir.path().join("license-key-pepper");
+    let env = [
+        ("DATABASE_URL", restored_url.as_str()),
+        ("LICENSE_KEY_PEPPER_FILE", pepper.to_str().unwrap()),
+    ];
     let restored = IssuerServer::start_with_env(restored_dir.path(), &env);
     restored
         .post_json(
@@ -238,6 +258,10 @@ fn in_production_the_server_refuses_an_unmigrated_postgres_until_migrate_runs() 
     let production = [
         ("CODITECT_ENV", "production"),
         ("JWT_SECRET", "production-test-jwt-secret-0123456789abcdef"),
+        (
+            "LICENSE_KEY_PEPPER",
+            "production-test-key-pepper-0123456789abcdef",
+        ),
         ("SIGNING_KEY_FILE", key.to_str().unwrap()),
         ("STRIPE_SECRET_KEY", "sk_test_production_migration"),
         ("STRIPE_WEBHOOK_SECRET", "whsec_production_migration"),

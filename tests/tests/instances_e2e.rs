@@ -249,6 +249,7 @@ fn the_cloud_run_container_runs_as_two_instances_after_the_migrate_job() {
         match name {
             "coditect-database-url" => db.url().unwrap().to_owned(),
             "coditect-jwt-secret" => "container-test-jwt-secret-0123456789abcdef".into(),
+            "coditect-license-key-pepper" => "container-test-key-pepper-0123456789abcdef".into(),
             "coditect-stripe-secret-key" => "sk_test_container".into(),
             "coditect-stripe-webhook-secret" => "whsec_container".into(),
             "coditect-smtp-url" => smtp.clone(),

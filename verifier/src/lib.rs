@@ -54,7 +54,7 @@ mod renewal;
 mod sign;
 mod token;
 
-pub use claims::{Entitlements, LicenseClaims, ProjectLimit};
+pub use claims::{Entitlements, LicenseClaims, MAX_TEXT_LEN, ProjectLimit};
 pub use clock::{DEFAULT_CLOCK_TOLERANCE, check_clock, next_high_water};
 pub use cose::{verify_cose_sign1, verify_ed25519};
 pub use error::{KeyError, Malformed, VerifyError};

@@ -140,7 +140,7 @@ pub fn backup(out: &std::path::Path, json: bool) -> Result<(), AdminError> {
             path.display()
         )));
     }
-    let store = SqliteStore::open(&path)?;
+    let store = SqliteStore::open(&path, config.license_key_pepper.clone())?;
     run(async {
         store.backup_to(out).await.map_err(|e| match e {
             BackupError::Storage(s) => AdminError::Unexpected(s.to_string()),
@@ -157,6 +157,9 @@ pub fn backup(out: &std::path::Path, json: bool) -> Result<(), AdminError> {
         println!(
             "restore: stop the issuer, then point DATABASE_URL at the copy (or copy it over {})",
             path.display()
+        );
+        println!(
+            "the license keys in it are found only under the same LICENSE_KEY_PEPPER: keep the pepper with the backup, apart from it"
         );
         Ok(())
     }

@@ -274,7 +274,9 @@ mod tests {
     #[tokio::test]
     async fn the_background_writer_writes_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open_sqlite(&dir.path().join("a.db")).unwrap();
+        let store =
+            crate::store::open_sqlite(&dir.path().join("a.db"), crate::store::test_pepper())
+                .unwrap();
         let log = AuditLog::start(Arc::clone(&store));
         for i in 0..500 {
             log.log(Event::new(i, "validate", "ok")).await;
@@ -362,7 +364,9 @@ mod tests {
     #[tokio::test]
     async fn a_flush_writes_the_counted_repeats() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open_sqlite(&dir.path().join("a.db")).unwrap();
+        let store =
+            crate::store::open_sqlite(&dir.path().join("a.db"), crate::store::test_pepper())
+                .unwrap();
         let log = AuditLog::start(Arc::clone(&store));
         for i in 0..300 {
             log.log_repeated(refusal(1_000 + i, "192.0.2.1", "bad_signature"))

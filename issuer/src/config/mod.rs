@@ -27,7 +27,7 @@ pub use stripe::{Prices, StripeConfig};
 
 use audit::audit_retention_days;
 use rate_limits::trust_proxy;
-use secrets::{development_jwt_secret, published_keys, secret, signer};
+use secrets::{development_jwt_secret, license_key_pepper, published_keys, secret, signer};
 use stripe::stripe;
 
 /// Development (the default) or production.
@@ -68,6 +68,10 @@ pub enum ConfigError {
     MissingStripe,
     #[error("production mode sends license keys by mail: set SMTP_URL (or SMTP_URL_FILE)")]
     MissingSmtp,
+    #[error(
+        "production mode needs LICENSE_KEY_PEPPER (or LICENSE_KEY_PEPPER_FILE) of at least 32 bytes: the secret that keys the stored hashes of license keys (keep it in the secret store, never change it)"
+    )]
+    MissingKeyPepper,
     #[error("no data directory: set CODITECT_DATA_DIR")]
     NoDataDir,
     #[error("{0}")]
@@ -85,6 +89,8 @@ pub struct Config {
     /// the address it listens on.
     pub public_base_url_configured: bool,
     pub jwt_secret: Zeroizing<Vec<u8>>,
+    /// Keys the stored hashes of license keys (`LICENSE_KEY_PEPPER`).
+    pub license_key_pepper: crate::domain::license_key::KeyPepper,
     pub jwt_expiry: Duration,
     pub signer: TokenSigner,
     pub signing_key_is_development: bool,
@@ -286,6 +292,7 @@ impl Config {
                     .into(),
             );
         }
+        let license_key_pepper = license_key_pepper(env, production, &data_dir, notices)?;
 
         let audit_retention_days = audit_retention_days(env, production)?;
 
@@ -297,6 +304,7 @@ impl Config {
             public_base_url,
             public_base_url_configured,
             jwt_secret,
+            license_key_pepper,
             jwt_expiry,
             signer,
             signing_key_is_development,
@@ -395,9 +403,32 @@ mod tests {
         assert_eq!(cfg.token_lifetime, Duration::from_secs(72 * 3600));
         assert_eq!(cfg.token_renew_after, Duration::from_secs(24 * 3600));
         assert!(notices.iter().any(|n| n.contains("DEVELOPMENT key")));
-        // The generated JWT secret is stable across restarts.
+        assert!(
+            notices
+                .iter()
+                .any(|n| n.contains("LICENSE_KEY_PEPPER is not set"))
+        );
+        // The generated JWT secret and pepper are stable across restarts.
         let again = load(&[("CODITECT_DATA_DIR", d)]).unwrap();
         assert_eq!(*cfg.jwt_secret, *again.jwt_secret);
+        let key =
+            crate::domain::license_key::LicenseKey::parse("CODITECT-PILOT-ABCD-EFGH-JKMN").unwrap();
+        assert_eq!(
+            key.hash(&cfg.license_key_pepper),
+            key.hash(&again.license_key_pepper)
+        );
+        // Kept owner-only, and never printed.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("license-key-pepper"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let kept = std::fs::read_to_string(dir.path().join("license-key-pepper")).unwrap();
+        assert!(!format!("{cfg:?} {:?}", cfg.license_key_pepper).contains(kept.trim()));
     }
 
     #[test]
@@ -471,6 +502,21 @@ mod tests {
             ConfigError::MissingSmtp
         );
         full.push(("SMTP_URL", "smtp://mail.example.com:587"));
+        // The pepper: required, at least 32 bytes, and never in a message.
+        assert_eq!(
+            load(&VecEnv(full.clone())).unwrap_err(),
+            ConfigError::MissingKeyPepper
+        );
+        let mut short = full.clone();
+        short.push(("LICENSE_KEY_PEPPER", "short-pepper"));
+        let err = load(&VecEnv(short)).unwrap_err();
+        assert_eq!(err, ConfigError::MissingKeyPepper);
+        assert!(!err.to_string().contains("short-pepper"));
+        assert!(
+            !dir.path().join("license-key-pepper").exists(),
+            "production generates none"
+        );
+        full.push(("LICENSE_KEY_PEPPER", strong));
         let mut redirected = full.clone();
         redirected.push(("STRIPE_API_BASE", "http://127.0.0.1:9"));
         assert!(matches!(

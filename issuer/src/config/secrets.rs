@@ -8,6 +8,7 @@ use verifier::TokenSigner;
 use zeroize::Zeroizing;
 
 use super::{ConfigError, Env, Notices, invalid};
+use crate::domain::license_key::{KeyPepper, MIN_PEPPER_LEN};
 use crate::keys;
 
 /// `NAME` or the contents of the file named by `NAME_FILE` (not both).
@@ -104,22 +105,75 @@ fn kid_from_file_name(path: &Path) -> Option<String> {
 /// In development without JWT_SECRET, a random secret is kept in the data
 /// directory so sessions survive a restart.
 pub(super) fn development_jwt_secret(data_dir: &Path) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
-    let path = data_dir.join("jwt-secret");
+    generated_secret(&data_dir.join("jwt-secret"), "JWT_SECRET")
+}
+
+/// `LICENSE_KEY_PEPPER` (or `_FILE`): the secret that keys the stored
+/// hashes of license keys. Production refuses to start without one of at
+/// least [`MIN_PEPPER_LEN`] bytes; development generates one and keeps it in
+/// the data directory (`license-key-pepper`), so keys stay valid across
+/// restarts. Losing or changing it makes every stored key unfindable.
+pub(super) fn license_key_pepper(
+    env: &dyn Env,
+    production: bool,
+    data_dir: &Path,
+    notices: &mut Notices,
+) -> Result<KeyPepper, ConfigError> {
+    match secret(env, "LICENSE_KEY_PEPPER")? {
+        Some(s) if s.len() >= MIN_PEPPER_LEN => Ok(KeyPepper::new(s.as_bytes())),
+        Some(_) | None if production => Err(ConfigError::MissingKeyPepper),
+        Some(s) => {
+            notices.push(format!(
+                "LICENSE_KEY_PEPPER is shorter than {MIN_PEPPER_LEN} bytes; acceptable only in development"
+            ));
+            Ok(KeyPepper::new(s.as_bytes()))
+        }
+        None => {
+            let path = data_dir.join("license-key-pepper");
+            notices.push(format!(
+                "LICENSE_KEY_PEPPER is not set; using a generated pepper kept in {}",
+                path.display()
+            ));
+            let kept = generated_secret(&path, "LICENSE_KEY_PEPPER")?;
+            Ok(KeyPepper::new(&kept))
+        }
+    }
+}
+
+/// A random secret kept at `path` (64 hex characters, mode 0600), made on
+/// first use; for development runs without the variable `var`.
+fn generated_secret(path: &Path, var: &'static str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
     let io = |e: std::io::Error| ConfigError::Invalid {
-        var: "JWT_SECRET",
+        var,
         reason: format!("cannot keep a generated secret in {}: {e}", path.display()),
     };
-    if let Ok(existing) = std::fs::read(&path)
-        && existing.len() >= 32
-    {
-        return Ok(Zeroizing::new(existing));
+    let existing = || -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
+        match std::fs::read(path) {
+            Ok(kept) if kept.len() >= 32 => Ok(Some(Zeroizing::new(kept))),
+            Ok(_) => Err(ConfigError::Invalid {
+                var,
+                reason: format!(
+                    "{} holds under 32 bytes; delete it to have a new secret made",
+                    path.display()
+                ),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    };
+    if let Some(kept) = existing()? {
+        return Ok(kept);
     }
-    std::fs::create_dir_all(data_dir).map_err(io)?;
     let mut secret = Zeroizing::new(vec![0u8; 32]);
     getrandom::fill(&mut secret).map_err(|e| ConfigError::Key(e.to_string()))?;
     let hexed = Zeroizing::new(hex::encode(&*secret).into_bytes());
-    crate::fsutil::write_private_file(&path, &hexed).map_err(io)?;
-    Ok(hexed)
+    // Never over one another process made meanwhile: every process on this
+    // folder must use the same secret (a license key stored under one
+    // pepper is found under no other).
+    if crate::fsutil::write_new_private_file(path, &hexed).map_err(io)? {
+        return Ok(hexed);
+    }
+    existing()?.ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))
 }
 
 /// The public keys `/api/v1/keys` publishes: the signing key's first, then
@@ -177,6 +231,27 @@ mod tests {
     }
 
     #[test]
+    fn processes_starting_at_once_on_a_new_data_folder_share_one_generated_pepper() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let data = data.clone();
+                std::thread::spawn(move || {
+                    let cfg = load(&[("CODITECT_DATA_DIR", data.to_str().unwrap())]).unwrap();
+                    let key = crate::domain::license_key::LicenseKey::parse(
+                        "CODITECT-PILOT-ABCD-EFGH-JKMN",
+                    )
+                    .unwrap();
+                    key.hash(&cfg.license_key_pepper)
+                })
+            })
+            .collect();
+        let peppers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(peppers.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
     fn secrets_can_come_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
@@ -227,6 +302,10 @@ mod tests {
             ("CODITECT_DATA_DIR", d),
             ("CODITECT_ENV", "production"),
             ("JWT_SECRET", "0123456789abcdef0123456789abcdef-production"),
+            (
+                "LICENSE_KEY_PEPPER",
+                "0123456789abcdef0123456789abcdef-pepper",
+            ),
             ("SIGNING_KEY_FILE", prod_key.to_str().unwrap()),
             ("STRIPE_SECRET_KEY", "sk_test_x"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_x"),

@@ -54,6 +54,7 @@ pub struct AccessClaims {
 
 /// Signs an access token.
 pub fn encode_jwt(secret: &[u8], claims: &AccessClaims) -> Result<String, AccountError> {
+    super::hs256::install();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         claims,
@@ -65,6 +66,7 @@ pub fn encode_jwt(secret: &[u8], claims: &AccessClaims) -> Result<String, Accoun
 /// Checks an access token's signature and expiry at `now` (the library's own
 /// clock is not used).
 pub fn decode_jwt(secret: &[u8], token: &str, now: i64) -> Result<AccessClaims, AccountError> {
+    super::hs256::install();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.validate_exp = false;
     validation.required_spec_claims.clear();

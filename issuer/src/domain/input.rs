@@ -37,7 +37,9 @@ pub const KEY_PATTERN: &str =
 pub const HARDWARE_ID_PATTERN: &str = r"^[0-9a-fA-F]{64}$";
 pub const MIN_PASSWORD: usize = 10;
 pub const MAX_PASSWORD: usize = 128;
-pub const MAX_NAME: usize = 255;
+/// In bytes: the limit of a text claim of the license token, which
+/// carries the organization's name.
+pub const MAX_NAME: usize = verifier::MAX_TEXT_LEN;
 pub const MAX_VERSION: usize = 64;
 
 /// An email address as the schema's pattern describes it:
@@ -81,14 +83,19 @@ pub fn password(field: &str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// A name people typed (company, machine): trimmed, 1–255 bytes, no control
-/// characters.
+/// A name people typed (company, machine): trimmed, 1–255 bytes of UTF-8,
+/// no control characters. Bytes, not characters: an organization's name
+/// goes into every license token, whose text claims are limited to
+/// `verifier::MAX_TEXT_LEN` (255) bytes, so a longer name would make a
+/// license that can never be activated.
 pub fn name(field: &str, value: &str) -> Result<String, FieldError> {
     let v = value.trim();
-    if v.is_empty() || v.chars().count() > MAX_NAME || v.chars().any(is_ascii_control) {
+    if v.is_empty() || v.len() > MAX_NAME || v.chars().any(is_ascii_control) {
         return Err(FieldError::new(
             field,
-            format!("must be 1 to {MAX_NAME} characters, without control characters"),
+            format!(
+                "must be 1 to {MAX_NAME} bytes long in UTF-8 (letters outside ASCII take 2 to 4 bytes each), without control characters"
+            ),
         ));
     }
     Ok(v.to_owned())
@@ -162,6 +169,12 @@ mod tests {
         assert!(name("company_name", "   ").is_err());
         assert!(name("company_name", "a\u{0}b").is_err());
         assert!(name("company_name", &"x".repeat(256)).is_err());
+        // Counted in bytes: 255 characters of two bytes each are too long,
+        // 127 of them (254 bytes) are not.
+        assert!(name("company_name", &"é".repeat(255)).is_err());
+        assert!(name("company_name", &"é".repeat(128)).is_err());
+        assert_eq!(name("company_name", &"é".repeat(127)).unwrap().len(), 254);
+        assert_eq!(name("company_name", &"x".repeat(255)).unwrap().len(), 255);
         assert!(password("password", "short").is_err());
         assert!(password("password", "long enough!").is_ok());
         assert!(password("password", &"p".repeat(129)).is_err());

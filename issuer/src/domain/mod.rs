@@ -9,6 +9,7 @@
 pub mod account;
 pub mod audit;
 pub mod billing;
+pub mod hs256;
 pub mod input;
 pub mod license;
 pub mod license_key;

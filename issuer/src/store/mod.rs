@@ -34,7 +34,7 @@ use crate::domain::billing::{
 use crate::domain::license::{
     Activation, Freed, Grant, License, LicenseError, NewLicense, Releaser, Seat,
 };
-use crate::domain::license_key::LicenseKey;
+use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
 use crate::domain::rate_limit::{Gcra, GcraOutcome};
 
@@ -78,19 +78,31 @@ pub enum Migrations {
 }
 
 /// Opens (creating it if needed) the SQLite database at `path` and brings
-/// its schema up to date.
-pub fn open_sqlite(path: &std::path::Path) -> Result<SharedStore, OpenError> {
-    Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+/// its schema up to date. License keys are stored and looked up by their
+/// hash under `pepper` (stored hashes from before the pepper are
+/// converted as it opens).
+pub fn open_sqlite(path: &std::path::Path, pepper: KeyPepper) -> Result<SharedStore, OpenError> {
+    Ok(Arc::new(sqlite::SqliteStore::open(path, pepper)?))
 }
 
 /// Connects to the PostgreSQL database at `url` and brings its schema up
 /// to date (under an advisory lock: several processes may start at once),
-/// or with [`Migrations::Require`] only checks that it is.
+/// or with [`Migrations::Require`] only checks that it is. License keys as
+/// with [`open_sqlite`].
 pub async fn open_postgres(
     url: &postgres::PgUrl,
     migrations: Migrations,
+    pepper: KeyPepper,
 ) -> Result<SharedStore, OpenError> {
-    Ok(Arc::new(postgres::PgStore::open(url, migrations).await?))
+    Ok(Arc::new(
+        postgres::PgStore::open(url, migrations, pepper).await?,
+    ))
+}
+
+/// The pepper the storage tests use.
+#[cfg(test)]
+pub(crate) fn test_pepper() -> KeyPepper {
+    KeyPepper::new(b"the storage tests' pepper, 32 bytes or more")
 }
 
 /// All of the issuer's storage.

@@ -89,7 +89,11 @@ async fn subjects(limits: &RateLimits) -> Vec<Subject> {
         _keep: None,
     }];
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::open_sqlite(&dir.path().join("limits.sqlite3")).unwrap();
+    let store = crate::store::open_sqlite(
+        &dir.path().join("limits.sqlite3"),
+        crate::store::test_pepper(),
+    )
+    .unwrap();
     all.push(shared_subject("SQLite", limits, store, Box::new(dir)));
     if let Some(db) = crate::store::postgres::testing::TestDatabase::create().await {
         let store = db.open().await;
@@ -450,7 +454,11 @@ fn the_salt_is_an_hmac_of_the_jwt_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_with_one_secret_share_their_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::open_sqlite(&dir.path().join("limits.sqlite3")).unwrap();
+    let store = crate::store::open_sqlite(
+        &dir.path().join("limits.sqlite3"),
+        crate::store::test_pepper(),
+    )
+    .unwrap();
     let rates = limits("3/min", "120/min", "60/min", "10/hour");
     let (_, clock) = millis_clock();
     let instance = |salt: Salt| {

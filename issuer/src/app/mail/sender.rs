@@ -455,7 +455,9 @@ mod tests {
     async fn in_development_without_smtp_the_mail_is_logged_and_marked_sent() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path(), &[]);
-        let store = crate::store::open_sqlite(&dir.path().join("db.sqlite3")).unwrap();
+        let store =
+            crate::store::open_sqlite(&dir.path().join("db.sqlite3"), crate::store::test_pepper())
+                .unwrap();
         let id = store
             .enqueue_mail(&mail("a@example.com", "key"), 100)
             .await
@@ -498,7 +500,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("smtp://mailer:s%40cr3t-pw@127.0.0.1:{port}?tls=none");
         let config = config(dir.path(), &[("SMTP_URL", &url)]);
-        let store = crate::store::open_sqlite(&dir.path().join("db.sqlite3")).unwrap();
+        let store =
+            crate::store::open_sqlite(&dir.path().join("db.sqlite3"), crate::store::test_pepper())
+                .unwrap();
         let a = store
             .enqueue_mail(&mail("a@example.com", "key"), 100)
             .await

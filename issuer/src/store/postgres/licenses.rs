@@ -14,14 +14,16 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use verifier::{HardwareId, ProjectLimit};
 
-use super::{PgStore, to_u32};
+use super::{PgStore, column, to_u32};
 use crate::domain::StorageError;
 use crate::domain::license::{
     self as rules, Activation, Freed, Grant, License, LicenseError, LicenseStatus, NewLicense,
     Release, ReleaseFacts, Releaser, Seat, TRANSFER_WINDOW, VALIDATION_TIME_RESOLUTION,
     project_limit_column,
 };
-use crate::domain::license_key::LicenseKey;
+use crate::domain::license_key::{
+    KEY_HASH_LEGACY, KEY_HASH_PEPPERED, KeyHash, KeyPepper, LicenseKey,
+};
 use crate::store::Licenses;
 
 /// The license columns, 13 of them, read by [`license_from_row`].
@@ -104,6 +106,7 @@ fn activation_from_row(r: &Row, at: usize) -> Result<Option<Activation>, Storage
 pub(super) async fn insert_license<C: GenericClient>(
     client: &C,
     new: &NewLicense<'_>,
+    pepper: &KeyPepper,
     now: i64,
 ) -> Result<(License, LicenseKey), LicenseError> {
     let key = LicenseKey::generate().map_err(|e| StorageError::Failed(e.to_string()))?;
@@ -116,8 +119,9 @@ pub(super) async fn insert_license<C: GenericClient>(
             "WITH l AS (
                  INSERT INTO licenses (id, key_hash, key_hint, organization_id, email, tier,
                      status, expires_at, max_activations, max_projects, ai_requests,
-                     stripe_subscription_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $12)
+                     stripe_subscription_id, created_at, updated_at, key_hash_version)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $12,
+                     $13)
                  RETURNING *)
              SELECT {LICENSE_COLUMNS} FROM l LEFT JOIN organizations o ON o.id = l.organization_id"
         ))
@@ -127,7 +131,7 @@ pub(super) async fn insert_license<C: GenericClient>(
             &stmt,
             &[
                 &id,
-                &key.hash(),
+                &key.hash(pepper).as_str(),
                 &key.hint(),
                 &new.organization_id,
                 &new.email,
@@ -138,6 +142,7 @@ pub(super) async fn insert_license<C: GenericClient>(
                 &i64::from(ent.ai_requests),
                 &new.stripe_subscription_id,
                 &now,
+                &KEY_HASH_PEPPERED,
             ],
         )
         .await?;
@@ -174,13 +179,52 @@ fn usable(license: License, failed_at: Option<i64>, now: i64) -> Result<License,
     }
 }
 
+/// Converts every key hash of the scheme before the pepper (hex SHA-256)
+/// to the peppered one, in one transaction; returns how many. Idempotent,
+/// and safe while other processes do the same: the rows are locked as
+/// they are read, and a row another process converted meanwhile no
+/// longer matches.
+pub(super) async fn upgrade_legacy_key_hashes(
+    client: &mut deadpool_postgres::Object,
+    pepper: &KeyPepper,
+) -> Result<u64, StorageError> {
+    let tx = client.transaction().await?;
+    let (legacy, peppered) = (KEY_HASH_LEGACY, KEY_HASH_PEPPERED);
+    let rows = tx
+        .query(
+            "SELECT id, key_hash FROM licenses WHERE key_hash_version = $1 FOR UPDATE",
+            &[&legacy],
+        )
+        .await?;
+    let mut converted = 0;
+    for row in &rows {
+        let (id, old): (String, String) = (column(row, 0)?, column(row, 1)?);
+        match pepper.upgrade_legacy(&old) {
+            Some(new) => {
+                converted += tx
+                    .execute(
+                        "UPDATE licenses SET key_hash = $2, key_hash_version = $3
+                         WHERE id = $1 AND key_hash_version = $4",
+                        &[&id, &new.as_str(), &peppered, &legacy],
+                    )
+                    .await?;
+            }
+            None => {
+                tracing::warn!(license = %id, "stored key hash is not a SHA-256; left as it is")
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(converted)
+}
+
 /// The license with this key, locked until the transaction ends, with its
 /// failed payment (if any).
 async fn lock_by_key<C: GenericClient>(
     client: &C,
-    key: &LicenseKey,
+    key: &KeyHash,
 ) -> Result<Option<(License, Option<i64>)>, StorageError> {
-    lock_where(client, "l.key_hash", &key.hash()).await
+    lock_where(client, "l.key_hash", key.as_str()).await
 }
 
 /// The license whose `column` is `value`, locked until the transaction
@@ -259,7 +303,7 @@ impl Licenses for PgStore {
         now: i64,
     ) -> Result<(License, LicenseKey), LicenseError> {
         let conn = self.db.conn().await?;
-        insert_license(&conn, new, now).await
+        insert_license(&conn, new, &self.pepper, now).await
     }
 
     async fn license(&self, id: &str) -> Result<Option<License>, StorageError> {
@@ -275,7 +319,10 @@ impl Licenses for PgStore {
                  LEFT JOIN organizations o ON o.id = l.organization_id WHERE l.key_hash = $1"
             ))
             .await?;
-        match conn.query_opt(&stmt, &[&key.hash()]).await? {
+        match conn
+            .query_opt(&stmt, &[&key.hash(&self.pepper).as_str()])
+            .await?
+        {
             Some(row) => Ok(Some(license_from_row(&row, 0)?)),
             None => Ok(None),
         }
@@ -363,7 +410,9 @@ impl Licenses for PgStore {
     ) -> Result<Grant, LicenseError> {
         let mut conn = self.db.conn().await?;
         let tx = conn.transaction().await?;
-        let (license, failed_at) = lock_by_key(&tx, key).await?.ok_or(LicenseError::NotFound)?;
+        let (license, failed_at) = lock_by_key(&tx, &key.hash(&self.pepper))
+            .await?
+            .ok_or(LicenseError::NotFound)?;
         let license = usable(license, failed_at, now)?;
         let (used, existing) = seats_and_machine(&tx, &license.id, hardware_id).await?;
         match existing.as_ref().filter(|(a, _)| a.active) {
@@ -451,7 +500,11 @@ impl Licenses for PgStore {
         let row = conn
             .query_opt(
                 &stmt,
-                &[&key.hash(), &hardware_id.to_hex(), &(now - TRANSFER_WINDOW)],
+                &[
+                    &key.hash(&self.pepper).as_str(),
+                    &hardware_id.to_hex(),
+                    &(now - TRANSFER_WINDOW),
+                ],
             )
             .await?
             .ok_or(LicenseError::NotFound)?;
@@ -495,7 +548,7 @@ impl Licenses for PgStore {
         let mut conn = self.db.conn().await?;
         let tx = conn.transaction().await?;
         let locked = match by {
-            Releaser::Holder { key, .. } => lock_by_key(&tx, key).await?,
+            Releaser::Holder { key, .. } => lock_by_key(&tx, &key.hash(&self.pepper)).await?,
             Releaser::Operator { license_id } => lock_where(&tx, "l.id", license_id).await?,
         };
         let (license, _) = locked.ok_or(LicenseError::NotFound)?;

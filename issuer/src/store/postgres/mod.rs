@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0003_seats.sql",
         include_str!("../../../../migrations/postgres/0003_seats.sql"),
     ),
+    (
+        4,
+        "0004_peppered_key_hashes.sql",
+        include_str!("../../../../migrations/postgres/0004_peppered_key_hashes.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -375,8 +380,8 @@ mod tests {
             return;
         };
         let (a, b) = tokio::join!(
-            PgStore::open(db.url(), Migrations::Apply),
-            PgStore::open(db.url(), Migrations::Apply)
+            PgStore::open(db.url(), Migrations::Apply, crate::store::test_pepper()),
+            PgStore::open(db.url(), Migrations::Apply, crate::store::test_pepper())
         );
         let (a, _b) = (a.unwrap(), b.unwrap());
         let conn = a.db.conn().await.unwrap();
@@ -394,7 +399,9 @@ mod tests {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let Err(err) = PgStore::open(db.url(), Migrations::Require).await else {
+        let Err(err) =
+            PgStore::open(db.url(), Migrations::Require, crate::store::test_pepper()).await
+        else {
             panic!("an empty database was accepted without migrating")
         };
         assert!(
@@ -402,8 +409,12 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("coditect-issuer migrate"), "{err}");
-        PgStore::open(db.url(), Migrations::Apply).await.unwrap();
-        PgStore::open(db.url(), Migrations::Require).await.unwrap();
+        PgStore::open(db.url(), Migrations::Apply, crate::store::test_pepper())
+            .await
+            .unwrap();
+        PgStore::open(db.url(), Migrations::Require, crate::store::test_pepper())
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,7 +422,9 @@ mod tests {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let store = PgStore::open(db.url(), Migrations::Apply).await.unwrap();
+        let store = PgStore::open(db.url(), Migrations::Apply, crate::store::test_pepper())
+            .await
+            .unwrap();
         store
             .db
             .conn()
@@ -423,7 +436,9 @@ mod tests {
             )
             .await
             .unwrap();
-        let Err(err) = PgStore::open(db.url(), Migrations::Apply).await else {
+        let Err(err) =
+            PgStore::open(db.url(), Migrations::Apply, crate::store::test_pepper()).await
+        else {
             panic!("a newer database was accepted")
         };
         assert!(
@@ -438,7 +453,9 @@ mod tests {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let store = PgStore::open(db.url(), Migrations::Apply).await.unwrap();
+        let store = PgStore::open(db.url(), Migrations::Apply, crate::store::test_pepper())
+            .await
+            .unwrap();
         let conn = store.db.conn().await.unwrap();
         // A text read as a number: the data is wrong, the database is fine.
         let row = conn.query_one("SELECT 'x'::text", &[]).await.unwrap();
@@ -468,7 +485,8 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_server_is_an_open_error_naming_it_without_the_password() {
         let url = PgUrl::parse("postgresql://issuer:hunter2@127.0.0.1:1/licenses").unwrap();
-        let Err(err) = PgStore::open(&url, Migrations::Apply).await else {
+        let Err(err) = PgStore::open(&url, Migrations::Apply, crate::store::test_pepper()).await
+        else {
             panic!("opened a database on port 1")
         };
         let text = err.to_string();
@@ -486,7 +504,9 @@ mod tests {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let plain = PgStore::open(db.url(), Migrations::Apply).await.unwrap();
+        let plain = PgStore::open(db.url(), Migrations::Apply, crate::store::test_pepper())
+            .await
+            .unwrap();
         let conn = plain.db.conn().await.unwrap();
         let ssl: String = conn.query_one("SHOW ssl", &[]).await.unwrap().get(0);
         if ssl != "on" {
@@ -497,9 +517,13 @@ mod tests {
             let base = db.url().redacted();
             PgUrl::parse(&format!("{base}?sslmode={mode}")).unwrap()
         };
-        let tls = PgStore::open(&with("require"), Migrations::Apply)
-            .await
-            .unwrap();
+        let tls = PgStore::open(
+            &with("require"),
+            Migrations::Apply,
+            crate::store::test_pepper(),
+        )
+        .await
+        .unwrap();
         let conn = tls.db.conn().await.unwrap();
         let encrypted: bool = conn
             .query_one(
@@ -511,7 +535,13 @@ mod tests {
             .get(0);
         assert!(encrypted, "sslmode=require gave a plain connection");
         // The server's self-signed certificate is not trusted.
-        let Err(err) = PgStore::open(&with("verify-full"), Migrations::Apply).await else {
+        let Err(err) = PgStore::open(
+            &with("verify-full"),
+            Migrations::Apply,
+            crate::store::test_pepper(),
+        )
+        .await
+        else {
             panic!("verify-full accepted an untrusted certificate")
         };
         assert!(matches!(err, OpenError::Open { .. }), "{err}");

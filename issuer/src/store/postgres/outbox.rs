@@ -241,13 +241,17 @@ mod tests {
 
     /// A store of its own (another process) with a connection at hand.
     async fn raw(db: &TestDatabase) -> deadpool_postgres::Object {
-        PgStore::open(db.url(), crate::store::Migrations::Apply)
-            .await
-            .unwrap()
-            .db
-            .conn()
-            .await
-            .unwrap()
+        PgStore::open(
+            db.url(),
+            crate::store::Migrations::Apply,
+            crate::store::test_pepper(),
+        )
+        .await
+        .unwrap()
+        .db
+        .conn()
+        .await
+        .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

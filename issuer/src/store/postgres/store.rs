@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use super::{Db, PgUrl};
 use crate::domain::StorageError;
+use crate::domain::license_key::KeyPepper;
 use crate::store::{Migrations, OpenError, Store};
 
 /// The PostgreSQL backend: any number of issuer processes may share one
@@ -14,15 +15,38 @@ use crate::store::{Migrations, OpenError, Store};
 #[derive(Clone)]
 pub struct PgStore {
     pub(super) db: Db,
+    /// Keys the stored hashes of license keys.
+    pub(super) pepper: KeyPepper,
 }
 
 impl PgStore {
     /// Connects, and applies pending migrations or (with
-    /// [`Migrations::Require`]) refuses a database that needs them.
-    pub async fn open(url: &PgUrl, migrations: Migrations) -> Result<Self, OpenError> {
-        Ok(PgStore {
-            db: Db::open(url, migrations).await?,
-        })
+    /// [`Migrations::Require`]) refuses a database that needs them; then
+    /// converts license-key hashes of the scheme before the pepper to the
+    /// peppered one under `pepper` (in either mode: it changes no schema,
+    /// and keys an older issuer stored during an upgrade are found once an
+    /// instance of this one starts).
+    pub async fn open(
+        url: &PgUrl,
+        migrations: Migrations,
+        pepper: KeyPepper,
+    ) -> Result<Self, OpenError> {
+        let db = Db::open(url, migrations).await?;
+        let failed = |e: StorageError| OpenError::Migration {
+            name: "(peppering license-key hashes)".into(),
+            reason: e.to_string(),
+        };
+        let mut conn = db.conn().await.map_err(failed)?;
+        let upgraded = super::licenses::upgrade_legacy_key_hashes(&mut conn, &pepper)
+            .await
+            .map_err(failed)?;
+        if upgraded > 0 {
+            tracing::info!(
+                licenses = upgraded,
+                "converted license-key hashes to the peppered scheme"
+            );
+        }
+        Ok(PgStore { db, pepper })
     }
 }
 

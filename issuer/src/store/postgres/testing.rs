@@ -63,9 +63,13 @@ impl TestDatabase {
 
     /// A migrated store on the database.
     pub async fn open(&self) -> SharedStore {
-        crate::store::open_postgres(&self.url, crate::store::Migrations::Apply)
-            .await
-            .unwrap_or_else(|e| panic!("opening {}: {e}", self.url.redacted()))
+        crate::store::open_postgres(
+            &self.url,
+            crate::store::Migrations::Apply,
+            crate::store::test_pepper(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("opening {}: {e}", self.url.redacted()))
     }
 }
 

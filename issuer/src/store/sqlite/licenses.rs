@@ -15,7 +15,9 @@ use crate::domain::license::{
     Release, ReleaseFacts, Releaser, Seat, TRANSFER_WINDOW, VALIDATION_TIME_RESOLUTION,
     project_limit_column,
 };
-use crate::domain::license_key::LicenseKey;
+use crate::domain::license_key::{
+    KEY_HASH_LEGACY, KEY_HASH_PEPPERED, KeyHash, KeyPepper, LicenseKey,
+};
 
 const LICENSE_COLUMNS: &str = "l.id, l.key_hint, l.organization_id, o.name, l.email, l.tier, \
      l.status, l.expires_at, l.max_activations, l.max_projects, l.ai_requests, l.created_at, \
@@ -70,6 +72,7 @@ fn activation_from_row(r: &Row<'_>) -> rusqlite::Result<Activation> {
 pub fn create(
     conn: &Connection,
     new: &NewLicense<'_>,
+    pepper: &KeyPepper,
     now: i64,
 ) -> Result<(License, LicenseKey), LicenseError> {
     let key = LicenseKey::generate().map_err(|e| StorageError::Failed(e.to_string()))?;
@@ -79,11 +82,11 @@ pub fn create(
     conn.execute(
         "INSERT INTO licenses (id, key_hash, key_hint, organization_id, email, tier, status,
              expires_at, max_activations, max_projects, ai_requests, stripe_subscription_id,
-             created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+             created_at, updated_at, key_hash_version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
         params![
             id,
-            key.hash(),
+            key.hash(pepper).as_str(),
             key.hint(),
             new.organization_id,
             new.email,
@@ -94,6 +97,7 @@ pub fn create(
             ent.ai_requests,
             new.stripe_subscription_id,
             now,
+            KEY_HASH_PEPPERED,
         ],
     )?;
     let license = get(conn, &id)?.ok_or(LicenseError::NotFound)?;
@@ -113,14 +117,45 @@ pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<License>> {
     .optional()
 }
 
-/// The license with this key.
-pub fn find_by_key(conn: &Connection, key: &LicenseKey) -> rusqlite::Result<Option<License>> {
+/// The license with this key (by its peppered hash).
+pub fn find_by_key(conn: &Connection, key: &KeyHash) -> rusqlite::Result<Option<License>> {
     conn.prepare_cached(&format!(
         "SELECT {LICENSE_COLUMNS} FROM licenses l
              LEFT JOIN organizations o ON o.id = l.organization_id WHERE l.key_hash = ?1"
     ))?
-    .query_row([key.hash()], license_from_row)
+    .query_row([key.as_str()], license_from_row)
     .optional()
+}
+
+/// Converts every key hash of the scheme before the pepper (hex SHA-256)
+/// to the peppered one, in one transaction; returns how many. Running it
+/// again finds none (idempotent); a row that is not a hash is left alone.
+pub fn upgrade_legacy_key_hashes(
+    conn: &mut Connection,
+    pepper: &KeyPepper,
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let legacy: Vec<(String, String)> = tx
+        .prepare("SELECT id, key_hash FROM licenses WHERE key_hash_version = ?1")?
+        .query_map([KEY_HASH_LEGACY], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut converted = 0;
+    for (id, old) in &legacy {
+        match pepper.upgrade_legacy(old) {
+            Some(new) => {
+                converted += tx.execute(
+                    "UPDATE licenses SET key_hash = ?2, key_hash_version = ?3
+                     WHERE id = ?1 AND key_hash_version = ?4",
+                    params![id, new.as_str(), KEY_HASH_PEPPERED, KEY_HASH_LEGACY],
+                )?;
+            }
+            None => {
+                tracing::warn!(license = %id, "stored key hash is not a SHA-256; left as it is")
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(converted)
 }
 
 /// All licenses, newest first, or those of one organization.
@@ -185,7 +220,7 @@ fn activation_for(
     .optional()
 }
 
-fn usable_license(conn: &Connection, key: &LicenseKey, now: i64) -> Result<License, LicenseError> {
+fn usable_license(conn: &Connection, key: &KeyHash, now: i64) -> Result<License, LicenseError> {
     let license = find_by_key(conn, key)?.ok_or(LicenseError::NotFound)?;
     match license.check_usable(now) {
         Ok(()) => Ok(license),
@@ -214,7 +249,7 @@ fn usable_license(conn: &Connection, key: &LicenseKey, now: i64) -> Result<Licen
 /// existing activation back; a new machine needs a free seat.
 pub fn activate(
     conn: &mut Connection,
-    key: &LicenseKey,
+    key: &KeyHash,
     hardware_id: &HardwareId,
     machine_name: Option<&str>,
     offline_until: Option<i64>,
@@ -329,7 +364,7 @@ fn grant(
 /// (to the minute).
 pub fn validate(
     conn: &mut Connection,
-    key: &LicenseKey,
+    key: &KeyHash,
     hardware_id: &HardwareId,
     now: i64,
 ) -> Result<Grant, LicenseError> {
@@ -366,14 +401,18 @@ pub fn validate(
 /// is the same); an unknown one is.
 pub fn deactivate(
     conn: &mut Connection,
+    key: Option<&KeyHash>,
     by: &Releaser<'_>,
     seat: Seat<'_>,
     now: i64,
 ) -> Result<Freed, LicenseError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let license = match by {
-        Releaser::Holder { key, .. } => find_by_key(&tx, key)?,
-        Releaser::Operator { license_id } => get(&tx, license_id)?,
+    // A holder names the license by its key (hashed by the store), the
+    // operator by its id.
+    let license = match (by, key) {
+        (Releaser::Holder { .. }, Some(hash)) => find_by_key(&tx, hash)?,
+        (Releaser::Holder { .. }, None) => None,
+        (Releaser::Operator { license_id }, _) => get(&tx, license_id)?,
     }
     .ok_or(LicenseError::NotFound)?;
     let target = match seat {
@@ -475,8 +514,13 @@ mod tests {
         (dir, db)
     }
 
-    fn new_license(conn: &Connection, plan: &str, devices: Option<u32>) -> (License, LicenseKey) {
-        create(
+    fn pepper() -> KeyPepper {
+        KeyPepper::new(b"the tests' pepper, thirty-two bytes or more")
+    }
+
+    /// A license and the hash it is looked up by.
+    fn new_license(conn: &Connection, plan: &str, devices: Option<u32>) -> (License, KeyHash) {
+        let (license, key) = create(
             conn,
             &NewLicense {
                 email: "a@example.com",
@@ -486,9 +530,11 @@ mod tests {
                 organization_id: None,
                 stripe_subscription_id: None,
             },
+            &pepper(),
             NOW,
         )
-        .unwrap()
+        .unwrap();
+        (license, key.hash(&pepper()))
     }
 
     fn hw(n: u32) -> HardwareId {
@@ -503,14 +549,14 @@ mod tests {
         assert_eq!(lic.max_activations, 3);
         assert_eq!(lic.max_projects, ProjectLimit::Unlimited);
         assert_eq!(find_by_key(&conn, &key).unwrap().unwrap().id, lic.id);
-        let stored: i64 = conn
+        let stored: String = conn
             .query_row(
-                "SELECT count(*) FROM licenses WHERE key_hash = ?1 OR key_hint = ?2",
-                params![key.expose(), key.expose()],
+                "SELECT key_hash FROM licenses WHERE id = ?1",
+                [&lic.id],
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(stored, 0, "the plain key is not stored");
+        assert_eq!(stored, key.as_str(), "only the peppered hash is stored");
         let (lic, _) = new_license(&conn, "pilot-starter", Some(5));
         assert_eq!(lic.max_activations, 5);
         assert_eq!(lic.max_projects, ProjectLimit::Limited(3));
@@ -533,12 +579,15 @@ mod tests {
             Err(LicenseError::TooManyActivations { max: 2 })
         ));
         let machine = hw(2);
+        // The store looks the license up by the hash; the releaser's key is
+        // what the holder sent.
+        let sent = LicenseKey::parse("CODITECT-PILOT-AAAA-BBBB-CCCC").unwrap();
         let by = Releaser::Holder {
-            key: &key,
+            key: &sent,
             machine: &machine,
             organization: None,
         };
-        let freed = deactivate(&mut conn, &by, Seat::Machine(&machine), NOW).unwrap();
+        let freed = deactivate(&mut conn, Some(&key), &by, Seat::Machine(&machine), NOW).unwrap();
         assert_eq!(freed.devices_used, 1);
         assert!(!freed.activation.active);
         assert!(freed.counted);
@@ -582,11 +631,43 @@ mod tests {
                 other => panic!("{status}: {other:?}"),
             }
         }
-        let other = LicenseKey::parse("CODITECT-PILOT-AAAA-BBBB-CCCC").unwrap();
+        let other = LicenseKey::parse("CODITECT-PILOT-AAAA-BBBB-CCCC")
+            .unwrap()
+            .hash(&pepper());
         assert!(matches!(
             validate(&mut conn, &other, &hw(1), NOW),
             Err(LicenseError::NotFound)
         ));
+    }
+
+    #[test]
+    fn legacy_hashes_convert_once_and_are_then_found_by_the_peppered_hash() {
+        let (_d, db) = setup();
+        let mut conn = db.conn().unwrap();
+        let (lic, _) = new_license(&conn, "pilot-professional", None);
+        let key = LicenseKey::parse("CODITECT-PILOT-ABCD-EFGH-JKMN").unwrap();
+        let legacy = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(key.expose().as_bytes()))
+        };
+        conn.execute(
+            "UPDATE licenses SET key_hash = ?2, key_hash_version = 1 WHERE id = ?1",
+            params![lic.id, legacy],
+        )
+        .unwrap();
+        assert!(find_by_key(&conn, &key.hash(&pepper())).unwrap().is_none());
+        assert_eq!(upgrade_legacy_key_hashes(&mut conn, &pepper()).unwrap(), 1);
+        assert_eq!(upgrade_legacy_key_hashes(&mut conn, &pepper()).unwrap(), 0);
+        let found = find_by_key(&conn, &key.hash(&pepper())).unwrap().unwrap();
+        assert_eq!(found.id, lic.id);
+        let left: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM licenses WHERE key_hash LIKE ?1",
+                [format!("%{legacy}%")],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "the unkeyed hash is gone");
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0005_seats.sql",
         include_str!("../../../../migrations/sqlite/0005_seats.sql"),
     ),
+    (
+        6,
+        "0006_peppered_key_hashes.sql",
+        include_str!("../../../../migrations/sqlite/0006_peppered_key_hashes.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -156,6 +161,40 @@ fn backup(conn: &mut Connection, out: &Path) -> Result<(), BackupError> {
     Ok(())
 }
 
+/// Creates the database file, empty and readable by its owner only (mode
+/// 0600, whatever the umask), unless it exists. SQLite gives the `-wal`
+/// and `-shm` files it makes beside it the database file's mode, so they
+/// are 0600 too. An existing file keeps its mode (the operator's choice);
+/// a mode that lets others read it is logged.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = format!("{:o}", mode & 0o777),
+                        "the database file can be read by others than its owner; consider chmod 600"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A pool of connections to one SQLite file.
 #[derive(Clone)]
 pub(crate) struct Db {
@@ -186,8 +225,9 @@ impl Db {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+            crate::fsutil::create_private_dir_all(dir).map_err(|e| open_err(&e))?;
         }
+        create_private_file(path).map_err(|e| open_err(&e))?;
         let mut first = Connection::open(path).map_err(|e| open_err(&e))?;
         configure(&mut first).map_err(|e| open_err(&e))?;
         migrate(&mut first, path)?;
@@ -233,9 +273,9 @@ impl Db {
     }
 }
 
-#[cfg(test)]
 impl Db {
-    /// A connection for tests that look at the SQL itself.
+    /// A connection on this thread: for work at opening (before any
+    /// request) and for tests that look at the SQL itself.
     pub(crate) fn conn(
         &self,
     ) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, r2d2::Error> {
@@ -285,7 +325,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, OpenError> {
 mod conformance {
     crate::conformance_tests!({
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open_sqlite(&dir.path().join("conformance.sqlite3")).unwrap();
+        let store = crate::store::open_sqlite(
+            &dir.path().join("conformance.sqlite3"),
+            crate::store::test_pepper(),
+        )
+        .unwrap();
         Some((dir, store))
     });
 }
@@ -313,6 +357,29 @@ mod tests {
         drop(db);
         // Opening again changes nothing.
         Db::open(&path).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_its_wal_and_shm_and_its_new_folder_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new").join("db.sqlite3");
+        let db = Db::open(&path).unwrap();
+        let conn = db.conn().unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        for file in ["db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm"] {
+            assert_eq!(mode(&dir.path().join("new").join(file)), 0o600, "{file}");
+        }
+        // A folder that exists keeps its mode.
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Db::open(&shared.path().join("db.sqlite3")).unwrap();
+        assert_eq!(mode(shared.path()), 0o755);
+        assert_eq!(mode(&shared.path().join("db.sqlite3")), 0o600);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::domain::billing::{
 use crate::domain::license::{
     Activation, Freed, Grant, License, LicenseError, NewLicense, Releaser, Seat,
 };
-use crate::domain::license_key::LicenseKey;
+use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
 use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, Store};
 
@@ -28,15 +28,33 @@ use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, S
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(super) db: Db,
+    /// Keys the stored hashes of license keys.
+    pepper: KeyPepper,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database and applies pending
-    /// migrations.
-    pub fn open(path: &Path) -> Result<Self, OpenError> {
-        Ok(SqliteStore {
-            db: Db::open(path)?,
-        })
+    /// Opens (creating if needed) the database, applies pending
+    /// migrations, and converts license-key hashes of the scheme before
+    /// the pepper to the peppered one under `pepper`.
+    pub fn open(path: &Path, pepper: KeyPepper) -> Result<Self, OpenError> {
+        let db = Db::open(path)?;
+        let upgraded = db
+            .conn()
+            .map_err(StorageError::from)
+            .and_then(|mut c| {
+                licenses::upgrade_legacy_key_hashes(&mut c, &pepper).map_err(StorageError::from)
+            })
+            .map_err(|e| OpenError::Migration {
+                name: "(peppering license-key hashes)".into(),
+                reason: e.to_string(),
+            })?;
+        if upgraded > 0 {
+            tracing::info!(
+                licenses = upgraded,
+                "converted license-key hashes to the peppered scheme"
+            );
+        }
+        Ok(SqliteStore { db, pepper })
     }
 
     /// The database file.
@@ -211,6 +229,7 @@ impl Licenses for SqliteStore {
         let (expires_at, max_devices) = (new.expires_at, new.max_devices);
         let org = new.organization_id.map(str::to_owned);
         let sub = new.stripe_subscription_id.map(str::to_owned);
+        let pepper = self.pepper.clone();
         self.db
             .run_write(move |c| {
                 licenses::create(
@@ -223,6 +242,7 @@ impl Licenses for SqliteStore {
                         organization_id: org.as_deref(),
                         stripe_subscription_id: sub.as_deref(),
                     },
+                    &pepper,
                     now,
                 )
             })
@@ -237,7 +257,7 @@ impl Licenses for SqliteStore {
     }
 
     async fn license_by_key(&self, key: &LicenseKey) -> Result<Option<License>, StorageError> {
-        let key = key.clone();
+        let key = key.hash(&self.pepper);
         self.db
             .run(move |c| licenses::find_by_key(c, &key).map_err(storage))
             .await
@@ -268,7 +288,11 @@ impl Licenses for SqliteStore {
         offline_until: Option<i64>,
         now: i64,
     ) -> Result<Grant, LicenseError> {
-        let (key, hw, name) = (key.clone(), *hardware_id, machine_name.map(str::to_owned));
+        let (key, hw, name) = (
+            key.hash(&self.pepper),
+            *hardware_id,
+            machine_name.map(str::to_owned),
+        );
         self.db
             .run_write(move |c| {
                 licenses::activate(c, &key, &hw, name.as_deref(), offline_until, now)
@@ -282,7 +306,7 @@ impl Licenses for SqliteStore {
         hardware_id: &HardwareId,
         now: i64,
     ) -> Result<Grant, LicenseError> {
-        let (key, hw) = (key.clone(), *hardware_id);
+        let (key, hw) = (key.hash(&self.pepper), *hardware_id);
         self.db
             .run(move |c| licenses::validate(c, &key, &hw, now))
             .await
@@ -307,6 +331,10 @@ impl Licenses for SqliteStore {
             Seat::Machine(hw) => OwnedSeat::Machine(*hw),
             Seat::Activation(id) => OwnedSeat::Activation(id.to_owned()),
         };
+        let key_hash = match by {
+            Releaser::Holder { key, .. } => Some(key.hash(&self.pepper)),
+            Releaser::Operator { .. } => None,
+        };
         let by = match by {
             Releaser::Holder {
                 key,
@@ -329,7 +357,7 @@ impl Licenses for SqliteStore {
                     },
                     OwnedBy::Operator(license_id) => Releaser::Operator { license_id },
                 };
-                licenses::deactivate(c, &by, seat, now)
+                licenses::deactivate(c, key_hash.as_ref(), &by, seat, now)
             })
             .await
     }
@@ -370,8 +398,9 @@ impl Billing for SqliteStore {
         now: i64,
     ) -> Result<(Outcome, bool), ApplyError> {
         let (event, rules) = (event.clone(), rules.clone());
+        let pepper = self.pepper.clone();
         self.db
-            .run_write(move |c| billing::apply_event(c, &event, &rules, now))
+            .run_write(move |c| billing::apply_event(c, &event, &rules, &pepper, now))
             .await
     }
 

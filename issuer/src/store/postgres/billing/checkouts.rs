@@ -22,6 +22,7 @@ use crate::domain::billing::{
     ApplyError, BillingRules, CheckoutRecord, LicenseMailFacts, Outcome, REVEAL_WINDOW, Reveal,
     StripeEvent, SubscriptionSnapshot, paid_license,
 };
+use crate::domain::license_key::KeyPepper;
 
 pub(super) async fn customer_of<C: GenericClient>(
     client: &C,
@@ -136,10 +137,12 @@ pub(super) async fn record_checkout<C: GenericClient>(
 
 /// `checkout.session.completed`: the subscription (as Stripe has it now),
 /// the organization's license, and the mail with its key.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn completed<C: GenericClient>(
     client: &C,
     event: &StripeEvent,
     rules: &BillingRules,
+    pepper: &KeyPepper,
     org: &str,
     session_id: &str,
     snap: &SubscriptionSnapshot,
@@ -212,7 +215,7 @@ pub(super) async fn completed<C: GenericClient>(
         now,
     )?;
     let (plan, period_end) = (new.plan, snap.current_period_end.unwrap_or(now));
-    let (license, key) = licenses::insert_license(client, &new, now)
+    let (license, key) = licenses::insert_license(client, &new, pepper, now)
         .await
         .map_err(license_error)?;
     sync_license(client, &snap.id, rules, now).await?;

@@ -31,6 +31,7 @@ use crate::domain::billing::{
     SubscriptionSnapshot, is_terminal, license_end, license_status_for, may_replace, seats,
 };
 use crate::domain::license::{LicenseError, project_limit_column};
+use crate::domain::license_key::KeyPepper;
 use crate::store::Billing;
 
 /// The status fields of a stored subscription.
@@ -411,7 +412,7 @@ async fn apply_event(
         tx.rollback().await?;
         return Ok((Outcome::Duplicate, false));
     }
-    let (outcome, mailed) = apply_change(&tx, event, rules, now).await?;
+    let (outcome, mailed) = apply_change(&tx, event, rules, &store.pepper, now).await?;
     let stmt = tx
         .prepare_cached("UPDATE stripe_events SET outcome = $2 WHERE id = $1")
         .await?;
@@ -437,6 +438,7 @@ async fn apply_change<C: GenericClient>(
     client: &C,
     event: &StripeEvent,
     rules: &BillingRules,
+    pepper: &KeyPepper,
     now: i64,
 ) -> Result<(Outcome, bool), ApplyError> {
     let Some(customer) = event.change.customer() else {
@@ -455,7 +457,19 @@ async fn apply_change<C: GenericClient>(
             session_id,
             subscription,
             ..
-        } => checkouts::completed(client, event, rules, &org, session_id, subscription, now).await,
+        } => {
+            checkouts::completed(
+                client,
+                event,
+                rules,
+                pepper,
+                &org,
+                session_id,
+                subscription,
+                now,
+            )
+            .await
+        }
         BillingChange::SubscriptionChanged { snapshot } => {
             let a = apply_snapshot(client, &org, snapshot, at, now).await?;
             sync_license(client, &snapshot.id, rules, now).await?;

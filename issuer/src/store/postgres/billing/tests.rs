@@ -19,17 +19,25 @@ use crate::store::{Billing, Licenses};
 /// server answers.
 async fn fresh() -> Option<(TestDatabase, PgStore)> {
     let db = TestDatabase::create().await?;
-    let store = PgStore::open(db.url(), crate::store::Migrations::Apply)
-        .await
-        .unwrap();
+    let store = PgStore::open(
+        db.url(),
+        crate::store::Migrations::Apply,
+        crate::store::test_pepper(),
+    )
+    .await
+    .unwrap();
     Some((db, store))
 }
 
 /// A second issuer process on the same database: a pool of its own.
 async fn another_process(db: &TestDatabase) -> PgStore {
-    PgStore::open(db.url(), crate::store::Migrations::Apply)
-        .await
-        .unwrap()
+    PgStore::open(
+        db.url(),
+        crate::store::Migrations::Apply,
+        crate::store::test_pepper(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn sql(store: &PgStore, batch: &str) {

@@ -16,6 +16,7 @@ use crate::domain::billing::{
     SubscriptionSnapshot, license_end, license_status_for, may_replace, paid_license, seats,
 };
 use crate::domain::license::{LicenseError, project_limit_column};
+use crate::domain::license_key::KeyPepper;
 
 #[derive(Debug)]
 struct Row {
@@ -306,6 +307,7 @@ pub(super) fn apply_event(
     conn: &mut Connection,
     event: &StripeEvent,
     rules: &BillingRules,
+    pepper: &KeyPepper,
     now: i64,
 ) -> Result<(Outcome, bool), ApplyError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -317,7 +319,7 @@ pub(super) fn apply_event(
     if fresh == 0 {
         return Ok((Outcome::Duplicate, false));
     }
-    let (outcome, mailed) = apply_change(&tx, event, rules, now)?;
+    let (outcome, mailed) = apply_change(&tx, event, rules, pepper, now)?;
     tx.execute(
         "UPDATE stripe_events SET outcome = ?2 WHERE id = ?1",
         params![event.id, outcome.recorded()],
@@ -339,6 +341,7 @@ fn apply_change(
     conn: &Connection,
     event: &StripeEvent,
     rules: &BillingRules,
+    pepper: &KeyPepper,
     now: i64,
 ) -> Result<(Outcome, bool), ApplyError> {
     let Some(customer) = event.change.customer() else {
@@ -361,7 +364,16 @@ fn apply_change(
             session_id,
             subscription,
             ..
-        } => checkout_completed(conn, event, rules, &org, session_id, subscription, now),
+        } => checkout_completed(
+            conn,
+            event,
+            rules,
+            pepper,
+            &org,
+            session_id,
+            subscription,
+            now,
+        ),
         BillingChange::SubscriptionChanged { snapshot } => {
             let a = apply_snapshot(conn, &org, snapshot, at, now)?;
             sync_license(conn, &snapshot.id, rules, now).map_err(license_error)?;
@@ -397,10 +409,12 @@ fn apply_change(
 
 /// `checkout.session.completed`: the subscription (as Stripe has it now),
 /// the organization's license, and the mail with its key.
+#[allow(clippy::too_many_arguments)]
 fn checkout_completed(
     conn: &Connection,
     event: &StripeEvent,
     rules: &BillingRules,
+    pepper: &KeyPepper,
     org: &str,
     session_id: &str,
     snap: &SubscriptionSnapshot,
@@ -464,7 +478,7 @@ fn checkout_completed(
         now,
     )?;
     let (plan, period_end) = (new.plan, snap.current_period_end.unwrap_or(now));
-    let (license, key) = licenses::create(conn, &new, now).map_err(license_error)?;
+    let (license, key) = licenses::create(conn, &new, pepper, now).map_err(license_error)?;
     sync_license(conn, &snap.id, rules, now).map_err(license_error)?;
     conn.execute(
         "UPDATE checkouts SET license_id = ?2, completed_at = ?3,

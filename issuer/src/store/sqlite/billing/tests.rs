@@ -2,6 +2,7 @@
 //! event that fails half-way.
 
 use super::*;
+use crate::domain::license_key::KeyPepper;
 use crate::store::sqlite::Db;
 
 use crate::domain::billing::Graces;
@@ -164,7 +165,7 @@ fn a_failure_half_way_leaves_nothing_and_the_retry_applies_once() {
          BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
     )
     .unwrap();
-    assert!(apply_event(&mut conn, &event, &rules, 2_000).is_err());
+    assert!(apply_event(&mut conn, &event, &rules, &KeyPepper::new(b"pepper"), 2_000).is_err());
     for table in [
         "stripe_events",
         "licenses",
@@ -180,9 +181,11 @@ fn a_failure_half_way_leaves_nothing_and_the_retry_applies_once() {
     }
     // Stripe retries once the problem is gone: applied once, then a duplicate.
     conn.execute_batch("DROP TRIGGER fail_mail").unwrap();
-    let (outcome, mailed) = apply_event(&mut conn, &event, &rules, 3_000).unwrap();
+    let (outcome, mailed) =
+        apply_event(&mut conn, &event, &rules, &KeyPepper::new(b"pepper"), 3_000).unwrap();
     assert_eq!((outcome, mailed), (Outcome::Applied, true));
-    let (outcome, mailed) = apply_event(&mut conn, &event, &rules, 4_000).unwrap();
+    let (outcome, mailed) =
+        apply_event(&mut conn, &event, &rules, &KeyPepper::new(b"pepper"), 4_000).unwrap();
     assert_eq!((outcome, mailed), (Outcome::Duplicate, false));
     for table in ["stripe_events", "licenses", "subscriptions", "email_outbox"] {
         assert_eq!(count(&conn, table), 1, "{table}");
