@@ -151,6 +151,14 @@ pub fn app(state: AppState) -> impl Endpoint {
             "/signup",
             poem::get(web::signup::show).post(web::signup::submit),
         )
+        .at(
+            "/signup/verify",
+            poem::get(web::account::verify_page).post(web::account::verify_submit),
+        )
+        .at(
+            "/signup/reset",
+            poem::get(web::account::reset_page).post(web::account::reset_submit),
+        )
         .at("/signup/success", poem::get(web::success::page))
         .at("/signup/cancel", poem::get(web::success::cancel))
         .at(web::html::STYLESHEET_PATH, poem::get(web::stylesheet))

@@ -7,6 +7,7 @@
 //! the new license key once to the browser that started the checkout (the
 //! `coditect_checkout` cookie).
 
+pub mod account;
 pub mod cookies;
 pub mod csrf;
 pub mod html;

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0002_rate_limits.sql",
         include_str!("../../../../migrations/postgres/0002_rate_limits.sql"),
     ),
+    (
+        4,
+        "0004_accounts.sql",
+        include_str!("../../../../migrations/postgres/0004_accounts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

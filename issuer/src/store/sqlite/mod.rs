@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0004_rate_limits.sql",
         include_str!("../../../../migrations/sqlite/0004_rate_limits.sql"),
     ),
+    (
+        6,
+        "0006_accounts.sql",
+        include_str!("../../../../migrations/sqlite/0006_accounts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
