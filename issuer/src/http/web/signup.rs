@@ -213,11 +213,11 @@ async fn account(
 ) -> Result<Option<User>, AccountOutcome> {
     let now = now();
     let client = crate::http::client(req, state);
-    let email = values.email.to_ascii_lowercase();
+    let email = values.email.clone();
     let check = check_password(
         state,
         &client,
-        &email,
+        &email.to_ascii_lowercase(),
         password.clone(),
         now,
         Some("web signup"),
