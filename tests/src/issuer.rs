@@ -721,7 +721,7 @@ impl Drop for IssuerServer {
 /// The links to `path` in the mails to `to` that a development issuer
 /// wrote to its log `log`, oldest first.
 pub fn mailed_links(log: &str, to: &str, path: &str) -> Vec<String> {
-    let header = format!("To: {}", to.to_ascii_lowercase());
+    let header = format!("to: {}", to.to_ascii_lowercase());
     let lower = log.to_ascii_lowercase();
     let mut links = Vec::new();
     let mut at = 0;
