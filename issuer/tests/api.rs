@@ -818,13 +818,12 @@ async fn five_failed_logins_delay_this_client_even_for_an_unknown_email() {
         // Delayed now: even the right password is refused, for a known and
         // an unknown email alike (so the delay reveals nothing).
         let r = login(&c, email, "correct horse battery").await;
-        let retry: u64 = r
-            .0
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        let retry: u64 =
+            r.0.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap();
         assert!((1..=30).contains(&retry), "{retry}");
         let p = problem(r, StatusCode::TOO_MANY_REQUESTS, "sign_in_delayed").await;
         assert!(p["detail"].as_str().unwrap().contains("Try again after"));
@@ -840,7 +839,10 @@ async fn five_failed_logins_delay_this_client_even_for_an_unknown_email() {
     .await;
     // After the delay it opens again.
     h.sql()
-        .execute("UPDATE sign_in_failures SET last_failure_at = last_failure_at - 60", [])
+        .execute(
+            "UPDATE sign_in_failures SET last_failure_at = last_failure_at - 60",
+            [],
+        )
         .unwrap();
     login(&c, "lock@b.io", "correct horse battery")
         .await

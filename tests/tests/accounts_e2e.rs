@@ -133,7 +133,10 @@ fn unpaid_signups_take_no_place_and_a_paid_pilot_refuses_more() {
     let dir = data_dir();
     let env = BillingEnv::start(
         dir.path(),
-        &[("PILOT_USERS_LIMIT", "1"), ("RATE_LIMIT_SIGNUP", "1000/min")],
+        &[
+            ("PILOT_USERS_LIMIT", "1"),
+            ("RATE_LIMIT_SIGNUP", "1000/min"),
+        ],
     );
     let db = TestDatabase::create(Backend::Sqlite, dir.path()).unwrap();
     let waiting = env.account("waiting@example.com", "Waiting Ltd");
@@ -179,8 +182,7 @@ fn a_verification_link_works_once_and_an_unverified_squatter_expires() {
     let token = token_of(&link);
     c.post_json("/api/v1/auth/verify-email", &json!({"token": token}))
         .expect_status(200);
-    let verified_at =
-        db.one("SELECT email_verified_at FROM users WHERE email = 'new@example.com'");
+    let verified_at = db.one("SELECT email_verified_at FROM users WHERE email = 'new@example.com'");
     assert!(verified_at["email_verified_at"].is_i64(), "{verified_at}");
     c.post_json("/api/v1/auth/verify-email", &json!({"token": token}))
         .expect_problem(400, "link_invalid");
@@ -206,8 +208,7 @@ fn a_verification_link_works_once_and_an_unverified_squatter_expires() {
     std::thread::sleep(std::time::Duration::from_secs(4));
     signup(&c, "victim@example.com", PASSWORD);
     login(&c, "victim@example.com", PASSWORD).expect_status(200);
-    login(&c, "victim@example.com", "squatter password")
-        .expect_problem(401, "invalid_credentials");
+    login(&c, "victim@example.com", "squatter password").expect_problem(401, "invalid_credentials");
     // The verified account, as old, stays.
     login(&c, "new@example.com", PASSWORD).expect_status(200);
 }
@@ -235,12 +236,22 @@ fn a_password_reset_is_mailed_used_once_and_ends_every_session(backend: Backend)
     let signed_in = c.clone().with_bearer(&bearer);
     signed_in.get("/api/v1/licenses").expect_status(200);
 
-    let known = c.post_json("/api/v1/auth/password-reset", &json!({"email": "reset@example.com"}));
-    let unknown = c.post_json("/api/v1/auth/password-reset", &json!({"email": "nobody@example.com"}));
+    let known = c.post_json(
+        "/api/v1/auth/password-reset",
+        &json!({"email": "reset@example.com"}),
+    );
+    let unknown = c.post_json(
+        "/api/v1/auth/password-reset",
+        &json!({"email": "nobody@example.com"}),
+    );
     assert_eq!((known.status, unknown.status), (202, 202));
     assert_eq!(known.body, unknown.body, "the same answer");
     let link = issuer.wait_for_mailed_link("reset@example.com", "/signup/reset", 1);
-    assert!(issuer.mailed_links("nobody@example.com", "/signup/reset").is_empty());
+    assert!(
+        issuer
+            .mailed_links("nobody@example.com", "/signup/reset")
+            .is_empty()
+    );
     let token = token_of(&link);
 
     let new_password = "a brand new passphrase";

@@ -164,7 +164,11 @@ async fn sign_up_in_browser(
     click(c, "input[name=plan][value=pilot-professional]").await;
     click(c, "input[name=interval][value=year]").await;
     click(c, "form.signup button[type=submit]").await;
-    let heading = wait_for(c, "main h1").await.text().await.unwrap_or_default();
+    let heading = wait_for(c, "main h1")
+        .await
+        .text()
+        .await
+        .unwrap_or_default();
     assert_eq!(heading, "Check your inbox", "{}", where_we_are(c).await);
     let deadline = Instant::now() + Duration::from_secs(30);
     let link = loop {

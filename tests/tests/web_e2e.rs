@@ -833,7 +833,13 @@ fn behind_https_the_cookies_are_secure_and_the_origin_is_the_public_one() {
         .issuer
         .wait_for_mailed_link("secure@example.com", "/signup/verify", 1);
     assert!(link.starts_with(public), "{link}");
-    let link_token = link.split("token=").nth(1).unwrap().split('&').next().unwrap();
+    let link_token = link
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
     let ok = web.post_form_from(
         "/signup/verify",
         &[
@@ -876,7 +882,9 @@ fn the_form_answers_a_registered_email_as_it_answers_a_new_one() {
         answer_new.body.replace("fresh@example.com", "EMAIL"),
         "the same page"
     );
-    answer_taken.contains("Check your inbox").lacks("already registered");
+    answer_taken
+        .contains("Check your inbox")
+        .lacks("already registered");
     // Nothing changed for the owner: same password, same organization, no
     // checkout; the owner was mailed a reset link.
     assert!(env.stripe.checkout_session_ids().is_empty());
@@ -905,7 +913,10 @@ fn the_form_answers_a_registered_email_as_it_answers_a_new_one() {
     )
     .is_empty()
     {
-        assert!(std::time::Instant::now() < deadline, "no email_taken audit row");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no email_taken audit row"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -38,9 +38,7 @@ pub fn dispatch(cli: &Cli, printer: &Printer) -> CliResult<()> {
                 Command::License(LicenseCommand::Machines) => session::machines(&ctx),
                 Command::Deactivate { machine } => deactivate::run(&ctx, machine.as_deref()),
                 Command::Login {
-                    email,
-                    reset: true,
-                    ..
+                    email, reset: true, ..
                 } => session::reset(&ctx, email.as_deref()),
                 Command::Login {
                     email,

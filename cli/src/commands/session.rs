@@ -99,11 +99,9 @@ pub fn reset(ctx: &Context<'_>, email: Option<&str>) -> CliResult<()> {
     let request = PasswordResetRequest {
         email: email.clone(),
     };
-    let reply = ctx
-        .printer
-        .spin("Asking for a reset link…", || {
-            client.request_password_reset(&request)
-        })?;
+    let reply = ctx.printer.spin("Asking for a reset link…", || {
+        client.request_password_reset(&request)
+    })?;
     match reply {
         Reply::Ok(_) => {
             let page = format!("{}/signup/reset", server.trim_end_matches('/'));

@@ -324,10 +324,9 @@ pub fn start_housekeeping(store: SharedStore, ttl: std::time::Duration) {
             let cutoff = super::now().saturating_sub(ttl);
             match store.delete_unverified_accounts(cutoff, None).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    accounts = n,
-                    "deleted accounts never verified nor paid for"
-                ),
+                Ok(n) => {
+                    tracing::info!(accounts = n, "deleted accounts never verified nor paid for")
+                }
                 Err(e) => tracing::warn!(error = %e, "account housekeeping failed"),
             }
         }

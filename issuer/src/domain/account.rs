@@ -254,7 +254,7 @@ mod tests {
         let a = "b3BlbiBzZXNhbWUgb3BlbiBzZXNhbWUgb3BlbiBzZXM";
         assert_eq!(link_token_hash(a).len(), 64);
         assert_ne!(link_token_hash(a), link_token_hash("other"));
-        assert_eq!(link_token_hash(&a), link_token_hash(&format!(" {a}\n")));
+        assert_eq!(link_token_hash(a), link_token_hash(&format!(" {a}\n")));
     }
 
     #[test]

@@ -281,14 +281,7 @@ impl From<AccountError> for ApiError {
                         rfc3339(until)
                     ),
                 );
-                return ApiError::TooManyRequests(
-                    Json(p),
-                    wait,
-                    1,
-                    0,
-                    wait,
-                    format!("1;w={wait}"),
-                );
+                return ApiError::TooManyRequests(Json(p), wait, 1, 0, wait, format!("1;w={wait}"));
             }
             AccountError::LinkInvalid => Problem::new(
                 S::BAD_REQUEST,

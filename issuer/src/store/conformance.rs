@@ -250,35 +250,77 @@ pub async fn account_links_work_once_and_a_reset_ends_every_session(store: Share
     let verify = link_token_hash("verify-token");
     assert!(
         store
-            .issue_account_link("A@x.io", LinkPurpose::VerifyEmail, &verify, NOW + 60, &link_mail("a@x.io"), NOW)
+            .issue_account_link(
+                "A@x.io",
+                LinkPurpose::VerifyEmail,
+                &verify,
+                NOW + 60,
+                &link_mail("a@x.io"),
+                NOW
+            )
             .await
             .unwrap()
     );
     // Not a reset link; then used once; then never again.
-    assert_eq!(store.reset_password(&verify, "new", NOW).await.unwrap(), None);
-    assert_eq!(store.verify_email(&verify, NOW + 1).await.unwrap(), Some(u.clone()));
+    assert_eq!(
+        store.reset_password(&verify, "new", NOW).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.verify_email(&verify, NOW + 1).await.unwrap(),
+        Some(u.clone())
+    );
     assert_eq!(store.verify_email(&verify, NOW + 2).await.unwrap(), None);
     // An expired reset link changes nothing.
     let reset = link_token_hash("reset-token");
     store
-        .issue_account_link("a@x.io", LinkPurpose::ResetPassword, &reset, NOW + 60, &link_mail("a@x.io"), NOW)
+        .issue_account_link(
+            "a@x.io",
+            LinkPurpose::ResetPassword,
+            &reset,
+            NOW + 60,
+            &link_mail("a@x.io"),
+            NOW,
+        )
         .await
         .unwrap();
-    assert_eq!(store.reset_password(&reset, "new", NOW + 60).await.unwrap(), None);
+    assert_eq!(
+        store.reset_password(&reset, "new", NOW + 60).await.unwrap(),
+        None
+    );
     let (_, found) = store.sign_in_lookup("a@x.io", "c", NOW).await.unwrap();
     assert_eq!(found.unwrap().1, "old");
     assert!(store.session_user(&s1, NOW + 61).await.unwrap().is_some());
     // A good one: new password, every session ended, failures forgotten.
     let reset = link_token_hash("reset-token-2");
     store
-        .issue_account_link("a@x.io", LinkPurpose::ResetPassword, &reset, NOW + 600, &link_mail("a@x.io"), NOW)
+        .issue_account_link(
+            "a@x.io",
+            LinkPurpose::ResetPassword,
+            &reset,
+            NOW + 600,
+            &link_mail("a@x.io"),
+            NOW,
+        )
         .await
         .unwrap();
     for _ in 0..3 {
-        store.record_failed_sign_in("a@x.io", "x", NOW).await.unwrap();
+        store
+            .record_failed_sign_in("a@x.io", "x", NOW)
+            .await
+            .unwrap();
     }
-    assert_eq!(store.reset_password(&reset, "new", NOW + 70).await.unwrap(), Some(u.clone()));
-    assert_eq!(store.reset_password(&reset, "newer", NOW + 71).await.unwrap(), None);
+    assert_eq!(
+        store.reset_password(&reset, "new", NOW + 70).await.unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(
+        store
+            .reset_password(&reset, "newer", NOW + 71)
+            .await
+            .unwrap(),
+        None
+    );
     let (record, found) = store.sign_in_lookup("a@x.io", "x", NOW + 72).await.unwrap();
     assert_eq!(found.unwrap().1, "new");
     assert_eq!((record.client.failures, record.email.failures), (0, 0));
@@ -315,9 +357,19 @@ pub async fn unverified_unpaid_accounts_expire_and_free_their_email(store: Share
         .signup("victim@x.io", "h", "Squat", None, NOW)
         .await
         .unwrap();
-    store.create_session(&squatter.id, NOW, NOW + 600).await.unwrap();
     store
-        .issue_account_link("victim@x.io", LinkPurpose::VerifyEmail, &link_token_hash("v1"), NOW + 60, &link_mail("victim@x.io"), NOW)
+        .create_session(&squatter.id, NOW, NOW + 600)
+        .await
+        .unwrap();
+    store
+        .issue_account_link(
+            "victim@x.io",
+            LinkPurpose::VerifyEmail,
+            &link_token_hash("v1"),
+            NOW + 60,
+            &link_mail("victim@x.io"),
+            NOW,
+        )
         .await
         .unwrap();
     let verified = store
@@ -325,28 +377,61 @@ pub async fn unverified_unpaid_accounts_expire_and_free_their_email(store: Share
         .await
         .unwrap();
     store
-        .issue_account_link("real@x.io", LinkPurpose::VerifyEmail, &link_token_hash("v2"), NOW + 60, &link_mail("real@x.io"), NOW)
+        .issue_account_link(
+            "real@x.io",
+            LinkPurpose::VerifyEmail,
+            &link_token_hash("v2"),
+            NOW + 60,
+            &link_mail("real@x.io"),
+            NOW,
+        )
         .await
         .unwrap();
-    store.verify_email(&link_token_hash("v2"), NOW + 1).await.unwrap().unwrap();
+    store
+        .verify_email(&link_token_hash("v2"), NOW + 1)
+        .await
+        .unwrap()
+        .unwrap();
     // Too young: nothing; another email only: nothing.
-    assert_eq!(store.delete_unverified_accounts(NOW, None).await.unwrap(), 0);
     assert_eq!(
-        store.delete_unverified_accounts(NOW + 1, Some("other@x.io")).await.unwrap(),
+        store.delete_unverified_accounts(NOW, None).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_unverified_accounts(NOW + 1, Some("other@x.io"))
+            .await
+            .unwrap(),
         0
     );
     // Old enough: the unverified, unpaid one goes (the paid buyer, also
     // unverified, and the verified one stay).
     assert_eq!(
-        store.delete_unverified_accounts(NOW + 1, Some("VICTIM@x.io")).await.unwrap(),
+        store
+            .delete_unverified_accounts(NOW + 1, Some("VICTIM@x.io"))
+            .await
+            .unwrap(),
         1
     );
-    assert_eq!(store.delete_unverified_accounts(NOW + 100, None).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .delete_unverified_accounts(NOW + 100, None)
+            .await
+            .unwrap(),
+        0
+    );
     let (_, found) = store.sign_in_lookup("victim@x.io", "c", NOW).await.unwrap();
     assert_eq!(found, None);
     let (_, found) = store.sign_in_lookup("real@x.io", "c", NOW).await.unwrap();
     assert_eq!(found.unwrap().0.id, verified.id);
-    assert_eq!(store.licenses_with_activations(Some(&paid_org)).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .licenses_with_activations(Some(&paid_org))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // The email is free again.
     store
         .signup("victim@x.io", "h", "Real owner", None, NOW + 2)

@@ -55,7 +55,12 @@ pub fn license_key_mail(config: &Config, m: &LicenseMail<'_>) -> Mail {
 
 /// The mail that confirms a new account's address. `link` carries the
 /// single-use token; after a web signup it continues to the payment.
-pub fn verify_email_mail(config: &Config, to: &str, link: &str, continues_to_payment: bool) -> Mail {
+pub fn verify_email_mail(
+    config: &Config,
+    to: &str,
+    link: &str,
+    continues_to_payment: bool,
+) -> Mail {
     let support = &config.mail.support_email;
     let next = if continues_to_payment {
         "Open this link to confirm your address and continue to the payment of your pilot"

@@ -75,9 +75,17 @@ impl AuthApi {
         let company = input::name("company_name", &body.company_name)?;
         let password = zeroize::Zeroizing::new(body.0.password);
         let client = client(req, &state);
-        let registered =
-            accounts::register(&state, &email, password, &company, &client, None, None, now())
-                .await;
+        let registered = accounts::register(
+            &state,
+            &email,
+            password,
+            &company,
+            &client,
+            None,
+            None,
+            now(),
+        )
+        .await;
         match registered {
             // Same answer as a new signup: a new account gets the
             // verification link, the owner of a registered address a mail
@@ -115,7 +123,11 @@ impl AuthApi {
 
     /// Confirm an email address with the token of the link mailed at
     /// signup (single use; `link_invalid` when unknown, used or expired).
-    #[oai(path = "/auth/verify-email", method = "post", operation_id = "verify_email")]
+    #[oai(
+        path = "/auth/verify-email",
+        method = "post",
+        operation_id = "verify_email"
+    )]
     async fn verify_email(
         &self,
         req: &poem::Request,
@@ -154,7 +166,11 @@ impl AuthApi {
 
     /// Choose a new password with the token of a reset link (single use,
     /// an hour). Every session of the account ends; sign in again.
-    #[oai(path = "/auth/new-password", method = "post", operation_id = "new_password")]
+    #[oai(
+        path = "/auth/new-password",
+        method = "post",
+        operation_id = "new_password"
+    )]
     async fn new_password(
         &self,
         req: &poem::Request,

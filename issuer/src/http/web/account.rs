@@ -175,10 +175,7 @@ pub async fn verify_submit(
         return notice_page(
             state,
             "Your email is confirmed",
-            &[format!(
-                "Thank you: {} is confirmed.",
-                escape(&user.email)
-            )],
+            &[format!("Thank you: {} is confirmed.", escape(&user.email))],
             StatusCode::OK,
         );
     }
@@ -216,7 +213,10 @@ fn ask_page(state: &AppState, token: &FormToken, error: &str, status: StatusCode
     let error = if error.is_empty() {
         String::new()
     } else {
-        format!("<p class=\"error\" id=\"email-error\">{}</p>\n", escape(error))
+        format!(
+            "<p class=\"error\" id=\"email-error\">{}</p>\n",
+            escape(error)
+        )
     };
     form_page(
         state,
@@ -241,7 +241,12 @@ fn new_password_page(
     status: StatusCode,
 ) -> Response {
     let error = error
-        .map(|e| format!("<p class=\"error\" id=\"password-error\">{}</p>\n", escape(e)))
+        .map(|e| {
+            format!(
+                "<p class=\"error\" id=\"password-error\">{}</p>\n",
+                escape(e)
+            )
+        })
         .unwrap_or_default();
     form_page(
         state,
@@ -285,12 +290,10 @@ pub async fn reset_submit(
             Ok(()) => notice_page(
                 state,
                 "Check your inbox",
-                &[
-                    format!(
-                        "If <strong>{}</strong> has an account, a link to choose a new password is on its way. It works once, for an hour.",
-                        escape(&email)
-                    ),
-                ],
+                &[format!(
+                    "If <strong>{}</strong> has an account, a link to choose a new password is on its way. It works once, for an hour.",
+                    escape(&email)
+                )],
                 StatusCode::OK,
             ),
             Err(e) => internal_error(state, &e),

@@ -523,10 +523,19 @@ mod tests {
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        let (record, _) = stores[1].sign_in_lookup("a@X.IO", "c1", NOW + 1).await.unwrap();
+        let (record, _) = stores[1]
+            .sign_in_lookup("a@X.IO", "c1", NOW + 1)
+            .await
+            .unwrap();
         assert_eq!((record.client.failures, record.email.failures), (6, 10));
-        stores[0].clear_failed_sign_ins("A@x.IO", "c1", NOW + 2).await.unwrap();
-        let (record, _) = stores[1].sign_in_lookup("a@x.io", "c1", NOW + 3).await.unwrap();
+        stores[0]
+            .clear_failed_sign_ins("A@x.IO", "c1", NOW + 2)
+            .await
+            .unwrap();
+        let (record, _) = stores[1]
+            .sign_in_lookup("a@x.io", "c1", NOW + 3)
+            .await
+            .unwrap();
         assert_eq!(record.client.failures, 0, "cleared whatever the case");
         assert_eq!(record.client_succeeded_at, Some(NOW + 2));
         assert_eq!(record.email.failures, 10, "the others' count stays");

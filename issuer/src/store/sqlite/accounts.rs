@@ -217,7 +217,9 @@ pub fn delete_unverified(
                                WHERE s.organization_id = u.organization_id)
              LIMIT 500",
         )?
-        .query_map(params![created_before, email], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![created_before, email], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     for (user, org) in &doomed {
         tx.execute("DELETE FROM checkouts WHERE organization_id = ?1", [org])?;
@@ -243,10 +245,10 @@ pub fn signup(
     now: i64,
 ) -> Result<User, AccountError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(limit) = pilot_limit {
-        if paid_organizations(&tx, "")? >= limit {
-            return Err(AccountError::SignupFull);
-        }
+    if let Some(limit) = pilot_limit
+        && paid_organizations(&tx, "")? >= limit
+    {
+        return Err(AccountError::SignupFull);
     }
     let taken: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM users WHERE email = ?1)",
