@@ -62,11 +62,20 @@ fn form_page(
         heading = escape(heading),
         csrf = token.field(),
     );
+    let site = Site::of(&state.config);
+    // The confirmation's post is answered with a 303 to Stripe Checkout,
+    // which the page's `form-action` must allow (as the signup form's).
+    let checkout = if action == "/signup/verify" {
+        site.checkout_origin.clone()
+    } else {
+        None
+    };
     let mut resp = Page::new(heading, body)
         .status(status)
         .no_store()
+        .form_action(checkout)
         .respond(state);
-    token.set_cookie(&mut resp, Site::of(&state.config).secure);
+    token.set_cookie(&mut resp, site.secure);
     resp
 }
 
