@@ -185,9 +185,9 @@ fn a_verification_link_works_once_and_an_unverified_squatter_expires() {
     let verified_at = db.one("SELECT email_verified_at FROM users WHERE email = 'new@example.com'");
     assert!(verified_at["email_verified_at"].is_i64(), "{verified_at}");
     c.post_json("/api/v1/auth/verify-email", &json!({"token": token}))
-        .expect_problem(400, "link_invalid");
+        .expect_problem(404, "link_invalid");
     c.post_json("/api/v1/auth/verify-email", &json!({"token": "made-up"}))
-        .expect_problem(400, "link_invalid");
+        .expect_problem(404, "link_invalid");
     assert_eq!(
         db.one("SELECT email_verified_at FROM users WHERE email = 'new@example.com'"),
         verified_at
@@ -269,7 +269,7 @@ fn a_password_reset_is_mailed_used_once_and_ends_every_session(backend: Backend)
         "/api/v1/auth/new-password",
         &json!({"token": token, "password": "yet another passphrase"}),
     )
-    .expect_problem(400, "link_invalid");
+    .expect_problem(404, "link_invalid");
     login(&c, "reset@example.com", "yet another passphrase")
         .expect_problem(401, "invalid_credentials");
     login(&c, "reset@example.com", new_password).expect_status(200);

@@ -84,6 +84,7 @@ pub fn service() -> OpenApiService<
 const FIELD_PATTERNS: &[(&str, &str, &str)] = &[
     ("SignupRequest", "email", input::EMAIL_PATTERN),
     ("LoginRequest", "email", input::EMAIL_PATTERN),
+    ("PasswordResetRequest", "email", input::EMAIL_PATTERN),
     ("SignupRequest", "company_name", input::NAME_PATTERN),
     ("ActivateRequest", "license_key", input::KEY_PATTERN),
     ("ValidateRequest", "license_key", input::KEY_PATTERN),

@@ -49,7 +49,7 @@ pub enum ApiError {
     /// The license or account does not allow this.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
-    /// No such license or activation.
+    /// No such license, activation or account link.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
     /// Conflicts with existing state (e.g. the email is taken).
@@ -283,8 +283,9 @@ impl From<AccountError> for ApiError {
                 );
                 return ApiError::TooManyRequests(Json(p), wait, 1, 0, wait, format!("1;w={wait}"));
             }
+            // No such link (any more): like a resource that is gone.
             AccountError::LinkInvalid => Problem::new(
-                S::BAD_REQUEST,
+                S::NOT_FOUND,
                 "link_invalid",
                 "Link invalid or expired",
                 "This link is unknown, was used already or has expired. Ask for a new one.",
