@@ -920,3 +920,63 @@ fn the_form_answers_a_registered_email_as_it_answers_a_new_one() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The password-reset pages: asking answers alike for a known and an
+/// unknown email (only the known one is mailed); the mailed link's page
+/// sets the new password once; a second use changes nothing.
+#[test]
+fn the_reset_pages_mail_a_link_that_sets_a_new_password_once() {
+    let dir = data_dir();
+    let env = BillingEnv::start(dir.path(), &[]);
+    env.account("owner@example.com", "Owner Ltd");
+    let web = WebClient::new(env.issuer.base_url());
+    let ask = |email: &str| {
+        let form = web.get("/signup/reset");
+        form.expect_page(200).contains("Reset your password");
+        let token = form.csrf_field();
+        web.post_form("/signup/reset", &[("csrf_token", &token), ("email", email)])
+    };
+    let known = ask("owner@example.com");
+    let unknown = ask("nobody@example.com");
+    assert_eq!((known.status, unknown.status), (200, 200));
+    assert_eq!(
+        known.body.replace("owner@example.com", "EMAIL"),
+        unknown.body.replace("nobody@example.com", "EMAIL")
+    );
+    let link = env
+        .issuer
+        .wait_for_mailed_link("owner@example.com", "/signup/reset", 1);
+    assert!(
+        env.issuer
+            .mailed_links("nobody@example.com", "/signup/reset")
+            .is_empty()
+    );
+    let page = web.get(&link);
+    page.expect_page(200).contains("Choose a new password");
+    let csrf = page.csrf_field();
+    let link_token = link.split("token=").nth(1).unwrap().to_owned();
+    let set = |password: &str| {
+        web.post_form(
+            "/signup/reset",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("token", link_token.as_str()),
+                ("password", password),
+            ],
+        )
+    };
+    set("a brand new passphrase")
+        .expect_page(200)
+        .contains("Your password is changed");
+    set("yet another passphrase")
+        .expect_page(400)
+        .contains("This link does not work");
+    let login = |password: &str| {
+        env.client().post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "owner@example.com", "password": password}),
+        )
+    };
+    login("a brand new passphrase").expect_status(200);
+    login("yet another passphrase").expect_problem(401, "invalid_credentials");
+}
