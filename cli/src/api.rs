@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use proto::{
-    ActivateRequest, DeactivateRequest, DeactivateResponse, GrantResponse, LicenseList,
-    LoginRequest, LoginResponse, Problem, ValidateRequest,
+    AccountAnswer, ActivateRequest, DeactivateRequest, DeactivateResponse, GrantResponse,
+    LicenseList, LoginRequest, LoginResponse, PasswordResetRequest, Problem, ValidateRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -188,6 +188,15 @@ impl Client {
     /// `POST /auth/login`.
     pub fn login(&self, request: &LoginRequest) -> CliResult<Reply<LoginResponse>> {
         self.post("/auth/login", request)
+    }
+
+    /// `POST /auth/password-reset`: mails a reset link if the email has an
+    /// account (the answer is the same when it has none).
+    pub fn request_password_reset(
+        &self,
+        request: &PasswordResetRequest,
+    ) -> CliResult<Reply<AccountAnswer>> {
+        self.post("/auth/password-reset", request)
     }
 
     /// `POST /auth/logout`: ends the session of `bearer`.

@@ -95,6 +95,9 @@ pub enum Command {
         /// Read the password from standard input instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// Forgot the password: mail a link to choose a new one (opened in a browser).
+        #[arg(long, conflicts_with = "password_stdin")]
+        reset: bool,
     },
     /// Sign out.
     Logout,

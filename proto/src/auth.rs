@@ -54,6 +54,45 @@ pub struct LoginResponse {
     pub expires_at: String,
 }
 
+/// The token of a link mailed to an account (the `token` parameter of the
+/// link).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct VerifyEmailRequest {
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 1, max_length = 128)))]
+    pub token: String,
+}
+
+/// Whom to mail a password-reset link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct PasswordResetRequest {
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 6, max_length = 254)))]
+    pub email: String,
+}
+
+/// A new password, with the token of the reset link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct NewPasswordRequest {
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 1, max_length = 128)))]
+    pub token: String,
+    /// At least 10 characters.
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 10, max_length = 128)))]
+    pub password: String,
+}
+
+/// The answer of an account request that was carried out (or, for a reset
+/// request, would have been: it is the same for unknown emails).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct AccountAnswer {
+    /// `accepted` or `done`.
+    pub status: String,
+    /// What to do next.
+    pub next: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,10 @@ pub mod license_key;
 pub mod licenses;
 pub mod problem;
 
-pub use auth::{LoginRequest, LoginResponse, SignupRequest, SignupResponse};
+pub use auth::{
+    AccountAnswer, LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest,
+    SignupRequest, SignupResponse, VerifyEmailRequest,
+};
 pub use licenses::{
     ActivateRequest, ActivationView, DeactivateRequest, DeactivateResponse, EntitlementsView,
     FeaturesResponse, GrantResponse, LicenseList, LicenseSummary, LicenseWithActivations,

@@ -42,6 +42,7 @@ const ISSUER_VARS: &[&str] = &[
     "TOKEN_RENEW_AFTER",
     "ENABLE_PILOT_SIGNUP",
     "PILOT_USERS_LIMIT",
+    "UNVERIFIED_ACCOUNT_TTL",
     "LOG_FORMAT",
     "RUST_LOG",
     "RATE_LIMIT_LOGIN",
@@ -336,6 +337,8 @@ pub struct HttpResponse {
     pub content_type: Option<String>,
     /// The body as text.
     pub body: String,
+    /// `Retry-After`, if any.
+    pub retry_after: Option<u64>,
 }
 
 impl HttpResponse {
@@ -441,11 +444,17 @@ impl Client {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = resp.body_mut().read_to_string()?;
         Ok(HttpResponse {
             status,
             content_type,
             body,
+            retry_after,
         })
     }
 
@@ -672,6 +681,31 @@ impl IssuerServer {
         move || log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
     }
 
+    /// The mails written to the log (development, no `SMTP_URL`) to `to`
+    /// (any case) that carry a link to `path` (`/signup/verify`): those
+    /// links, oldest first.
+    pub fn mailed_links(&self, to: &str, path: &str) -> Vec<String> {
+        mailed_links(&self.log(), to, path)
+    }
+
+    /// Waits (up to 30 s) until `count` mails with a link to `path` were
+    /// written for `to`; returns the newest link.
+    pub fn wait_for_mailed_link(&self, to: &str, path: &str, count: usize) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let links = self.mailed_links(to, path);
+            if links.len() >= count {
+                return links.last().cloned().unwrap_or_default();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no mail with a {path} link to {to}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `GET path`.
     pub fn get(&self, path: &str) -> HttpResponse {
         self.client.get(path)
@@ -692,6 +726,35 @@ impl Drop for IssuerServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The links to `path` in the mails to `to` that a development issuer
+/// wrote to its log `log`, oldest first.
+pub fn mailed_links(log: &str, to: &str, path: &str) -> Vec<String> {
+    let header = format!("to: {}", to.to_ascii_lowercase());
+    let lower = log.to_ascii_lowercase();
+    let mut links = Vec::new();
+    let mut at = 0;
+    while let Some(found) = lower[at..].find(&header) {
+        let start = at + found + header.len();
+        // The mail runs until the next one (or the end of the log).
+        let end = lower[start..]
+            .find("mail not sent")
+            .map_or(log.len(), |e| start + e);
+        let mail = &log[start..end];
+        if mail.starts_with(['\n', '\r'])
+            && let Some(p) = mail.find(&format!("{path}?"))
+        {
+            let from = mail[..p].rfind("http").unwrap_or(p);
+            let link: String = mail[from..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            links.push(link);
+        }
+        at = start;
+    }
+    links
 }
 
 /// The hardware id (64 hex) of a machine whose machine id is `machine_id`.

@@ -116,7 +116,7 @@ fn a_paid_checkout_makes_one_license_and_one_mail_and_the_key_works() {
     let sub = one(&db, "SELECT * FROM subscriptions");
     assert_eq!(sub["status"], "active");
     assert_eq!(sub["stripe_customer_id"], p.customer_id.as_str());
-    let mail = one(&db, "SELECT * FROM email_outbox");
+    let mail = one(&db, "SELECT * FROM email_outbox WHERE kind = 'license_key'");
     assert_eq!(mail["recipient"], "buyer@example.com");
     assert_eq!(mail["kind"], "license_key");
     // Every event the checkout sent was recorded once.
@@ -464,7 +464,10 @@ fn the_same_event_twenty_times_ten_at_once_makes_one_license_and_one_mail(backen
         assert_eq!(env.stripe.deliver(id).status, Some(200));
     }
     assert_eq!(db.count("SELECT count(*) FROM licenses"), 1);
-    assert_eq!(db.count("SELECT count(*) FROM email_outbox"), 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM email_outbox WHERE kind = 'license_key'"),
+        1
+    );
     assert_eq!(db.count("SELECT count(*) FROM subscriptions"), 1);
     let license = db.one("SELECT * FROM licenses");
     assert_eq!(license["tier"], "pilot-starter");
@@ -497,7 +500,13 @@ fn when_stripe_cannot_be_asked_the_event_fails_cleanly_and_its_retry_applies() {
     assert_eq!(completed.status, Some(503), "{completed:?}");
     let db = open_db(dir.path());
     assert_eq!(count(&db, "SELECT count(*) FROM licenses"), 0);
-    assert_eq!(count(&db, "SELECT count(*) FROM email_outbox"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM email_outbox WHERE kind = 'license_key'"
+        ),
+        0
+    );
     assert_eq!(
         count(
             &db,
@@ -516,7 +525,13 @@ fn when_stripe_cannot_be_asked_the_event_fails_cleanly_and_its_retry_applies() {
     }
     assert_eq!(statuses, [Some(503), Some(503), Some(200), Some(200)]);
     assert_eq!(count(&db, "SELECT count(*) FROM licenses"), 1);
-    assert_eq!(count(&db, "SELECT count(*) FROM email_outbox"), 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM email_outbox WHERE kind = 'license_key'"
+        ),
+        1
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use coditect_tests::billing::BillingEnv;
 use coditect_tests::browser::{ChromeDriver, chromium_capabilities, tools_or_skip};
 use coditect_tests::issuer::{
-    IssuerServer, decode_token, hardware_id, key_ring_from_jwks, unix_now,
+    IssuerServer, decode_token, hardware_id, key_ring_from_jwks, mailed_links, unix_now,
 };
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -137,8 +137,15 @@ async fn type_into(c: &Client, css: &str, text: &str) {
 }
 
 /// Landing page → "Start your pilot" → the form, filled in and sent →
-/// Stripe's page. Returns the checkout page's address.
-async fn sign_up_in_browser(c: &Client, base: &str, stripe_base: &str, email: &str) -> String {
+/// "check your inbox" → the link of the mail (read from the issuer's log,
+/// `log`) → confirm → Stripe's page. Returns the checkout page's address.
+async fn sign_up_in_browser(
+    c: &Client,
+    base: &str,
+    stripe_base: &str,
+    email: &str,
+    log: impl Fn() -> String,
+) -> String {
     c.goto(&format!("{base}/"))
         .await
         .expect("open the landing page");
@@ -156,6 +163,22 @@ async fn sign_up_in_browser(c: &Client, base: &str, stripe_base: &str, email: &s
     type_into(c, "#company_name", "Browser Test GmbH").await;
     click(c, "input[name=plan][value=pilot-professional]").await;
     click(c, "input[name=interval][value=year]").await;
+    click(c, "form.signup button[type=submit]").await;
+    let heading = wait_for(c, "main h1")
+        .await
+        .text()
+        .await
+        .unwrap_or_default();
+    assert_eq!(heading, "Check your inbox", "{}", where_we_are(c).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let link = loop {
+        if let Some(link) = mailed_links(&log(), email, "/signup/verify").pop() {
+            break link;
+        }
+        assert!(Instant::now() < deadline, "no mail: {}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    c.goto(&link).await.expect("open the mailed link");
     click(c, "form.signup button[type=submit]").await;
     let pay_prefix = format!("{stripe_base}/pay/");
     wait_for_url(c, "Stripe Checkout", |u| u.starts_with(&pay_prefix)).await
@@ -218,10 +241,11 @@ fn a_pilot_bought_in_the_browser_gives_a_key_that_activates() {
     let base = env.issuer.base_url().to_owned();
     let stripe_base = env.stripe.base_url();
     let email = "browser.buyer@example.com";
+    let log = env.issuer.log_handle();
     let key = with_browser(
         "a_pilot_bought_in_the_browser_gives_a_key_that_activates",
         |c| async move {
-            sign_up_in_browser(&c, &base, &stripe_base, email).await;
+            sign_up_in_browser(&c, &base, &stripe_base, email, log).await;
             let page = where_we_are(&c).await;
             assert!(page.contains("4242 4242 4242 4242"), "{page}");
             click(&c, "#submit").await;
@@ -251,11 +275,12 @@ fn the_success_page_waits_for_a_late_confirmation() {
     let base = env.issuer.base_url().to_owned();
     let stripe_base = env.stripe.base_url();
     let email = "late.webhook@example.com";
+    let log = env.issuer.log_handle();
     let stripe = &env.stripe;
     let key = with_browser(
         "the_success_page_waits_for_a_late_confirmation",
         |c| async move {
-            sign_up_in_browser(&c, &base, &stripe_base, email).await;
+            sign_up_in_browser(&c, &base, &stripe_base, email, log).await;
             // The browser gets back before Stripe's events do.
             stripe.pause_deliveries();
             click(&c, "#submit").await;

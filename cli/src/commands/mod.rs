@@ -38,8 +38,12 @@ pub fn dispatch(cli: &Cli, printer: &Printer) -> CliResult<()> {
                 Command::License(LicenseCommand::Machines) => session::machines(&ctx),
                 Command::Deactivate { machine } => deactivate::run(&ctx, machine.as_deref()),
                 Command::Login {
+                    email, reset: true, ..
+                } => session::reset(&ctx, email.as_deref()),
+                Command::Login {
                     email,
                     password_stdin,
+                    ..
                 } => session::login(&ctx, email.as_deref(), *password_stdin),
                 Command::Logout => session::logout(&ctx),
                 Command::Init { dir } => project::init(&ctx, dir.as_deref()),

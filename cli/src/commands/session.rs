@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 
-use proto::LoginRequest;
+use proto::{LoginRequest, PasswordResetRequest};
 use serde_json::json;
 
 use super::server_or_default;
@@ -75,8 +75,49 @@ pub fn login(ctx: &Context<'_>, email: Option<&str>, password_stdin: bool) -> Cl
         Reply::Refused { problem, .. } => Err(CliError::user(
             &problem.code,
             problem.detail,
-            Some("check your email and password; `coditect login` to try again".to_owned()),
+            Some(
+                "check your email and password; `coditect login` to try again, or `coditect login --reset` if you forgot the password"
+                    .to_owned(),
+            ),
         )),
+    }
+}
+
+/// `coditect login --reset`: asks the server to mail a link that sets a
+/// new password (in a browser). The server answers the same whether the
+/// email has an account or not, and so does this.
+pub fn reset(ctx: &Context<'_>, email: Option<&str>) -> CliResult<()> {
+    let email = match email {
+        Some(e) => e.trim().to_owned(),
+        None => prompt_line("Email: ")?,
+    };
+    if email.is_empty() {
+        return Err(CliError::user("input", "an email is required", None));
+    }
+    let server = server_or_default(ctx.server);
+    let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
+    let request = PasswordResetRequest {
+        email: email.clone(),
+    };
+    let reply = ctx.printer.spin("Asking for a reset link…", || {
+        client.request_password_reset(&request)
+    })?;
+    match reply {
+        Reply::Ok(_) => {
+            let page = format!("{}/signup/reset", server.trim_end_matches('/'));
+            ctx.printer.success(&format!(
+                "If {email} has an account, a link to choose a new password is on its way (valid for an hour)"
+            ));
+            ctx.printer.line(&format!(
+                "Open it in a browser, then run `coditect login`. No mail? Ask again at {page}."
+            ));
+            ctx.printer
+                .json(&json!({ "reset_requested": true, "email": email, "page": page }));
+            Ok(())
+        }
+        Reply::Refused { problem, .. } => {
+            Err(api::refusal_error(&problem.code, &problem.detail, &server))
+        }
     }
 }
 

@@ -1,19 +1,121 @@
-//! Signing up, signing in (with the lockout), sessions and signing out.
+//! Signing up (with the verification mail), signing in (with the
+//! progressive delay after failures), sessions, signing out, and the
+//! password reset by mail.
 //!
 //! Passwords are hashed by [`super::passwords`]. A login creates a session
 //! in the store; the JWT carries its id, and logout ends the session
 //! server-side, so a signed-out token is refused everywhere.
+//!
+//! Links mailed to an account (verify the address, reset the password)
+//! carry 32 random bytes; the database keeps only their SHA-256, with an
+//! expiry and the time they were used (once).
+
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use super::mail::templates;
 use super::{AppState, passwords};
-use crate::domain::account::{self, AccessClaims, AccountError, User};
+use crate::domain::account::{
+    self, AccessClaims, AccountError, LinkPurpose, User, link_token_hash, sign_in_refused_until,
+};
 use crate::domain::audit::{Client, Event};
+use crate::domain::mail::Mail;
 use crate::domain::rfc3339;
+use crate::store::SharedStore;
 
-/// Creates an organization and its owner. An address that is taken gets
-/// `EmailTaken` (audited as such); callers decide what to tell whom.
+/// Where a web signup continues after its address is confirmed: the plan
+/// and billing interval chosen in the form.
+#[derive(Debug, Clone, Copy)]
+pub struct Continuation<'a> {
+    pub plan: &'a str,
+    pub interval: &'a str,
+}
+
+/// A new link token: 32 random bytes, base64url.
+fn new_link_token() -> Result<String, AccountError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| AccountError::Internal(e.to_string()))?;
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        bytes,
+    ))
+}
+
+/// Mails a link of `purpose` to the account of `email`, if there is one
+/// (`mail` makes the mail from the link's URL, `url` the URL from the
+/// token). An unknown email costs the same store call and queues nothing.
+async fn mail_link(
+    state: &AppState,
+    email: &str,
+    purpose: LinkPurpose,
+    now: i64,
+    url: impl FnOnce(&str) -> String,
+    mail: impl FnOnce(&str) -> Mail,
+) -> Result<bool, AccountError> {
+    let token = Zeroizing::new(new_link_token()?);
+    let link = Zeroizing::new(url(&token));
+    let mail = mail(&link);
+    let issued = state
+        .store
+        .issue_account_link(
+            email,
+            purpose,
+            &link_token_hash(&token),
+            now.saturating_add(purpose.lifetime()),
+            &mail,
+            now,
+        )
+        .await?;
+    if issued {
+        state.mailer.wake();
+    }
+    Ok(issued)
+}
+
+/// The page a verification link opens.
+fn verify_url(state: &AppState, token: &str, next: Option<Continuation<'_>>) -> String {
+    let base = state.config.public_base_url.trim_end_matches('/');
+    match next {
+        Some(c) => format!(
+            "{base}/signup/verify?token={token}&plan={}&interval={}",
+            c.plan, c.interval
+        ),
+        None => format!("{base}/signup/verify?token={token}"),
+    }
+}
+
+/// The page a password-reset link opens.
+fn reset_url(state: &AppState, token: &str) -> String {
+    let base = state.config.public_base_url.trim_end_matches('/');
+    format!("{base}/signup/reset?token={token}")
+}
+
+/// Tells the owner of a registered address that someone tried to sign
+/// up with it, with a password-reset link (the answer to the one who
+/// tried is the same as for a new address).
+async fn mail_existing_owner(state: &AppState, email: &str, now: i64) -> Result<(), AccountError> {
+    let config = Arc::clone(&state.config);
+    mail_link(
+        state,
+        email,
+        LinkPurpose::ResetPassword,
+        now,
+        |t| reset_url(state, t),
+        |link| templates::signup_existing_mail(&config, email, link),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates an organization and its owner, unverified, and mails the
+/// verification link (continuing to the payment after a web signup,
+/// `next`). An address that is taken gets `EmailTaken` (audited as such)
+/// and its owner a mail with a password-reset link; callers answer both
+/// the same way. An address held by an account that was never verified
+/// nor paid for and is older than `UNVERIFIED_ACCOUNT_TTL` is freed first.
 /// `via` is a short note for the audit row (`web signup`).
+#[allow(clippy::too_many_arguments)]
 pub async fn register(
     state: &AppState,
     email: &str,
@@ -21,16 +123,33 @@ pub async fn register(
     company_name: &str,
     client: &Client,
     via: Option<&'static str>,
+    next: Option<Continuation<'_>>,
     now: i64,
 ) -> Result<User, AccountError> {
     let hash = passwords::hash(password)
         .await
         .map_err(AccountError::Internal)?;
     let limit = Some(state.config.pilot_users_limit);
-    let outcome = state
-        .store
-        .signup(email, &hash, company_name, limit, now)
-        .await;
+    let store = &state.store;
+    let mut outcome = store.signup(email, &hash, company_name, limit, now).await;
+    if matches!(outcome, Err(AccountError::EmailTaken)) {
+        let ttl = i64::try_from(state.config.unverified_account_ttl.as_secs()).unwrap_or(i64::MAX);
+        if store
+            .delete_unverified_accounts(now.saturating_sub(ttl), Some(email))
+            .await?
+            > 0
+        {
+            state
+                .audit
+                .log(
+                    Event::new(now, "account_expired", "deleted")
+                        .actor(format!("email:{email}"))
+                        .detail("unverified and unpaid; the address was signed up again"),
+                )
+                .await;
+            outcome = store.signup(email, &hash, company_name, limit, now).await;
+        }
+    }
     let event = Event::new(now, "signup", "ok").client(client);
     let event = match via {
         Some(note) => event.detail(note),
@@ -38,6 +157,16 @@ pub async fn register(
     };
     match &outcome {
         Ok(user) => {
+            let config = Arc::clone(&state.config);
+            mail_link(
+                state,
+                email,
+                LinkPurpose::VerifyEmail,
+                now,
+                |t| verify_url(state, t, next),
+                |link| templates::verify_email_mail(&config, email, link, next.is_some()),
+            )
+            .await?;
             state
                 .audit
                 .log(
@@ -48,6 +177,7 @@ pub async fn register(
                 .await;
         }
         Err(AccountError::EmailTaken) => {
+            mail_existing_owner(state, email, now).await?;
             let mut e = event.actor(format!("email:{email}"));
             e.outcome = "email_taken".into();
             state.audit.log(e).await;
@@ -55,6 +185,152 @@ pub async fn register(
         Err(_) => {}
     }
     outcome
+}
+
+/// The web signup form was sent for a registered address with the wrong
+/// password (or while its sign-ins are delayed): the owner gets the same
+/// mail as an API signup of a taken address would send, and the form
+/// answers as for a new address.
+pub async fn signup_of_registered_address(
+    state: &AppState,
+    email: &str,
+    client: &Client,
+    now: i64,
+) -> Result<(), AccountError> {
+    mail_existing_owner(state, email, now).await?;
+    state
+        .audit
+        .log(
+            Event::new(now, "signup", "email_taken")
+                .actor(format!("email:{email}"))
+                .client(client)
+                .detail("web signup"),
+        )
+        .await;
+    Ok(())
+}
+
+/// Confirms an address with the token of its verification link.
+pub async fn verify_email(
+    state: &AppState,
+    token: &str,
+    client: &Client,
+    now: i64,
+) -> Result<User, AccountError> {
+    let user = state
+        .store
+        .verify_email(&link_token_hash(token), now)
+        .await?;
+    let Some(user) = user else {
+        state
+            .audit
+            .log(Event::new(now, "email_verified", "link_invalid").client(client))
+            .await;
+        return Err(AccountError::LinkInvalid);
+    };
+    state
+        .audit
+        .log(
+            Event::new(now, "email_verified", "ok")
+                .actor(format!("user:{}", user.id))
+                .client(client),
+        )
+        .await;
+    Ok(user)
+}
+
+/// Mails a password-reset link to `email` if it has an account. The
+/// caller answers the same whether it has or not.
+pub async fn request_password_reset(
+    state: &AppState,
+    email: &str,
+    client: &Client,
+    now: i64,
+) -> Result<(), AccountError> {
+    let config = Arc::clone(&state.config);
+    let mailed = mail_link(
+        state,
+        email,
+        LinkPurpose::ResetPassword,
+        now,
+        |t| reset_url(state, t),
+        |link| templates::password_reset_mail(&config, email, link),
+    )
+    .await?;
+    state
+        .audit
+        .log(
+            Event::new(
+                now,
+                "password_reset_requested",
+                if mailed { "mailed" } else { "unknown_email" },
+            )
+            .actor(format!("email:{email}"))
+            .client(client),
+        )
+        .await;
+    Ok(())
+}
+
+/// Sets a new password with the token of a reset link: every session of
+/// the account ends, the address counts as verified, and the failed
+/// sign-ins of the email are forgotten.
+pub async fn reset_password(
+    state: &AppState,
+    token: &str,
+    password: Zeroizing<String>,
+    client: &Client,
+    now: i64,
+) -> Result<User, AccountError> {
+    let hash = passwords::hash(password)
+        .await
+        .map_err(AccountError::Internal)?;
+    let user = state
+        .store
+        .reset_password(&link_token_hash(token), &hash, now)
+        .await?;
+    let Some(user) = user else {
+        state
+            .audit
+            .log(Event::new(now, "password_reset", "link_invalid").client(client))
+            .await;
+        return Err(AccountError::LinkInvalid);
+    };
+    state
+        .audit
+        .log(
+            Event::new(now, "password_reset", "ok")
+                .actor(format!("user:{}", user.id))
+                .client(client)
+                .detail("every session revoked"),
+        )
+        .await;
+    Ok(user)
+}
+
+/// How often unverified, unpaid accounts past `UNVERIFIED_ACCOUNT_TTL` are
+/// deleted.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Starts the account housekeeping (inside the tokio runtime): accounts
+/// whose address was never verified and whose organization never paid are
+/// deleted once older than `ttl`, which frees their address.
+pub fn start_housekeeping(store: SharedStore, ttl: std::time::Duration) {
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+        loop {
+            tick.tick().await;
+            let cutoff = super::now().saturating_sub(ttl);
+            match store.delete_unverified_accounts(cutoff, None).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(accounts = n, "deleted accounts never verified nor paid for")
+                }
+                Err(e) => tracing::warn!(error = %e, "account housekeeping failed"),
+            }
+        }
+    });
 }
 
 /// The result of checking a password.
@@ -69,8 +345,11 @@ pub enum PasswordCheck {
     NoAccount,
 }
 
-/// The one password check, with the lockout: sign-in and the web signup
-/// form (`web_signup` names the form in the audit row) both use it.
+/// The one password check, with the progressive delay: sign-in and the
+/// web signup form (`web_signup` names the form in the audit row) both
+/// use it. Failures are counted per (email, client) and per email
+/// (`domain::account::sign_in_refused_until`); while refused, the password
+/// is not checked and nothing is counted.
 pub async fn check_password(
     state: &AppState,
     client: &Client,
@@ -88,12 +367,13 @@ pub async fn check_password(
             None => e,
         }
     };
-    let (locked, found) = state.store.sign_in_lookup(email, now).await?;
+    let key = state.limits.client_key(client.ip.as_deref());
+    let (record, found) = state.store.sign_in_lookup(email, &key, now).await?;
     if found.is_none() && web_signup.is_some() {
         return Ok(PasswordCheck::NoAccount);
     }
-    if let Some(until) = locked {
-        state.audit.log(failed("locked")).await;
+    if let Some(until) = sign_in_refused_until(&record, now) {
+        state.audit.log(failed("delayed")).await;
         return Ok(PasswordCheck::Locked { until });
     }
     let (user, hash) = match found {
@@ -104,25 +384,30 @@ pub async fn check_password(
     let ok = passwords::verify(hash, password).await;
     match (ok, user) {
         (true, Some(user)) => {
-            state.store.clear_failed_sign_ins(email).await?;
+            state.store.clear_failed_sign_ins(email, &key, now).await?;
             Ok(PasswordCheck::Right(user))
         }
         _ => {
             tracing::warn!(ip = client.ip.as_deref().unwrap_or("-"), "failed sign-in");
-            let lock = state.store.record_failed_sign_in(email, now).await?;
+            let record = state.store.record_failed_sign_in(email, &key, now).await?;
             state.audit.log(failed("invalid_credentials")).await;
-            if let Some(until) = lock {
+            if let Some(until) = sign_in_refused_until(&record, now) {
                 tracing::warn!(
                     ip = client.ip.as_deref().unwrap_or("-"),
-                    "sign-in locked for 15 minutes after repeated failures"
+                    "sign-ins delayed after repeated failures"
                 );
                 state
                     .audit
                     .log(
-                        Event::new(now, "lockout", "locked")
+                        Event::new(now, "lockout", "delayed")
                             .actor(format!("email:{email}"))
                             .client(client)
-                            .detail(format!("until {}", rfc3339(until))),
+                            .detail(format!(
+                                "until {} ({} failures from this client, {} in all)",
+                                rfc3339(until),
+                                record.client.failures,
+                                record.email.failures
+                            )),
                     )
                     .await;
             }

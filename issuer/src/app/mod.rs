@@ -69,6 +69,7 @@ impl AppState {
         let config = Arc::new(config);
         billing::start_housekeeping(Arc::clone(&store));
         audit::start_pruning(Arc::clone(&store), config.audit_retention_days);
+        accounts::start_housekeeping(Arc::clone(&store), config.unverified_account_ttl);
         AppState {
             limits: Arc::new(limits::Limiters::for_store(&config, &store)),
             mailer: mail::Mailer::start(Arc::clone(&store), Arc::clone(&config)),

@@ -101,6 +101,10 @@ pub struct Config {
     pub token_renew_after: Duration,
     pub enable_pilot_signup: bool,
     pub pilot_users_limit: u32,
+    /// How long an account may stay with its email unverified while its
+    /// organization has not paid before it is deleted
+    /// (`UNVERIFIED_ACCOUNT_TTL`, 7 days); deleting it frees the email.
+    pub unverified_account_ttl: Duration,
     /// Request rate limits (`RATE_LIMIT_*`).
     pub rate_limits: RateLimits,
     /// How many reverse proxies in front of the issuer append to
@@ -268,6 +272,7 @@ impl Config {
                 .map_err(|_| invalid("PILOT_USERS_LIMIT", "must be a whole number"))?,
         };
 
+        let unverified_account_ttl = duration(env, "UNVERIFIED_ACCOUNT_TTL", "7days")?;
         let rate_limits = RateLimits::load(env)?;
         let trust_proxy = trust_proxy(env)?;
         let stripe = stripe(env, production)?;
@@ -313,6 +318,7 @@ impl Config {
             token_renew_after,
             enable_pilot_signup,
             pilot_users_limit,
+            unverified_account_ttl,
             rate_limits,
             trust_proxy,
             stripe,

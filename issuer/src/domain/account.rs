@@ -18,18 +18,134 @@ pub enum AccountError {
     InvalidCredentials,
     #[error("not signed in, or the session has ended")]
     Unauthorized,
+    /// Too many failed sign-ins for this email from this client (or from
+    /// everywhere, for a client that never signed in to it): wait until
+    /// `until`.
     #[error("too many failed sign-ins")]
     Locked { until: i64 },
+    /// A verification or password-reset link that is unknown, used,
+    /// expired or for something else.
+    #[error("the link is invalid, used or expired")]
+    LinkInvalid,
     #[error("internal: {0}")]
     Internal(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
-/// Failed sign-ins that lock an email.
-pub const LOCKOUT_THRESHOLD: u32 = 5;
-/// How long a lock lasts, and how long failures are remembered.
-pub const LOCKOUT_SECONDS: i64 = 15 * 60;
+/// Failed sign-ins of one email from one client that pass without delay;
+/// each further failure doubles the wait (see [`sign_in_refused_until`]).
+pub const CLIENT_FREE_FAILURES: u32 = 5;
+/// Failed sign-ins of one email from all clients together before clients
+/// that never signed in to it are slowed down as well: the global bound
+/// on guessing one password from many addresses.
+pub const EMAIL_FREE_FAILURES: u32 = 50;
+/// The wait after the first failure past the free ones (seconds).
+pub const FIRST_DELAY_SECONDS: i64 = 30;
+/// The longest wait (seconds).
+pub const MAX_DELAY_SECONDS: i64 = 15 * 60;
+/// Failures are forgotten this long after the last one (seconds).
+pub const FAILURE_MEMORY_SECONDS: i64 = 24 * 3600;
+/// A client that signed in to an email is "known" for this long (seconds):
+/// other clients' failures do not slow it down.
+pub const KNOWN_CLIENT_SECONDS: i64 = 30 * 24 * 3600;
+
+/// Failed sign-ins counted for one email from one client, or from all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureCount {
+    pub failures: u32,
+    pub last_failure_at: i64,
+}
+
+impl FailureCount {
+    /// The failures still remembered at `now`.
+    pub fn current(&self, now: i64) -> u32 {
+        if now.saturating_sub(self.last_failure_at) >= FAILURE_MEMORY_SECONDS {
+            0
+        } else {
+            self.failures
+        }
+    }
+
+    /// Until when attempts are refused, `free` failures passing freely.
+    fn refused_until(&self, free: u32, now: i64) -> Option<i64> {
+        let delay = delay_after(self.current(now), free);
+        let until = self.last_failure_at.saturating_add(delay);
+        (delay > 0 && until > now).then_some(until)
+    }
+}
+
+/// The wait after `failures` failures when `free` of them pass freely:
+/// none below `free`, then 30 s, doubling per failure up to 15 minutes.
+pub fn delay_after(failures: u32, free: u32) -> i64 {
+    if failures < free {
+        return 0;
+    }
+    let doublings = (failures - free).min(20);
+    FIRST_DELAY_SECONDS
+        .saturating_mul(1_i64 << doublings)
+        .min(MAX_DELAY_SECONDS)
+}
+
+/// What the store keeps about the sign-ins of one email: from this client
+/// (a salted hash of its address), and from all clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SignInRecord {
+    pub client: FailureCount,
+    /// When this client last signed in to this email successfully.
+    pub client_succeeded_at: Option<i64>,
+    pub email: FailureCount,
+}
+
+/// Until when a sign-in of this email from this client is refused at
+/// `now` (without checking the password), if it is. A client's own
+/// failures slow it down after [`CLIENT_FREE_FAILURES`]; the failures of
+/// all clients together slow down every client that has not signed in to
+/// this email within [`KNOWN_CLIENT_SECONDS`] after
+/// [`EMAIL_FREE_FAILURES`]. So a stranger cannot lock the owner out of
+/// their own address, and guessing one password is bounded globally.
+pub fn sign_in_refused_until(record: &SignInRecord, now: i64) -> Option<i64> {
+    let own = record.client.refused_until(CLIENT_FREE_FAILURES, now);
+    let known = record
+        .client_succeeded_at
+        .is_some_and(|at| now.saturating_sub(at) < KNOWN_CLIENT_SECONDS);
+    let everyone = if known {
+        None
+    } else {
+        record.email.refused_until(EMAIL_FREE_FAILURES, now)
+    };
+    own.max(everyone)
+}
+
+/// What an account link is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPurpose {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl LinkPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkPurpose::VerifyEmail => "verify_email",
+            LinkPurpose::ResetPassword => "reset_password",
+        }
+    }
+
+    /// How long a link works (seconds): a day to verify, an hour to reset.
+    pub fn lifetime(self) -> i64 {
+        match self {
+            LinkPurpose::VerifyEmail => 24 * 3600,
+            LinkPurpose::ResetPassword => 3600,
+        }
+    }
+}
+
+/// What the database keeps of a link token: its hex SHA-256.
+pub fn link_token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.trim().as_bytes()))
+}
 
 /// A user with their organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +203,61 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_796_256_000;
+
+    fn count(failures: u32, at: i64) -> FailureCount {
+        FailureCount {
+            failures,
+            last_failure_at: at,
+        }
+    }
+
+    #[test]
+    fn the_delay_grows_with_failures_and_is_capped() {
+        let delays: Vec<i64> = (0..12).map(|f| delay_after(f, 5)).collect();
+        assert_eq!(delays, [0, 0, 0, 0, 0, 30, 60, 120, 240, 480, 900, 900]);
+        assert_eq!(delay_after(u32::MAX, 0), MAX_DELAY_SECONDS);
+    }
+
+    #[test]
+    fn a_strangers_failures_do_not_slow_down_a_known_client() {
+        // Five failures from this client: refused for 30 s after the last.
+        let mine = SignInRecord {
+            client: count(5, NOW),
+            email: count(5, NOW),
+            ..SignInRecord::default()
+        };
+        assert_eq!(sign_in_refused_until(&mine, NOW + 1), Some(NOW + 30));
+        assert_eq!(sign_in_refused_until(&mine, NOW + 30), None);
+        // Others failed 60 times: a new client waits, a known one does not.
+        let others = SignInRecord {
+            email: count(60, NOW),
+            ..SignInRecord::default()
+        };
+        assert_eq!(sign_in_refused_until(&others, NOW + 1), Some(NOW + 900));
+        let owner = SignInRecord {
+            client_succeeded_at: Some(NOW - 3600),
+            ..others
+        };
+        assert_eq!(sign_in_refused_until(&owner, NOW + 1), None);
+        // A success long ago does not count; old failures are forgotten.
+        let stale = SignInRecord {
+            client_succeeded_at: Some(NOW - KNOWN_CLIENT_SECONDS),
+            ..others
+        };
+        assert_eq!(sign_in_refused_until(&stale, NOW + 1), Some(NOW + 900));
+        assert_eq!(
+            sign_in_refused_until(&others, NOW + FAILURE_MEMORY_SECONDS),
+            None
+        );
+    }
+
+    #[test]
+    fn link_tokens_are_stored_as_hashes_of_the_trimmed_text() {
+        let a = "b3BlbiBzZXNhbWUgb3BlbiBzZXNhbWUgb3BlbiBzZXM";
+        assert_eq!(link_token_hash(a).len(), 64);
+        assert_ne!(link_token_hash(a), link_token_hash("other"));
+        assert_eq!(link_token_hash(a), link_token_hash(&format!(" {a}\n")));
+    }
 
     #[test]
     fn jwts_check_signature_and_expiry_against_the_given_time() {

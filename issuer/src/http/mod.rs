@@ -84,6 +84,7 @@ pub fn service() -> OpenApiService<
 const FIELD_PATTERNS: &[(&str, &str, &str)] = &[
     ("SignupRequest", "email", input::EMAIL_PATTERN),
     ("LoginRequest", "email", input::EMAIL_PATTERN),
+    ("PasswordResetRequest", "email", input::EMAIL_PATTERN),
     ("SignupRequest", "company_name", input::NAME_PATTERN),
     ("ActivateRequest", "license_key", input::KEY_PATTERN),
     ("ValidateRequest", "license_key", input::KEY_PATTERN),
@@ -150,6 +151,14 @@ pub fn app(state: AppState) -> impl Endpoint {
         .at(
             "/signup",
             poem::get(web::signup::show).post(web::signup::submit),
+        )
+        .at(
+            "/signup/verify",
+            poem::get(web::account::verify_page).post(web::account::verify_submit),
+        )
+        .at(
+            "/signup/reset",
+            poem::get(web::account::reset_page).post(web::account::reset_submit),
         )
         .at("/signup/success", poem::get(web::success::page))
         .at("/signup/cancel", poem::get(web::success::cancel))

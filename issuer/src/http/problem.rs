@@ -50,7 +50,7 @@ pub enum ApiError {
     /// The license or account does not allow this.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
-    /// No such license or activation.
+    /// No such license, activation or account link.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
     /// Conflicts with existing state (e.g. the email is taken).
@@ -309,14 +309,27 @@ impl From<AccountError> for ApiError {
                 "The email or password is wrong.",
             ),
             AccountError::Unauthorized => return ApiError::unauthorized(),
-            AccountError::Locked { until } => Problem::new(
-                S::FORBIDDEN,
-                "account_locked",
-                "Sign-in locked",
-                format!(
-                    "Too many failed sign-ins for this email. Try again after {}.",
-                    rfc3339(until)
-                ),
+            AccountError::Locked { until } => {
+                let wait = u64::try_from(until.saturating_sub(crate::app::now()))
+                    .unwrap_or(0)
+                    .max(1);
+                let p = Problem::new(
+                    S::TOO_MANY_REQUESTS,
+                    "sign_in_delayed",
+                    "Sign-in delayed",
+                    format!(
+                        "Too many failed sign-ins for this email from here. Try again after {} (in {wait} s), or reset the password by mail.",
+                        rfc3339(until)
+                    ),
+                );
+                return ApiError::TooManyRequests(Json(p), wait, 1, 0, wait, format!("1;w={wait}"));
+            }
+            // No such link (any more): like a resource that is gone.
+            AccountError::LinkInvalid => Problem::new(
+                S::NOT_FOUND,
+                "link_invalid",
+                "Link invalid or expired",
+                "This link is unknown, was used already or has expired. Ask for a new one.",
             ),
             AccountError::Internal(cause) => return ApiError::internal(&cause),
             AccountError::Storage(e) => return ApiError::from(e),

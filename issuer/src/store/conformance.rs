@@ -21,7 +21,9 @@ use std::time::Duration;
 use verifier::HardwareId;
 
 use super::SharedStore;
-use crate::domain::account::{AccountError, LOCKOUT_SECONDS, LOCKOUT_THRESHOLD};
+use crate::domain::account::{
+    AccountError, FAILURE_MEMORY_SECONDS, LinkPurpose, link_token_hash, sign_in_refused_until,
+};
 use crate::domain::audit::Event;
 use crate::domain::billing::{
     BillingChange, BillingRules, CheckoutRecord, Graces, LicenseMailFacts, Outcome, REVEAL_WINDOW,
@@ -83,6 +85,11 @@ macro_rules! conformance_tests {
             store_answers_and_is_at_the_latest_schema,
             signup_counts_users_and_refuses_taken_emails,
             sign_in_failures_lock_the_email_and_a_success_clears_them,
+            sign_in_failures_count_per_client_and_per_email,
+            only_paid_organizations_fill_the_pilot,
+            account_links_work_once_and_a_reset_ends_every_session,
+            unknown_emails_get_no_link_and_no_mail,
+            unverified_unpaid_accounts_expire_and_free_their_email,
             sessions_end_at_sign_out_and_at_expiry,
             licenses_are_found_by_id_key_and_organization,
             seats_are_taken_reused_freed_and_never_exceeded,
@@ -149,56 +156,302 @@ pub async fn signup_counts_users_and_refuses_taken_emails(store: SharedStore) {
         .signup("b@x.io", "h", "B", Some(2), NOW)
         .await
         .unwrap();
+    // Unpaid signups take no place in the pilot.
+    store
+        .signup("c@x.io", "h", "C", Some(2), NOW)
+        .await
+        .unwrap();
     assert!(matches!(
-        store.signup("c@x.io", "h", "C", Some(2), NOW).await,
+        store.signup("d@x.io", "h", "D", Some(0), NOW).await,
         Err(AccountError::SignupFull)
     ));
-    assert_eq!(store.user_count().await.unwrap(), 2);
-    let (_, found) = store.sign_in_lookup("a@X.io", NOW).await.unwrap();
+    assert_eq!(store.user_count().await.unwrap(), 3);
+    let (_, found) = store.sign_in_lookup("a@X.io", "c", NOW).await.unwrap();
     let (user, hash) = found.unwrap();
     assert_eq!((user.id, hash.as_str()), (u.id, "hash"));
     let org = store.create_organization("Solo", NOW).await.unwrap();
     assert!(!org.is_empty());
-    assert_eq!(store.user_count().await.unwrap(), 2, "no user with it");
+    assert_eq!(store.user_count().await.unwrap(), 3, "no user with it");
 }
 
 pub async fn sign_in_failures_lock_the_email_and_a_success_clears_them(store: SharedStore) {
-    for i in 0..i64::from(LOCKOUT_THRESHOLD) - 1 {
-        assert_eq!(
-            store
-                .record_failed_sign_in("a@x.io", NOW + i)
-                .await
-                .unwrap(),
-            None
-        );
+    // Five failures from one client delay it (an unknown email too).
+    for i in 0..5 {
+        let r = store
+            .record_failed_sign_in("a@x.io", "c1", NOW + i)
+            .await
+            .unwrap();
+        assert_eq!(r.client.failures, u32::try_from(i + 1).unwrap());
     }
-    let until = store
-        .record_failed_sign_in("a@x.io", NOW + 10)
+    let (record, found) = store.sign_in_lookup("A@x.io", "c1", NOW + 5).await.unwrap();
+    assert_eq!(found, None);
+    assert_eq!(sign_in_refused_until(&record, NOW + 5), Some(NOW + 4 + 30));
+    // Forgotten after the memory: the count starts again.
+    let r = store
+        .record_failed_sign_in("a@x.io", "c1", NOW + 4 + FAILURE_MEMORY_SECONDS)
         .await
         .unwrap();
-    assert_eq!(until, Some(NOW + 10 + LOCKOUT_SECONDS));
-    let (locked, found) = store.sign_in_lookup("a@x.io", NOW + 11).await.unwrap();
-    assert_eq!((locked, found), (until, None), "an unknown email locks too");
-    let (locked, _) = store
-        .sign_in_lookup("a@x.io", NOW + 10 + LOCKOUT_SECONDS)
+    assert_eq!((r.client.failures, r.email.failures), (1, 1));
+    // A success forgets this client's count and makes it known.
+    store
+        .clear_failed_sign_ins("a@x.io", "c1", NOW + 2 * FAILURE_MEMORY_SECONDS)
         .await
         .unwrap();
-    assert_eq!(locked, None, "the lock ends");
-    // A success forgets the count.
-    for i in 0..i64::from(LOCKOUT_THRESHOLD) - 1 {
+    let (record, _) = store.sign_in_lookup("a@x.io", "c1", NOW).await.unwrap();
+    assert_eq!(record.client.failures, 0);
+    assert_eq!(
+        record.client_succeeded_at,
+        Some(NOW + 2 * FAILURE_MEMORY_SECONDS)
+    );
+}
+
+pub async fn sign_in_failures_count_per_client_and_per_email(store: SharedStore) {
+    for _ in 0..3 {
         store
-            .record_failed_sign_in("b@x.io", NOW + i)
+            .record_failed_sign_in("a@x.io", "stranger", NOW)
             .await
             .unwrap();
     }
-    store.clear_failed_sign_ins("b@x.io").await.unwrap();
+    let r = store
+        .record_failed_sign_in("A@X.IO", "owner", NOW)
+        .await
+        .unwrap();
+    assert_eq!((r.client.failures, r.email.failures), (1, 4));
+    let (owner, _) = store.sign_in_lookup("a@x.io", "owner", NOW).await.unwrap();
+    assert_eq!((owner.client.failures, owner.email.failures), (1, 4));
+    let (other, _) = store.sign_in_lookup("b@x.io", "owner", NOW).await.unwrap();
+    assert_eq!((other.client.failures, other.email.failures), (0, 0));
+}
+
+pub async fn only_paid_organizations_fill_the_pilot(store: SharedStore) {
+    assert_eq!(store.paid_organization_count(None).await.unwrap(), 0);
+    let (paid, completed) = paying_organization(&store).await;
+    store
+        .signup("unpaid@x.io", "h", "U", Some(1), NOW)
+        .await
+        .unwrap();
+    store
+        .apply_stripe_event(&completed, &rules(), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(store.paid_organization_count(None).await.unwrap(), 1);
+    assert_eq!(store.paid_organization_count(Some(&paid)).await.unwrap(), 0);
+    assert!(matches!(
+        store.signup("late@x.io", "h", "L", Some(1), NOW).await,
+        Err(AccountError::SignupFull)
+    ));
+    store
+        .signup("late@x.io", "h", "L", Some(2), NOW)
+        .await
+        .unwrap();
+}
+
+fn link_mail(to: &str) -> Mail {
+    Mail {
+        kind: "password_reset",
+        to: to.into(),
+        subject: "Reset".into(),
+        body: "link".into(),
+    }
+}
+
+pub async fn account_links_work_once_and_a_reset_ends_every_session(store: SharedStore) {
+    let u = store
+        .signup("a@x.io", "old", "Acme", None, NOW)
+        .await
+        .unwrap();
+    let s1 = store.create_session(&u.id, NOW, NOW + 600).await.unwrap();
+    let s2 = store.create_session(&u.id, NOW, NOW + 600).await.unwrap();
+    let verify = link_token_hash("verify-token");
+    assert!(
+        store
+            .issue_account_link(
+                "A@x.io",
+                LinkPurpose::VerifyEmail,
+                &verify,
+                NOW + 60,
+                &link_mail("a@x.io"),
+                NOW
+            )
+            .await
+            .unwrap()
+    );
+    // Not a reset link; then used once; then never again.
+    assert_eq!(
+        store.reset_password(&verify, "new", NOW).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.verify_email(&verify, NOW + 1).await.unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(store.verify_email(&verify, NOW + 2).await.unwrap(), None);
+    // An expired reset link changes nothing.
+    let reset = link_token_hash("reset-token");
+    store
+        .issue_account_link(
+            "a@x.io",
+            LinkPurpose::ResetPassword,
+            &reset,
+            NOW + 60,
+            &link_mail("a@x.io"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reset_password(&reset, "new", NOW + 60).await.unwrap(),
+        None
+    );
+    let (_, found) = store.sign_in_lookup("a@x.io", "c", NOW).await.unwrap();
+    assert_eq!(found.unwrap().1, "old");
+    assert!(store.session_user(&s1, NOW + 61).await.unwrap().is_some());
+    // A good one: new password, every session ended, failures forgotten.
+    let reset = link_token_hash("reset-token-2");
+    store
+        .issue_account_link(
+            "a@x.io",
+            LinkPurpose::ResetPassword,
+            &reset,
+            NOW + 600,
+            &link_mail("a@x.io"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store
+            .record_failed_sign_in("a@x.io", "x", NOW)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.reset_password(&reset, "new", NOW + 70).await.unwrap(),
+        Some(u.clone())
+    );
     assert_eq!(
         store
-            .record_failed_sign_in("b@x.io", NOW + 9)
+            .reset_password(&reset, "newer", NOW + 71)
             .await
             .unwrap(),
         None
     );
+    let (record, found) = store.sign_in_lookup("a@x.io", "x", NOW + 72).await.unwrap();
+    assert_eq!(found.unwrap().1, "new");
+    assert_eq!((record.client.failures, record.email.failures), (0, 0));
+    for sid in [s1, s2] {
+        assert_eq!(store.session_user(&sid, NOW + 72).await.unwrap(), None);
+    }
+    // The link mails were queued with their links.
+    assert_eq!(store.outbox(false, 10).await.unwrap().len(), 3);
+}
+
+pub async fn unknown_emails_get_no_link_and_no_mail(store: SharedStore) {
+    let issued = store
+        .issue_account_link(
+            "nobody@x.io",
+            LinkPurpose::ResetPassword,
+            &link_token_hash("t"),
+            NOW + 60,
+            &link_mail("nobody@x.io"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(!issued);
+    assert!(store.outbox(false, 10).await.unwrap().is_empty());
+}
+
+pub async fn unverified_unpaid_accounts_expire_and_free_their_email(store: SharedStore) {
+    let (paid_org, completed) = paying_organization(&store).await;
+    store
+        .apply_stripe_event(&completed, &rules(), NOW + 20)
+        .await
+        .unwrap();
+    let squatter = store
+        .signup("victim@x.io", "h", "Squat", None, NOW)
+        .await
+        .unwrap();
+    store
+        .create_session(&squatter.id, NOW, NOW + 600)
+        .await
+        .unwrap();
+    store
+        .issue_account_link(
+            "victim@x.io",
+            LinkPurpose::VerifyEmail,
+            &link_token_hash("v1"),
+            NOW + 60,
+            &link_mail("victim@x.io"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let verified = store
+        .signup("real@x.io", "h", "Real", None, NOW)
+        .await
+        .unwrap();
+    store
+        .issue_account_link(
+            "real@x.io",
+            LinkPurpose::VerifyEmail,
+            &link_token_hash("v2"),
+            NOW + 60,
+            &link_mail("real@x.io"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    store
+        .verify_email(&link_token_hash("v2"), NOW + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    // Too young: nothing; another email only: nothing.
+    assert_eq!(
+        store.delete_unverified_accounts(NOW, None).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_unverified_accounts(NOW + 1, Some("other@x.io"))
+            .await
+            .unwrap(),
+        0
+    );
+    // Old enough: the unverified, unpaid one goes (the paid buyer, also
+    // unverified, and the verified one stay).
+    assert_eq!(
+        store
+            .delete_unverified_accounts(NOW + 1, Some("VICTIM@x.io"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_unverified_accounts(NOW + 100, None)
+            .await
+            .unwrap(),
+        0
+    );
+    let (_, found) = store.sign_in_lookup("victim@x.io", "c", NOW).await.unwrap();
+    assert_eq!(found, None);
+    let (_, found) = store.sign_in_lookup("real@x.io", "c", NOW).await.unwrap();
+    assert_eq!(found.unwrap().0.id, verified.id);
+    assert_eq!(
+        store
+            .licenses_with_activations(Some(&paid_org))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The email is free again.
+    store
+        .signup("victim@x.io", "h", "Real owner", None, NOW + 2)
+        .await
+        .unwrap();
 }
 
 pub async fn sessions_end_at_sign_out_and_at_expiry(store: SharedStore) {

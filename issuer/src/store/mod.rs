@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use verifier::HardwareId;
 
 use crate::domain::StorageError;
-use crate::domain::account::{AccountError, User};
+use crate::domain::account::{AccountError, LinkPurpose, SignInRecord, User};
 use crate::domain::audit::Event;
 use crate::domain::billing::{
     ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
@@ -125,14 +125,17 @@ pub trait Store:
 /// Organizations, users, failed sign-ins and login sessions.
 #[async_trait]
 pub trait Accounts {
-    /// Creates an organization and its first user (role `owner`);
-    /// `users_limit` caps the number of users (the pilot's size).
+    /// Creates an organization and its first user (role `owner`), with an
+    /// unverified email. `pilot_limit` caps the organizations with a
+    /// completed checkout (the pilot's places; unpaid signups take none):
+    /// `SignupFull` once that many have paid. Counted and inserted under
+    /// one lock (`BEGIN IMMEDIATE`; an advisory lock on PostgreSQL).
     async fn signup(
         &self,
         email: &str,
         password_hash: &str,
         company_name: &str,
-        users_limit: Option<u32>,
+        pilot_limit: Option<u32>,
         now: i64,
     ) -> Result<User, AccountError>;
     /// Creates an organization with no users (the operator's licenses);
@@ -140,22 +143,73 @@ pub trait Accounts {
     async fn create_organization(&self, name: &str, now: i64) -> Result<String, StorageError>;
     /// How many users there are.
     async fn user_count(&self) -> Result<u32, StorageError>;
-    /// For a sign-in at `now`: until when `email` is locked (if it is), and
-    /// its user with the password hash (if it has an account).
+    /// How many organizations have completed a checkout: the pilot's
+    /// places taken (by organizations other than `except`, if given).
+    async fn paid_organization_count(&self, except: Option<&str>) -> Result<u32, StorageError>;
+    /// For a sign-in at `now` from `client` (a salted hash of its
+    /// address): the failed sign-ins counted for this email from this
+    /// client and from all, and its user with the password hash (if it has
+    /// an account).
     async fn sign_in_lookup(
         &self,
         email: &str,
+        client: &str,
         now: i64,
-    ) -> Result<(Option<i64>, Option<(User, String)>), StorageError>;
-    /// Counts a failed sign-in for `email` (known or not); returns the end
-    /// of the lock when this failure locks it.
+    ) -> Result<(SignInRecord, Option<(User, String)>), StorageError>;
+    /// Counts a failed sign-in for `email` (known or not) from `client`
+    /// and from all clients, atomically (also across processes); failures
+    /// older than `FAILURE_MEMORY_SECONDS` are forgotten first. Returns
+    /// the counts after this one.
     async fn record_failed_sign_in(
         &self,
         email: &str,
+        client: &str,
         now: i64,
-    ) -> Result<Option<i64>, StorageError>;
-    /// Forgets failed sign-ins after a successful one.
-    async fn clear_failed_sign_ins(&self, email: &str) -> Result<(), StorageError>;
+    ) -> Result<SignInRecord, StorageError>;
+    /// After a successful sign-in: forgets this client's failures for the
+    /// email and remembers that it signed in at `now`.
+    async fn clear_failed_sign_ins(
+        &self,
+        email: &str,
+        client: &str,
+        now: i64,
+    ) -> Result<(), StorageError>;
+    /// If `email` has an account: stores a link token (its hash) for it
+    /// and queues `mail` (which carries the link), in one transaction.
+    /// Returns whether it did; an unknown email changes nothing.
+    async fn issue_account_link(
+        &self,
+        email: &str,
+        purpose: LinkPurpose,
+        token_hash: &str,
+        expires_at: i64,
+        mail: &Mail,
+        now: i64,
+    ) -> Result<bool, StorageError>;
+    /// Uses an email-verification link (once, unexpired, whatever the
+    /// process): the account's email is verified. `None`: no such link.
+    async fn verify_email(&self, token_hash: &str, now: i64) -> Result<Option<User>, StorageError>;
+    /// Uses a password-reset link (once, unexpired): the new password hash,
+    /// the email verified (the link proved the mailbox), every session of
+    /// the user revoked, every other link of it used up, and the failed
+    /// sign-ins of the email forgotten, in one transaction. `None`: no
+    /// such link, and nothing changed.
+    async fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<User>, StorageError>;
+    /// Deletes accounts whose email is still unverified and that were
+    /// created before `created_before`, when their organization never
+    /// paid (no completed checkout, license or subscription): the user,
+    /// its sessions, links, unpaid checkouts and organization. Only the
+    /// account of `email` when given. Returns how many.
+    async fn delete_unverified_accounts(
+        &self,
+        created_before: i64,
+        email: Option<&str>,
+    ) -> Result<u64, StorageError>;
     /// Starts a session for the user; returns its id.
     async fn create_session(
         &self,

@@ -51,6 +51,12 @@ pub async fn start(
     if store.has_live_subscription(org).await? {
         return Err(BillingError::AlreadySubscribed);
     }
+    // The pilot's places are the organizations that paid: a new one may
+    // start paying only while a place is free (one that paid before keeps
+    // its place).
+    if store.paid_organization_count(Some(org)).await? >= state.config.pilot_users_limit {
+        return Err(BillingError::PilotFull);
+    }
     let customer = match store.stripe_customer(org).await? {
         Some(c) => c,
         None => {

@@ -23,6 +23,9 @@ pub enum BillingError {
     AlreadySubscribed,
     #[error("the organization has no billing account yet; start a subscription first")]
     NoCustomer,
+    /// As many organizations have paid as `PILOT_USERS_LIMIT` allows.
+    #[error("the pilot is full")]
+    PilotFull,
     #[error(transparent)]
     Stripe(#[from] StripeCallError),
     #[error(transparent)]

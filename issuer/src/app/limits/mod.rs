@@ -303,6 +303,12 @@ impl<C: Clock + Clone> Limiters<C> {
         }
     }
 
+    /// What the failed sign-ins count a client address as: the hex of its
+    /// SHA-256 salted like every count here (never the address itself).
+    pub fn client_key(&self, ip: Option<&str>) -> String {
+        hex::encode(self.salt.digest(ip.unwrap_or("unknown").as_bytes()))
+    }
+
     /// Whether the counts are kept in the database.
     pub fn is_shared(&self) -> bool {
         matches!(self.counters, Counters::Shared(_))

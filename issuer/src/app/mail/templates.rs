@@ -52,3 +52,92 @@ pub fn license_key_mail(config: &Config, m: &LicenseMail<'_>) -> Mail {
         body,
     }
 }
+
+/// The mail that confirms a new account's address. `link` carries the
+/// single-use token; after a web signup it continues to the payment.
+pub fn verify_email_mail(
+    config: &Config,
+    to: &str,
+    link: &str,
+    continues_to_payment: bool,
+) -> Mail {
+    let support = &config.mail.support_email;
+    let next = if continues_to_payment {
+        "Open this link to confirm your address and continue to the payment of your pilot"
+    } else {
+        "Open this link to confirm your address"
+    };
+    let body = format!(
+        "Welcome to CODITECT!\n\
+         \n\
+         {next} (it works once, within 24 hours):\n\
+         \n\
+         {link}\n\
+         \n\
+         An account that is neither confirmed nor paid for is deleted after a few days.\n\
+         If you did not sign up, ignore this mail.\n\
+         \n\
+         Support: {support}\n\
+         \n\
+         -- The CODITECT team\n"
+    );
+    Mail {
+        kind: "verify_email",
+        to: to.to_owned(),
+        subject: "Confirm your email for CODITECT".into(),
+        body,
+    }
+}
+
+/// The password-reset mail. `link` carries the single-use token.
+pub fn password_reset_mail(config: &Config, to: &str, link: &str) -> Mail {
+    let support = &config.mail.support_email;
+    let body = format!(
+        "Someone asked to reset the password of your CODITECT account.\n\
+         \n\
+         To choose a new password, open this link (it works once, within an hour):\n\
+         \n\
+         {link}\n\
+         \n\
+         Setting a new password signs out every session of the account.\n\
+         If you did not ask for this, ignore this mail: your password stays as it is.\n\
+         \n\
+         Support: {support}\n\
+         \n\
+         -- The CODITECT team\n"
+    );
+    Mail {
+        kind: "password_reset",
+        to: to.to_owned(),
+        subject: "Reset your CODITECT password".into(),
+        body,
+    }
+}
+
+/// The mail to the owner of an address someone tried to sign up with
+/// again: how to sign in, and a password-reset link.
+pub fn signup_existing_mail(config: &Config, to: &str, link: &str) -> Mail {
+    let base = &config.public_base_url;
+    let support = &config.mail.support_email;
+    let body = format!(
+        "Someone tried to create a CODITECT account with this address, which already has one.\n\
+         \n\
+         If it was you: sign in with your password (the signup form at {base}/signup\n\
+         continues with your existing account when the password is right), or choose\n\
+         a new password with this link (it works once, within an hour):\n\
+         \n\
+         {link}\n\
+         \n\
+         If it was not you, ignore this mail: nothing has changed.\n\
+         \n\
+         Support: {support}\n\
+         \n\
+         -- The CODITECT team\n"
+    );
+    Mail {
+        kind: "signup_existing",
+        to: to.to_owned(),
+        subject: "Your CODITECT account".into(),
+        body,
+    }
+}

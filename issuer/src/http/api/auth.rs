@@ -1,10 +1,15 @@
-//! `auth/signup`, `auth/login`, `auth/logout`.
+//! `auth/signup`, `auth/login`, `auth/logout`, and the mailed links:
+//! `auth/verify-email`, `auth/password-reset` (ask for a link) and
+//! `auth/new-password` (use it).
 
 use poem::web::Data;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
-pub use proto::auth::{LoginRequest, LoginResponse, SignupRequest, SignupResponse};
+pub use proto::auth::{
+    AccountAnswer, LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest,
+    SignupRequest, SignupResponse, VerifyEmailRequest,
+};
 
 use super::body::JsonBody;
 use crate::app::{AppState, accounts, now};
@@ -50,6 +55,14 @@ pub enum SignupResult {
 }
 
 #[derive(ApiResponse)]
+pub enum AcceptedResult {
+    /// Accepted: if the email has an account, a link is on its way to it
+    /// (the answer is the same when it has none).
+    #[oai(status = 202)]
+    Accepted(Json<AccountAnswer>),
+}
+
+#[derive(ApiResponse)]
 pub enum LogoutResult {
     /// The session has ended; the access token no longer works.
     #[oai(status = 204)]
@@ -79,16 +92,29 @@ impl AuthApi {
         let company = input::name("company_name", &body.company_name)?;
         let password = zeroize::Zeroizing::new(body.0.password);
         let client = client(req, &state);
-        match accounts::register(&state, &email, password, &company, &client, None, now()).await {
-            // Same answer as a new signup; the owner of the address is not
-            // told here (and nobody else learns that it is registered).
+        let registered = accounts::register(
+            &state,
+            &email,
+            password,
+            &company,
+            &client,
+            None,
+            None,
+            now(),
+        )
+        .await;
+        match registered {
+            // Same answer as a new signup: a new account gets the
+            // verification link, the owner of a registered address a mail
+            // saying someone tried (with a reset link); nobody else learns
+            // that it is registered.
             Ok(_) | Err(AccountError::EmailTaken) => {}
             Err(other) => return Err(other.into()),
         }
         Ok(SignupResult::Accepted(Json(SignupResponse {
             status: "accepted".into(),
             email,
-            next: "Sign in with POST /api/v1/auth/login.".into(),
+            next: "Sign in with POST /api/v1/auth/login. A link to confirm the address was mailed to it; an account neither confirmed nor paid for is deleted after UNVERIFIED_ACCOUNT_TTL.".into(),
         })))
     }
 
@@ -109,6 +135,72 @@ impl AuthApi {
             token_type: "Bearer".into(),
             expires_in: u64::try_from(session.lifetime).unwrap_or(0),
             expires_at: rfc3339(session.expires_at),
+        }))
+    }
+
+    /// Confirm an email address with the token of the link mailed at
+    /// signup (single use; `link_invalid` when unknown, used or expired).
+    #[oai(
+        path = "/auth/verify-email",
+        method = "post",
+        operation_id = "verify_email"
+    )]
+    async fn verify_email(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<VerifyEmailRequest>,
+    ) -> ApiResult<Json<AccountAnswer>> {
+        let client = client(req, &state);
+        accounts::verify_email(&state, &body.token, &client, now()).await?;
+        Ok(Json(AccountAnswer {
+            status: "done".into(),
+            next: "The address is confirmed.".into(),
+        }))
+    }
+
+    /// Ask for a password-reset link by mail. The answer is the same
+    /// whether the email has an account or not.
+    #[oai(
+        path = "/auth/password-reset",
+        method = "post",
+        operation_id = "request_password_reset"
+    )]
+    async fn request_password_reset(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<PasswordResetRequest>,
+    ) -> ApiResult<AcceptedResult> {
+        let email = input::email("email", &body.email)?;
+        let client = client(req, &state);
+        accounts::request_password_reset(&state, &email, &client, now()).await?;
+        Ok(AcceptedResult::Accepted(Json(AccountAnswer {
+            status: "accepted".into(),
+            next: "If this email has an account, a link to choose a new password is on its way (valid for an hour).".into(),
+        })))
+    }
+
+    /// Choose a new password with the token of a reset link (single use,
+    /// an hour). Every session of the account ends; sign in again.
+    #[oai(
+        path = "/auth/new-password",
+        method = "post",
+        operation_id = "new_password"
+    )]
+    async fn new_password(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<NewPasswordRequest>,
+    ) -> ApiResult<Json<AccountAnswer>> {
+        input::password("password", &body.password)?;
+        let client = client(req, &state);
+        let password = zeroize::Zeroizing::new(body.0.password);
+        accounts::reset_password(&state, &body.0.token, password, &client, now()).await?;
+        Ok(Json(AccountAnswer {
+            status: "done".into(),
+            next: "The password is changed and every session has ended. Sign in with POST /api/v1/auth/login.".into(),
         }))
     }
 

@@ -107,6 +107,12 @@ impl From<BillingError> for ApiError {
                 "Already subscribed",
                 "Your organization already has a subscription. Change or cancel it in the billing portal (POST /api/v1/billing/portal).",
             ),
+            BillingError::PilotFull => Problem::new(
+                StatusCode::FORBIDDEN,
+                "signup_full",
+                "Pilot full",
+                "Every place in the pilot has been paid for; no new subscription can start.",
+            ),
             BillingError::NoCustomer => Problem::new(
                 S::CONFLICT,
                 "no_billing_account",

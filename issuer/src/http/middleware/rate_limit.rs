@@ -46,6 +46,12 @@ pub fn route_of(method: &Method, path: &str) -> Option<LimitedRoute> {
         "/api/v1/auth/login" => LimitedRoute::Login,
         // The web form creates accounts too: one quota for both.
         "/api/v1/auth/signup" | "/signup" => LimitedRoute::Signup,
+        // So do the password resets (a mail, or an Argon2 hash, each): the
+        // same quota. Verification links need none: their tokens cannot be
+        // guessed, and each comes from a limited signup.
+        "/api/v1/auth/password-reset" | "/api/v1/auth/new-password" | "/signup/reset" => {
+            LimitedRoute::Signup
+        }
         "/api/v1/licenses/validate" => LimitedRoute::Validate,
         "/api/v1/licenses/activate" => LimitedRoute::Activate,
         "/api/v1/licenses/deactivate" => LimitedRoute::Deactivate,
@@ -290,6 +296,12 @@ mod tests {
         assert_eq!(route_of(post, "/signup"), Some(LimitedRoute::Signup));
         assert_eq!(route_of(&Method::GET, "/signup"), None);
         assert_eq!(route_of(post, "/signup/cancel"), None);
+        assert_eq!(route_of(post, "/signup/reset"), Some(LimitedRoute::Signup));
+        assert_eq!(
+            route_of(post, "/api/v1/auth/password-reset"),
+            Some(LimitedRoute::Signup)
+        );
+        assert_eq!(route_of(post, "/signup/verify"), None);
         assert_eq!(route_of(&Method::GET, "/api/v1/auth/login"), None);
         assert_eq!(route_of(post, "/api/v1/auth/logout"), None);
         assert_eq!(route_of(post, "/api/v1/licenses"), None);

@@ -1,4 +1,6 @@
-//! The issuer's web pages: landing, signup, checkout success and cancel.
+//! The issuer's web pages: landing, signup, checkout success and cancel,
+//! and the pages mailed links open (confirm an address, reset a password:
+//! `account.rs`).
 //!
 //! Plain server-rendered HTML with one stylesheet and no scripts, under a
 //! strict Content-Security-Policy (`api::headers`). The signup form posts
@@ -7,6 +9,7 @@
 //! the new license key once to the browser that started the checkout (the
 //! `coditect_checkout` cookie).
 
+pub mod account;
 pub mod cookies;
 pub mod csrf;
 pub mod html;

@@ -2,9 +2,14 @@
 //! company, plan and billing interval), then the account and a Stripe
 //! Checkout Session, and a 303 to Stripe's payment page.
 //!
-//! Someone who already has an account (an earlier checkout abandoned, say)
-//! continues as that account when the password is right. Wrong passwords
-//! count towards the same lockout as sign-ins.
+//! A new address gets its account and a mail with the link that confirms
+//! it and continues to the payment (`account.rs`); the form answers "check
+//! your inbox". A registered address with the wrong password gets exactly
+//! the same answer, and its owner a mail with a password-reset link, so
+//! the form does not tell who has an account. Someone who already has an
+//! account (an earlier checkout abandoned, say) and types its password
+//! continues as that account straight to the payment. Wrong passwords
+//! count towards the same delays as sign-ins.
 //!
 //! The form itself (its fields, their checks and its page) is in
 //! `signup_form.rs`.
@@ -33,7 +38,7 @@ const CHECKOUT_COOKIE_SECONDS: u32 = 24 * 3600;
 
 /// A page that only explains why nothing can be done here (titled as its
 /// heading), with a way back to the home page; never cached.
-fn notice_page(
+pub(super) fn notice_page(
     state: &AppState,
     heading: &str,
     paragraphs: &[String],
@@ -49,7 +54,7 @@ fn notice_page(
 }
 
 /// "write to <support>" as a mail link.
-fn support_link(state: &AppState) -> String {
+pub(super) fn support_link(state: &AppState) -> String {
     let support = escape(&state.config.mail.support_email);
     format!("<a href=\"mailto:{support}\">{support}</a>")
 }
@@ -96,12 +101,12 @@ async fn unavailable(state: &AppState, status_when_refused: StatusCode) -> Optio
     None
 }
 
-/// Whether the pilot has as many users as `PILOT_USERS_LIMIT` allows.
+/// Whether as many organizations have paid as `PILOT_USERS_LIMIT` allows.
 async fn pilot_is_full(state: &AppState) -> Result<bool, StorageError> {
-    Ok(state.store.user_count().await? >= state.config.pilot_users_limit)
+    Ok(state.store.paid_organization_count(None).await? >= state.config.pilot_users_limit)
 }
 
-fn full_page(state: &AppState, status: StatusCode) -> Response {
+pub(super) fn full_page(state: &AppState, status: StatusCode) -> Response {
     let support = support_link(state);
     notice_page(
         state,
@@ -136,7 +141,7 @@ pub fn internal_error(state: &AppState, cause: &dyn std::fmt::Display) -> Respon
 }
 
 /// The CSRF refusal: the form is stale or was not ours.
-fn expired_page(state: &AppState) -> Response {
+pub(super) fn expired_page(state: &AppState) -> Response {
     Page::new(
         "This form expired",
         message(
@@ -196,14 +201,16 @@ pub async fn show(
     )
 }
 
-/// The account to buy for: a new one, or the existing one of this email
-/// when the password is right. `Err` is the page to answer with.
+/// The account to buy for: the existing one of this email when the
+/// password is right (`Some`), or `None` when the answer is "check your
+/// inbox" (a new account, or a registered address with another password:
+/// the same answer). `Err` is the page to answer with.
 async fn account(
     req: &Request,
     state: &AppState,
     values: &Values,
     password: Zeroizing<String>,
-) -> Result<User, AccountOutcome> {
+) -> Result<Option<User>, AccountOutcome> {
     let now = now();
     let client = crate::http::client(req, state);
     let email = values.email.clone();
@@ -218,27 +225,23 @@ async fn account(
     .await
     .map_err(AccountOutcome::Failed)?;
     match check {
-        PasswordCheck::Right(user) => return Ok(user),
-        PasswordCheck::Locked { until } => {
-            let minutes = (until - now).max(60) / 60;
-            return Err(AccountOutcome::Field(
-                "password",
-                format!(
-                    "Too many wrong passwords for this email. Try again in {minutes} minute{}.",
-                    if minutes == 1 { "" } else { "s" }
-                ),
-            ));
-        }
-        PasswordCheck::Wrong => {
-            return Err(AccountOutcome::Field(
-                "password",
-                "This email is already registered and the password does not match. \
-                 Enter the password you chose before, or use another email."
-                    .to_owned(),
-            ));
+        PasswordCheck::Right(user) => return Ok(Some(user)),
+        PasswordCheck::Locked { .. } | PasswordCheck::Wrong => {
+            if matches!(check, PasswordCheck::Locked { .. }) {
+                // The password was not checked: spend the same time anyway.
+                let _ = crate::app::passwords::verify(None, password).await;
+            }
+            accounts::signup_of_registered_address(state, &email, &client, now)
+                .await
+                .map_err(AccountOutcome::Failed)?;
+            return Ok(None);
         }
         PasswordCheck::NoAccount => {}
     }
+    let next = accounts::Continuation {
+        plan: &values.plan,
+        interval: &values.interval,
+    };
     let created = accounts::register(
         state,
         &email,
@@ -246,26 +249,42 @@ async fn account(
         &values.company_name,
         &client,
         Some("web signup"),
+        Some(next),
         now,
     )
     .await;
     match created {
-        Ok(user) => Ok(user),
-        // Registered between our look-up and the insert (a double submit).
-        Err(AccountError::EmailTaken) => Err(AccountOutcome::Field(
-            "email",
-            "This email was registered just now. Send the form again with the same password."
-                .to_owned(),
-        )),
+        // Registered between our look-up and the insert (a double submit):
+        // its owner was mailed; the answer is the same.
+        Ok(_) | Err(AccountError::EmailTaken) => Ok(None),
         Err(AccountError::SignupFull) => Err(AccountOutcome::Full),
         Err(other) => Err(AccountOutcome::Failed(other)),
     }
 }
 
+/// The answer to every signup that needs the mailbox: a new account, or a
+/// registered address with another password (the same page for both).
+fn check_inbox_page(state: &AppState, email: &str) -> Response {
+    notice_page(
+        state,
+        "Check your inbox",
+        &[
+            format!(
+                "We sent a mail to <strong>{}</strong>. Open the link in it to confirm your address and continue to the payment.",
+                escape(email)
+            ),
+            "The link works once, for 24 hours. If this address already has an account, the mail says how to sign in or choose a new password.".to_owned(),
+            format!(
+                "No mail after a few minutes? Look in the spam folder, or write to {}.",
+                support_link(state)
+            ),
+        ],
+        StatusCode::OK,
+    )
+}
+
 /// Why no account could be used.
 enum AccountOutcome {
-    /// A message for one field.
-    Field(&'static str, String),
     /// The pilot filled up.
     Full,
     Failed(AccountError),
@@ -299,7 +318,7 @@ pub async fn submit(
         Err(e) => return internal_error(state, &e),
     };
     let password = Zeroizing::new(std::mem::take(&mut form.password));
-    let (values, mut errors) = check_fields(&form, &password);
+    let (values, errors) = check_fields(&form, &password);
     if !errors.is_empty() {
         return form_page(
             state,
@@ -312,19 +331,8 @@ pub async fn submit(
         );
     }
     let user = match account(req, state, &values, password).await {
-        Ok(u) => u,
-        Err(AccountOutcome::Field(field, message)) => {
-            errors.add(field, message);
-            return form_page(
-                state,
-                &site,
-                &token,
-                &values,
-                &errors,
-                None,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            );
-        }
+        Ok(Some(u)) => u,
+        Ok(None) => return check_inbox_page(state, &values.email),
         Err(AccountOutcome::Full) => return full_page(state, StatusCode::FORBIDDEN),
         Err(AccountOutcome::Failed(e)) => return internal_error(state, &e),
     };
@@ -332,7 +340,7 @@ pub async fn submit(
 }
 
 /// Starts the Stripe Checkout and sends the browser there.
-async fn start_checkout(
+pub(super) async fn start_checkout(
     req: &Request,
     state: &AppState,
     site: &Site,
@@ -391,6 +399,7 @@ async fn start_checkout(
             ],
             StatusCode::CONFLICT,
         ),
+        Err(BillingError::PilotFull) => full_page(state, StatusCode::FORBIDDEN),
         Err(BillingError::UnknownPlan { .. }) => {
             let mut errors = FieldErrors::default();
             errors.add(

@@ -166,7 +166,8 @@ pub(super) fn form_page(
     };
     let body = format!(
         "<h1>Start your pilot</h1>\n\
-         <p>Create your account and choose a plan. You pay on Stripe's secure page next; \
+         <p>Create your account and choose a plan. We mail you a link to confirm your address, \
+         then you pay on Stripe's secure page; \
          your license key is shown right after payment and sent by email.</p>\n\
          {banner}{summary}\
          <form class=\"signup\" method=\"post\" action=\"/signup\">\n{csrf}\n\
@@ -174,7 +175,8 @@ pub(super) fn form_page(
          <fieldset class=\"{plan_invalid}\" id=\"plan\"><legend>Plan</legend>\n{plans}{plan_error}</fieldset>\n\
          <fieldset class=\"{interval_invalid}\" id=\"interval\"><legend>Billing</legend>\n{intervals}{interval_error}</fieldset>\n\
          <button type=\"submit\" id=\"submit\">Continue to payment</button>\n</form>\n\
-         <p class=\"hint\">Nothing is charged until you confirm the payment on Stripe's page.</p>",
+         <p class=\"hint\">Nothing is charged until you confirm the payment on Stripe's page.</p>\n\
+         <p class=\"hint\">Forgot your password? <a href=\"/signup/reset\">Reset it by mail</a>.</p>",
         csrf = token.field(),
         email = text_field(
             "email",

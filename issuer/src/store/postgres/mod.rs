@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0004_peppered_key_hashes.sql",
         include_str!("../../../../migrations/postgres/0004_peppered_key_hashes.sql"),
     ),
+    (
+        5,
+        "0005_accounts.sql",
+        include_str!("../../../../migrations/postgres/0005_accounts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

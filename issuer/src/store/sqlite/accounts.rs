@@ -4,71 +4,251 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::domain::account::{AccountError, LOCKOUT_SECONDS, LOCKOUT_THRESHOLD, User};
+use crate::domain::account::{
+    AccountError, FAILURE_MEMORY_SECONDS, FailureCount, LinkPurpose, SignInRecord, User,
+};
+use crate::domain::mail::Mail;
 
-/// Until when sign-ins for `email` are locked at `now`, if they are.
-pub fn locked_until(conn: &Connection, email: &str, now: i64) -> Result<Option<i64>, AccountError> {
-    let until: Option<Option<i64>> = conn
-        .prepare_cached("SELECT locked_until FROM login_throttle WHERE email = ?1")?
-        .query_row([email], |r| r.get(0))
-        .optional()?;
-    Ok(until.flatten().filter(|u| *u > now))
-}
-
-/// Counts a failed sign-in for `email` (whether or not it has an account);
-/// returns the end of the lock when this failure locks it.
-pub fn record_failure(
+/// The failed sign-ins of `email` from `client` and from all clients.
+pub fn sign_in_record(
     conn: &Connection,
     email: &str,
-    now: i64,
-) -> Result<Option<i64>, AccountError> {
-    let row: Option<(u32, i64)> = conn
-        .prepare_cached("SELECT failures, updated_at FROM login_throttle WHERE email = ?1")?
-        .query_row([email], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    // Failures older than the window are forgotten.
-    let previous = row
-        .filter(|(_, at)| now - at < LOCKOUT_SECONDS)
-        .map_or(0, |(f, _)| f);
-    let failures = previous + 1;
-    let (failures, lock) = if failures >= LOCKOUT_THRESHOLD {
-        (0, Some(now + LOCKOUT_SECONDS))
-    } else {
-        (failures, None)
-    };
-    conn.prepare_cached(
-        "INSERT INTO login_throttle (email, failures, locked_until, updated_at)
-         VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (email) DO UPDATE SET failures = ?2,
-             locked_until = coalesce(?3, locked_until), updated_at = ?4",
-    )?
-    .execute(params![email, failures, lock, now])?;
-    Ok(lock)
+    client: &str,
+) -> Result<SignInRecord, AccountError> {
+    let mut record = SignInRecord::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT client, failures, last_failure_at, succeeded_at FROM sign_in_failures
+         WHERE email = ?1 AND client IN (?2, '')",
+    )?;
+    let rows = stmt.query_map(params![email, client], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            FailureCount {
+                failures: r.get(1)?,
+                last_failure_at: r.get(2)?,
+            },
+            r.get::<_, Option<i64>>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (who, count, succeeded_at) = row?;
+        if who.is_empty() {
+            record.email = count;
+        } else {
+            record.client = count;
+            record.client_succeeded_at = succeeded_at;
+        }
+    }
+    Ok(record)
 }
 
-/// Forgets failed sign-ins after a successful one.
-pub fn clear_failures(conn: &Connection, email: &str) -> Result<(), AccountError> {
-    conn.prepare_cached("DELETE FROM login_throttle WHERE email = ?1")?
-        .execute([email])?;
+/// Counts a failed sign-in for `email` (whether or not it has an account)
+/// from `client` and from all clients; returns the counts after it.
+pub fn record_failure(
+    conn: &mut Connection,
+    email: &str,
+    client: &str,
+    now: i64,
+) -> Result<SignInRecord, AccountError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Failures older than the memory are forgotten: the count starts again.
+    tx.prepare_cached(&format!(
+        "INSERT INTO sign_in_failures AS t (email, client, failures, last_failure_at)
+         VALUES (?1, ?2, 1, ?3), (?1, '', 1, ?3)
+         ON CONFLICT (email, client) DO UPDATE SET
+             failures = CASE WHEN excluded.last_failure_at - t.last_failure_at
+                                  < {FAILURE_MEMORY_SECONDS}
+                             THEN t.failures + 1 ELSE 1 END,
+             last_failure_at = excluded.last_failure_at"
+    ))?
+    .execute(params![email, client, now])?;
+    let record = sign_in_record(&tx, email, client)?;
+    tx.commit()?;
+    Ok(record)
+}
+
+/// After a successful sign-in from `client`: its failures are forgotten
+/// and it is known to this email from now.
+pub fn clear_failures(
+    conn: &Connection,
+    email: &str,
+    client: &str,
+    now: i64,
+) -> Result<(), AccountError> {
+    conn.prepare_cached(
+        "INSERT INTO sign_in_failures (email, client, failures, last_failure_at, succeeded_at)
+         VALUES (?1, ?2, 0, 0, ?3)
+         ON CONFLICT (email, client) DO UPDATE SET failures = 0, succeeded_at = ?3",
+    )?
+    .execute(params![email, client, now])?;
     Ok(())
 }
 
-/// Creates an organization and its first user (role `owner`). `users_limit`
-/// caps the number of users (the pilot's size).
+/// Organizations with a completed checkout, other than `except`.
+pub fn paid_organizations(conn: &Connection, except: &str) -> rusqlite::Result<u32> {
+    conn.prepare_cached(
+        "SELECT count(DISTINCT organization_id) FROM checkouts
+         WHERE completed_at IS NOT NULL AND organization_id <> ?1",
+    )?
+    .query_row([except], |r| r.get(0))
+}
+
+/// Stores a link for the account of `email`, if any, with its mail.
+pub fn issue_link(
+    conn: &mut Connection,
+    email: &str,
+    purpose: LinkPurpose,
+    token_hash: &str,
+    expires_at: i64,
+    mail: &Mail,
+    now: i64,
+) -> Result<bool, AccountError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let user: Option<String> = tx
+        .prepare_cached("SELECT id FROM users WHERE email = ?1")?
+        .query_row([email], |r| r.get(0))
+        .optional()?;
+    let Some(user) = user else {
+        return Ok(false);
+    };
+    tx.prepare_cached(
+        "INSERT INTO account_tokens (token_hash, user_id, purpose, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![token_hash, user, purpose.as_str(), now, expires_at])?;
+    super::outbox::enqueue(&tx, mail, now)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Uses a link of `purpose` once: its user id, or `None`.
+fn use_link(
+    tx: &rusqlite::Transaction<'_>,
+    token_hash: &str,
+    purpose: LinkPurpose,
+    now: i64,
+) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached(
+        "UPDATE account_tokens SET used_at = ?3
+         WHERE token_hash = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3
+         RETURNING user_id",
+    )?
+    .query_row(params![token_hash, purpose.as_str(), now], |r| r.get(0))
+    .optional()
+}
+
+/// Uses a verification link: the account's email is verified.
+pub fn verify_email(
+    conn: &mut Connection,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<User>, AccountError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(user_id) = use_link(&tx, token_hash, LinkPurpose::VerifyEmail, now)? else {
+        return Ok(None);
+    };
+    tx.execute(
+        "UPDATE users SET email_verified_at = coalesce(email_verified_at, ?2) WHERE id = ?1",
+        params![user_id, now],
+    )?;
+    let user = user_by_id(&tx, &user_id)?;
+    tx.commit()?;
+    Ok(user)
+}
+
+/// Uses a reset link: new password, verified email, sessions revoked.
+pub fn reset_password(
+    conn: &mut Connection,
+    token_hash: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<Option<User>, AccountError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(user_id) = use_link(&tx, token_hash, LinkPurpose::ResetPassword, now)? else {
+        return Ok(None);
+    };
+    tx.execute(
+        "UPDATE users SET password_hash = ?2,
+             email_verified_at = coalesce(email_verified_at, ?3) WHERE id = ?1",
+        params![user_id, password_hash, now],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+        params![user_id, now],
+    )?;
+    tx.execute(
+        "UPDATE account_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL",
+        params![user_id, now],
+    )?;
+    tx.execute(
+        "DELETE FROM sign_in_failures
+         WHERE email = (SELECT email FROM users WHERE id = ?1) AND succeeded_at IS NULL",
+        [&user_id],
+    )?;
+    tx.execute(
+        "UPDATE sign_in_failures SET failures = 0
+         WHERE email = (SELECT email FROM users WHERE id = ?1)",
+        [&user_id],
+    )?;
+    let user = user_by_id(&tx, &user_id)?;
+    tx.commit()?;
+    Ok(user)
+}
+
+/// Deletes unverified accounts created before `created_before` whose
+/// organization never paid (only `email`'s when given).
+pub fn delete_unverified(
+    conn: &mut Connection,
+    created_before: i64,
+    email: Option<&str>,
+) -> Result<u64, AccountError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let doomed: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT u.id, u.organization_id FROM users u
+             WHERE u.email_verified_at IS NULL AND u.created_at < ?1
+               AND (?2 IS NULL OR u.email = ?2)
+               AND NOT EXISTS (SELECT 1 FROM checkouts c
+                               WHERE c.organization_id = u.organization_id
+                                 AND c.completed_at IS NOT NULL)
+               AND NOT EXISTS (SELECT 1 FROM licenses l
+                               WHERE l.organization_id = u.organization_id)
+               AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                               WHERE s.organization_id = u.organization_id)
+             LIMIT 500",
+        )?
+        .query_map(params![created_before, email], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (user, org) in &doomed {
+        tx.execute("DELETE FROM checkouts WHERE organization_id = ?1", [org])?;
+        tx.execute("DELETE FROM users WHERE id = ?1", [user])?;
+        tx.execute(
+            "DELETE FROM organizations WHERE id = ?1
+               AND NOT EXISTS (SELECT 1 FROM users WHERE organization_id = ?1)",
+            [org],
+        )?;
+    }
+    tx.commit()?;
+    Ok(doomed.len() as u64)
+}
+
+/// Creates an organization and its first user (role `owner`), unverified.
+/// `pilot_limit` caps the organizations with a completed checkout.
 pub fn signup(
     conn: &mut Connection,
     email: &str,
     password_hash: &str,
     company_name: &str,
-    users_limit: Option<u32>,
+    pilot_limit: Option<u32>,
     now: i64,
 ) -> Result<User, AccountError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(limit) = users_limit {
-        let users: u32 = tx.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
-        if users >= limit {
-            return Err(AccountError::SignupFull);
-        }
+    if let Some(limit) = pilot_limit
+        && paid_organizations(&tx, "")? >= limit
+    {
+        return Err(AccountError::SignupFull);
     }
     let taken: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM users WHERE email = ?1)",
@@ -138,6 +318,19 @@ pub fn find_by_email(
         .optional()?)
 }
 
+/// The user with this id.
+fn user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<User>> {
+    conn.query_row(
+        &format!(
+            "SELECT {USER_COLUMNS} FROM users u
+             JOIN organizations o ON o.id = u.organization_id WHERE u.id = ?1"
+        ),
+        [id],
+        user_from_row,
+    )
+    .optional()
+}
+
 /// Starts a session for the user; returns its id.
 pub fn create_session(
     conn: &Connection,
@@ -190,61 +383,29 @@ mod tests {
     const NOW: i64 = 1_796_256_000;
 
     #[test]
-    fn signup_respects_the_limit_and_unique_emails() {
+    fn signup_counts_only_paid_organizations_and_keeps_emails_unique() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("t.db")).unwrap();
         let mut conn = db.conn().unwrap();
-        let u = signup(&mut conn, "a@x.io", "h", "Acme", Some(2), NOW).unwrap();
+        let u = signup(&mut conn, "a@x.io", "h", "Acme", Some(1), NOW).unwrap();
         assert_eq!(u.organization_name, "Acme");
         assert!(matches!(
-            signup(&mut conn, "A@X.IO", "h", "Acme", Some(2), NOW),
+            signup(&mut conn, "A@X.IO", "h", "Acme", Some(1), NOW),
             Err(AccountError::EmailTaken)
         ));
-        signup(&mut conn, "b@x.io", "h", "B", Some(2), NOW).unwrap();
+        // Unpaid signups take no place.
+        signup(&mut conn, "b@x.io", "h", "B", Some(1), NOW).unwrap();
+        conn.execute(
+            "INSERT INTO checkouts (id, organization_id, user_id, plan, billing_interval,
+                 created_at, completed_at) VALUES ('cs_1', ?1, ?2, 'p', 'month', 1, 2)",
+            params![u.organization_id, u.id],
+        )
+        .unwrap();
         assert!(matches!(
-            signup(&mut conn, "c@x.io", "h", "C", Some(2), NOW),
+            signup(&mut conn, "c@x.io", "h", "C", Some(1), NOW),
             Err(AccountError::SignupFull)
         ));
         assert_eq!(find_by_email(&conn, "a@X.io").unwrap().unwrap().0.id, u.id);
-    }
-
-    #[test]
-    fn five_failures_lock_for_fifteen_minutes_and_then_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db")).unwrap();
-        let conn = db.conn().unwrap();
-        for i in 0..4 {
-            assert_eq!(record_failure(&conn, "a@x.io", NOW + i).unwrap(), None);
-            assert_eq!(locked_until(&conn, "a@x.io", NOW + i).unwrap(), None);
-        }
-        let until = record_failure(&conn, "A@x.io", NOW + 4).unwrap();
-        assert_eq!(until, Some(NOW + 4 + LOCKOUT_SECONDS));
-        assert_eq!(locked_until(&conn, "a@x.io", NOW + 5).unwrap(), until);
-        // The lock lives in the database: a new connection (a restarted
-        // server) sees it too.
-        drop(conn);
-        let conn = Db::open(&dir.path().join("t.db")).unwrap().conn().unwrap();
-        assert_eq!(locked_until(&conn, "a@x.io", NOW + 600).unwrap(), until);
-        assert_eq!(
-            locked_until(&conn, "a@x.io", NOW + 4 + LOCKOUT_SECONDS).unwrap(),
-            None
-        );
-        // Old failures are forgotten; a success clears the count.
-        record_failure(&conn, "b@x.io", NOW).unwrap();
-        for i in 0..4 {
-            record_failure(&conn, "b@x.io", NOW + LOCKOUT_SECONDS + i).unwrap();
-        }
-        assert_eq!(
-            locked_until(&conn, "b@x.io", NOW + LOCKOUT_SECONDS + 5).unwrap(),
-            None
-        );
-        clear_failures(&conn, "b@x.io").unwrap();
-        for i in 0..4 {
-            assert_eq!(
-                record_failure(&conn, "b@x.io", NOW + LOCKOUT_SECONDS + 10 + i).unwrap(),
-                None
-            );
-        }
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0006_peppered_key_hashes.sql",
         include_str!("../../../../migrations/sqlite/0006_peppered_key_hashes.sql"),
     ),
+    (
+        7,
+        "0007_accounts.sql",
+        include_str!("../../../../migrations/sqlite/0007_accounts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

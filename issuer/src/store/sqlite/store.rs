@@ -12,7 +12,7 @@ use verifier::HardwareId;
 
 use super::{Db, accounts, audit, billing, checkouts, licenses, outbox};
 use crate::domain::StorageError;
-use crate::domain::account::{AccountError, User};
+use crate::domain::account::{AccountError, LinkPurpose, SignInRecord, User};
 use crate::domain::audit::Event;
 use crate::domain::billing::{
     ApplyError, BillingRules, CheckoutRecord, Outcome, Reveal, StripeEvent,
@@ -112,7 +112,7 @@ impl Accounts for SqliteStore {
         email: &str,
         password_hash: &str,
         company_name: &str,
-        users_limit: Option<u32>,
+        pilot_limit: Option<u32>,
         now: i64,
     ) -> Result<User, AccountError> {
         let (email, hash, company) = (
@@ -121,7 +121,7 @@ impl Accounts for SqliteStore {
             company_name.to_owned(),
         );
         self.db
-            .run_write(move |c| accounts::signup(c, &email, &hash, &company, users_limit, now))
+            .run_write(move |c| accounts::signup(c, &email, &hash, &company, pilot_limit, now))
             .await
     }
 
@@ -141,17 +141,26 @@ impl Accounts for SqliteStore {
             .await
     }
 
+    async fn paid_organization_count(&self, except: Option<&str>) -> Result<u32, StorageError> {
+        let except = except.unwrap_or_default().to_owned();
+        self.db
+            .run(move |c| accounts::paid_organizations(c, &except).map_err(storage))
+            .await
+    }
+
     async fn sign_in_lookup(
         &self,
         email: &str,
+        client: &str,
         now: i64,
-    ) -> Result<(Option<i64>, Option<(User, String)>), StorageError> {
-        let email = email.to_owned();
+    ) -> Result<(SignInRecord, Option<(User, String)>), StorageError> {
+        let _ = now;
+        let (email, client) = (email.to_owned(), client.to_owned());
         self.db
             .run(move |c| {
-                let locked = accounts::locked_until(c, &email, now)?;
+                let record = accounts::sign_in_record(c, &email, &client)?;
                 let found = accounts::find_by_email(c, &email)?;
-                Ok::<_, AccountError>((locked, found))
+                Ok::<_, AccountError>((record, found))
             })
             .await
             .map_err(account_storage)
@@ -160,19 +169,76 @@ impl Accounts for SqliteStore {
     async fn record_failed_sign_in(
         &self,
         email: &str,
+        client: &str,
         now: i64,
-    ) -> Result<Option<i64>, StorageError> {
-        let email = email.to_owned();
+    ) -> Result<SignInRecord, StorageError> {
+        let (email, client) = (email.to_owned(), client.to_owned());
         self.db
-            .run_write(move |c| accounts::record_failure(c, &email, now))
+            .run_write(move |c| accounts::record_failure(c, &email, &client, now))
             .await
             .map_err(account_storage)
     }
 
-    async fn clear_failed_sign_ins(&self, email: &str) -> Result<(), StorageError> {
-        let email = email.to_owned();
+    async fn clear_failed_sign_ins(
+        &self,
+        email: &str,
+        client: &str,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let (email, client) = (email.to_owned(), client.to_owned());
         self.db
-            .run_write(move |c| accounts::clear_failures(c, &email))
+            .run_write(move |c| accounts::clear_failures(c, &email, &client, now))
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn issue_account_link(
+        &self,
+        email: &str,
+        purpose: LinkPurpose,
+        token_hash: &str,
+        expires_at: i64,
+        mail: &Mail,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let (email, hash, mail) = (email.to_owned(), token_hash.to_owned(), mail.clone());
+        self.db
+            .run_write(move |c| {
+                accounts::issue_link(c, &email, purpose, &hash, expires_at, &mail, now)
+            })
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn verify_email(&self, token_hash: &str, now: i64) -> Result<Option<User>, StorageError> {
+        let hash = token_hash.to_owned();
+        self.db
+            .run_write(move |c| accounts::verify_email(c, &hash, now))
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<User>, StorageError> {
+        let (hash, password) = (token_hash.to_owned(), password_hash.to_owned());
+        self.db
+            .run_write(move |c| accounts::reset_password(c, &hash, &password, now))
+            .await
+            .map_err(account_storage)
+    }
+
+    async fn delete_unverified_accounts(
+        &self,
+        created_before: i64,
+        email: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        let email = email.map(str::to_owned);
+        self.db
+            .run_write(move |c| accounts::delete_unverified(c, created_before, email.as_deref()))
             .await
             .map_err(account_storage)
     }
