@@ -134,3 +134,57 @@ fn test_builds_of_the_cli_never_land_where_cargo_build_puts_it() {
     assert_eq!(check(&distribution).code, Some(0));
     assert_eq!(check(&test_build).code, Some(1));
 }
+
+/// Writes an offline activation request with `bin`, the test hooks' two
+/// variables set; returns the request, or the failed run.
+fn offline_request_with_hooks_set(bin: &Path, dir: &Path) -> Result<serde_json::Value, String> {
+    let file = dir.join(format!(
+        "request-{}.json",
+        bin.parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("CODITECT_HOME", dir.join("home"))
+        .env("CODITECT_TEST_NOW", "1000")
+        .env("CODITECT_TEST_MACHINE_ID", "hooked-machine")
+        .args(["activate", "CODITECT-PILOT-AAAA-BBBB-CCCC", "--name", "n"])
+        .arg("--offline-request")
+        .arg(&file);
+    let out = run_process(cmd, None, TIMEOUT);
+    if !out.success() {
+        return Err(out.all_output());
+    }
+    let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// A distribution build has no switch that moves its clock or its machine
+/// id: with CODITECT_TEST_NOW and CODITECT_TEST_MACHINE_ID set, its offline
+/// request carries the real time and this machine's id, where a test build
+/// (the contrast that shows the variables are read at all) takes both.
+#[test]
+fn a_distribution_build_ignores_the_test_hooks_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooked = verifier::HardwareId::from_machine_id("hooked-machine").to_hex();
+
+    let test_build = offline_request_with_hooks_set(&cli_bin(), dir.path())
+        .expect("the test build writes a request");
+    assert_eq!(test_build["hardware_id"], hooked.as_str());
+    assert_eq!(test_build["created_at"], "1970-01-01T00:16:40Z");
+
+    match offline_request_with_hooks_set(&distribution_cli(), dir.path()) {
+        Ok(request) => {
+            assert_ne!(request["hardware_id"], hooked.as_str(), "{request}");
+            let year: u32 = request["created_at"].as_str().unwrap_or_default()[..4]
+                .parse()
+                .expect("a year");
+            assert!(year >= 2026, "the real clock: {request}");
+        }
+        // A machine without a machine id: refused, not the variable's id.
+        Err(output) => assert!(output.contains("no_machine_id") || output.contains("machine's id"), "{output}"),
+    }
+}
