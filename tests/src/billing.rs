@@ -83,6 +83,23 @@ impl BillingEnv {
         self.issuer.client()
     }
 
+    /// The license key the issuer mailed last, from its log (development
+    /// mode without SMTP_URL writes mails there); waits up to 30 s.
+    pub fn logged_key(&self) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let log = self.issuer.log();
+            if let Some(i) = log.rfind("CODITECT-PILOT-") {
+                return log[i..i + 29].to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no license key in the issuer's log:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Signs up and signs in; returns the access token.
     pub fn account(&self, email: &str, company: &str) -> String {
         let client = self.client();

@@ -185,6 +185,9 @@ fn a_distribution_build_ignores_the_test_hooks_variables() {
             assert!(year >= 2026, "the real clock: {request}");
         }
         // A machine without a machine id: refused, not the variable's id.
-        Err(output) => assert!(output.contains("no_machine_id") || output.contains("machine's id"), "{output}"),
+        Err(output) => assert!(
+            output.contains("no_machine_id") || output.contains("machine's id"),
+            "{output}"
+        ),
     }
 }

@@ -184,13 +184,7 @@ fn a_downgrade_refuses_the_latest_machines_until_seats_are_freed() {
     let dir = data_dir();
     let env = BillingEnv::start(dir.path(), &[]);
     let purchase = env.buy("down@example.com", "pilot-professional", "month");
-    let key = {
-        let log = env.issuer.log();
-        let i = log
-            .find("CODITECT-PILOT-")
-            .expect("the key mail in the log");
-        log[i..i + 29].to_owned()
-    };
+    let key = env.logged_key();
     let server = &env.issuer;
     for n in 1..=3 {
         activate(server, &key, &format!("down-{n}")).expect_status(201);
@@ -400,13 +394,7 @@ fn freeing_another_machines_seat_needs_a_seat_or_the_organizations_session() {
     let dir = data_dir();
     let env = BillingEnv::start(dir.path(), &[]);
     let purchase = env.buy("owner@example.com", "pilot-professional", "month");
-    let key = {
-        let log = env.issuer.log();
-        let i = log
-            .find("CODITECT-PILOT-")
-            .expect("the key mail in the log");
-        log[i..i + 29].to_owned()
-    };
+    let key = env.logged_key();
     let server = &env.issuer;
     let a = activate(server, &key, "team-a").expect_status(201);
     let b = activate(server, &key, "team-b").expect_status(201);
