@@ -45,6 +45,10 @@ cargo test --workspace --locked "$@"
 # tokens signed with the public development key.
 cargo test --locked -p coditect-cli
 
+# The development build's trust rules (`dev-keys`): only the CLI's own unit
+# tests, so only that crate is rebuilt with the feature.
+cargo test --locked -p coditect-cli --features dev-keys --lib trust::
+
 # Property-based test of the running API against its spec, on each
 # backend.
 scripts/schemathesis.sh sqlite
