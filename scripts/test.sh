@@ -10,7 +10,8 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 
 # Headless Chromium for the browser tests (Debian packages).
 # tests/tests/browser_e2e.rs drives Debian's chromium through chromedriver
-# (package chromium-driver); with CI=true it fails when they are missing.
+# (package chromium-driver); under CI (CI set, not 0/false) it fails when
+# they are missing.
 if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then
