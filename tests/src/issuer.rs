@@ -164,7 +164,11 @@ pub fn issuer_command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
     let production = env
         .iter()
         .any(|(name, value)| *name == "CODITECT_ENV" && *value == "production");
-    let lifted = if production { &[][..] } else { TEST_RATE_LIMITS };
+    let lifted = if production {
+        &[][..]
+    } else {
+        TEST_RATE_LIMITS
+    };
     for (name, value) in lifted.iter().chain(env) {
         cmd.env(name, value);
     }

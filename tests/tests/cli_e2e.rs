@@ -525,10 +525,7 @@ fn a_clock_set_back_is_refused_and_going_online_repairs_it() {
     // time) but says the clock is wrong, and does not make the wrong clock
     // acceptable.
     e.set_now(Some(t - 2 * HOUR));
-    let err = refused(
-        &e.run(&["--json", "license", "renew"]),
-        "clock_rolled_back",
-    );
+    let err = refused(&e.run(&["--json", "license", "renew"]), "clock_rolled_back");
     assert!(
         text(&err["hint"]).contains("the license was renewed, but set the system clock"),
         "{err}"

@@ -908,7 +908,11 @@ fn an_unconfigured_issuer_reachable_from_outside_refuses_to_start() {
         let mut cmd = issuer_command(dir.path(), env);
         cmd.args(args);
         let out = run_with_timeout(cmd, Duration::from_secs(10));
-        assert_eq!(out.code, Some(1), "started unconfigured with {env:?} {args:?}:\n{out}");
+        assert_eq!(
+            out.code,
+            Some(1),
+            "started unconfigured with {env:?} {args:?}:\n{out}"
+        );
         assert!(
             out.stderr.contains("CODITECT_ENV is not set")
                 && out.stderr.contains("set CODITECT_ENV=production"),
