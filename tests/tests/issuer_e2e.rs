@@ -900,7 +900,8 @@ fn production_refuses_missing_secrets_and_the_development_key() {
 fn an_unconfigured_issuer_reachable_from_outside_refuses_to_start() {
     let dir = data_dir();
     let port = coditect_tests::smtp::free_port().to_string();
-    let outside: [(&[(&str, &str)], &[&str]); 2] = [
+    type Start<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let outside: [Start<'_>; 2] = [
         (&[("PORT", &port)], &["serve"]),
         (&[], &["serve", "--bind", "0.0.0.0:0"]),
     ];
