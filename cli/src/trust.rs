@@ -110,8 +110,20 @@ mod tests {
     fn built_in_keys_load() {
         let ring = key_ring().unwrap();
         let kids: Vec<&str> = ring.keys().map(|k| k.kid()).collect();
-        // The development key is there exactly when this build trusts it.
-        assert_eq!(kids.contains(&DEVELOPMENT_KID), TRUSTS_DEVELOPMENT_KEY, "{kids:?}");
+        // Every key of the compiled-in set, plus the development key exactly
+        // when this build trusts it.
+        let doc: serde_json::Value = serde_json::from_str(PRODUCTION_JWKS).unwrap();
+        let production = doc["keys"].as_array().unwrap().len();
+        assert_eq!(
+            kids.len(),
+            production + usize::from(TRUSTS_DEVELOPMENT_KEY),
+            "{kids:?}"
+        );
+        assert_eq!(
+            kids.contains(&DEVELOPMENT_KID),
+            TRUSTS_DEVELOPMENT_KEY,
+            "{kids:?}"
+        );
     }
 
     /// The distribution code path (no `dev-keys`) with a non-empty key set:

@@ -526,8 +526,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
         let err = load(&[("CODITECT_DATA_DIR", d), ("PORT", "8080")]).unwrap_err();
-        assert!(matches!(err, ConfigError::EnvironmentNotChosen { .. }), "{err}");
-        assert!(err.to_string().contains("set CODITECT_ENV=production"), "{err}");
+        assert!(
+            matches!(err, ConfigError::EnvironmentNotChosen { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("set CODITECT_ENV=production"),
+            "{err}"
+        );
         let outside = Overrides {
             bind: Some("0.0.0.0:8080".parse().unwrap()),
         };
