@@ -18,14 +18,27 @@ LOG=$DATA/issuer.log
 # variables that point the issuer at it.
 "$FAKE" >"$DATA/stripe.env" &
 FAKE_PID=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
     grep -q 'listening on' "$DATA/stripe.env" 2>/dev/null && break
     sleep 0.1
 done
+# Without the fake Stripe the issuer would start with payments off and the
+# billing operations would only ever answer 503: fail instead.
+if ! grep -q 'listening on' "$DATA/stripe.env" 2>/dev/null; then
+    kill "$FAKE_PID" 2>/dev/null || true
+    cat "$DATA/stripe.env" >&2 || true
+    echo "the fake Stripe did not start within 30 s; payments would be off" >&2
+    exit 1
+fi
 set -a
 # shellcheck disable=SC1091
 . "$DATA/stripe.env"
 set +a
+if [ -z "${STRIPE_API_BASE:-}" ] || [ -z "${STRIPE_SECRET_KEY:-}" ]; then
+    kill "$FAKE_PID" 2>/dev/null || true
+    echo "the fake Stripe printed no STRIPE_API_BASE / STRIPE_SECRET_KEY" >&2
+    exit 1
+fi
 drop_db() { :; }
 if [ "$BACKEND" = postgres ]; then
     # shellcheck source=scripts/postgres.sh
@@ -55,12 +68,21 @@ for _ in $(seq 1 300); do
 done
 [ -n "$URL" ] || { cat "$LOG"; echo "the issuer did not start"; exit 1; }
 # A signed-in user, so that the account and billing operations are reached
-# too (without Stripe configured, billing answers its documented 503).
+# too.
 curl -sf "$URL/api/v1/auth/signup" -H 'content-type: application/json' \
     -d '{"email":"fuzz@example.com","password":"correct horse battery staple","company_name":"Fuzz Ltd"}' >/dev/null
 TOKEN=$(curl -sf "$URL/api/v1/auth/login" -H 'content-type: application/json' \
     -d '{"email":"fuzz@example.com","password":"correct horse battery staple"}' |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+# Payments are on: a checkout reaches the fake Stripe (503 would mean off).
+STATUS=$(curl -s -o /dev/null -w '%{http_code}' "$URL/api/v1/billing/checkout" \
+    -H 'content-type: application/json' -H "Authorization: Bearer $TOKEN" \
+    -d '{"plan":"pilot-starter","interval":"month"}')
+if [ "$STATUS" != 200 ]; then
+    cat "$LOG" >&2
+    echo "payments are not on: a checkout answered $STATUS, not 200" >&2
+    exit 1
+fi
 cd "$DATA"
 # The console script sits beside the interpreter pip installed it for (a
 # fresh pyenv has no shim for it until `pyenv rehash`).

@@ -10,7 +10,8 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 
 # Headless Chromium for the browser tests (Debian packages).
 # tests/tests/browser_e2e.rs drives Debian's chromium through chromedriver
-# (package chromium-driver); with CI=true it fails when they are missing.
+# (package chromium-driver); under CI (CI set, not 0/false) it fails when
+# they are missing.
 if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then
@@ -44,6 +45,10 @@ cargo test --workspace --locked "$@"
 # The distribution build of the CLI (no dev-keys) on its own: it must refuse
 # tokens signed with the public development key.
 cargo test --locked -p coditect-cli
+
+# The development build's trust rules (`dev-keys`): only the CLI's own unit
+# tests, so only that crate is rebuilt with the feature.
+cargo test --locked -p coditect-cli --features dev-keys --lib trust::
 
 # Property-based test of the running API against its spec, on each
 # backend.

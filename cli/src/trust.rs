@@ -41,8 +41,15 @@ pub fn add_jwks(ring: &mut KeyRing, jwks: &str) -> Result<(), String> {
 
 /// The trusted key ring of this build.
 pub fn key_ring() -> CliResult<KeyRing> {
+    key_ring_with(PRODUCTION_JWKS)
+}
+
+/// The key ring this build makes from a production key set: `production`,
+/// plus the development key in `dev-keys` builds. Only the compiled-in set
+/// is fixed; the tests pass a set of their own.
+fn key_ring_with(production: &str) -> CliResult<KeyRing> {
     let mut ring = KeyRing::new();
-    add_jwks(&mut ring, PRODUCTION_JWKS)
+    add_jwks(&mut ring, production)
         .map_err(|e| CliError::unexpected("trust", format!("built-in keys: {e}")))?;
     #[cfg(feature = "dev-keys")]
     add_jwks(&mut ring, DEVELOPMENT_JWKS)
@@ -84,20 +91,65 @@ mod tests {
         (signer.sign(&claims).unwrap(), claims)
     }
 
-    #[test]
-    fn built_in_keys_load() {
-        key_ring().unwrap();
+    /// A production-like key set made for the test: one Ed25519 key whose
+    /// private half only this test holds.
+    fn test_production_key() -> (verifier::TokenSigner, String) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let signer = verifier::TokenSigner::new("coditect-test-prod", key).unwrap();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "kid": "coditect-test-prod",
+            "x": URL_SAFE_NO_PAD.encode(signer.public_key()),
+        }]})
+        .to_string();
+        (signer, jwks)
     }
 
-    /// The build users get (no `dev-keys`) refuses tokens signed with the
-    /// public development key. Run by `cargo test -p coditect-cli`.
+    #[test]
+    fn built_in_keys_load() {
+        let ring = key_ring().unwrap();
+        let kids: Vec<&str> = ring.keys().map(|k| k.kid()).collect();
+        // Every key of the compiled-in set, plus the development key exactly
+        // when this build trusts it.
+        let doc: serde_json::Value = serde_json::from_str(PRODUCTION_JWKS).unwrap();
+        let production = doc["keys"].as_array().unwrap().len();
+        assert_eq!(
+            kids.len(),
+            production + usize::from(TRUSTS_DEVELOPMENT_KEY),
+            "{kids:?}"
+        );
+        assert_eq!(
+            kids.contains(&DEVELOPMENT_KID),
+            TRUSTS_DEVELOPMENT_KEY,
+            "{kids:?}"
+        );
+    }
+
+    /// The distribution code path (no `dev-keys`) with a non-empty key set:
+    /// it accepts tokens from the production key and refuses tokens signed
+    /// with the public development key. Run by `cargo test -p coditect-cli`.
     #[cfg(not(feature = "dev-keys"))]
     #[test]
-    fn distribution_build_rejects_development_tokens() {
-        let (token, _) = dev_token();
+    fn distribution_build_accepts_production_tokens_and_rejects_development_tokens() {
+        let (prod_signer, jwks) = test_production_key();
+        let ring = key_ring_with(&jwks).unwrap();
+        let (dev_token, claims) = dev_token();
         let hw = verifier::HardwareId::from_machine_id("m");
+        let prod_token = prod_signer.sign(&claims).unwrap();
         assert_eq!(
-            verifier::verify(&token, &key_ring().unwrap(), 1_750_000_000, &hw),
+            verifier::verify(&prod_token, &ring, 1_750_000_000, &hw),
+            Ok(claims)
+        );
+        assert_eq!(
+            verifier::verify(&dev_token, &ring, 1_750_000_000, &hw),
+            Err(verifier::VerifyError::UnknownKey {
+                kid: DEVELOPMENT_KID.into()
+            })
+        );
+        // The compiled-in set of this build refuses it too.
+        assert_eq!(
+            verifier::verify(&dev_token, &key_ring().unwrap(), 1_750_000_000, &hw),
             Err(verifier::VerifyError::UnknownKey {
                 kid: DEVELOPMENT_KID.into()
             })
@@ -105,15 +157,30 @@ mod tests {
         const { assert!(!TRUSTS_DEVELOPMENT_KEY) };
     }
 
+    /// Development builds trust both the production set and the development
+    /// key. Run by `cargo test -p coditect-cli --features dev-keys`
+    /// (scripts/test.sh).
     #[cfg(feature = "dev-keys")]
     #[test]
     fn development_build_accepts_development_tokens() {
+        let (prod_signer, jwks) = test_production_key();
+        let ring = key_ring_with(&jwks).unwrap();
         let (token, claims) = dev_token();
         let hw = verifier::HardwareId::from_machine_id("m");
         assert_eq!(
             verifier::verify(&token, &key_ring().unwrap(), 1_750_000_000, &hw),
+            Ok(claims.clone())
+        );
+        assert_eq!(
+            verifier::verify(&token, &ring, 1_750_000_000, &hw),
+            Ok(claims.clone())
+        );
+        let prod_token = prod_signer.sign(&claims).unwrap();
+        assert_eq!(
+            verifier::verify(&prod_token, &ring, 1_750_000_000, &hw),
             Ok(claims)
         );
+        const { assert!(TRUSTS_DEVELOPMENT_KEY) };
     }
 
     #[test]

@@ -938,7 +938,22 @@ async fn audit_rows_are_written_for_each_event_and_hold_no_secrets() {
     }
     let login_row = events.iter().find(|e| e.event == "login").unwrap();
     assert_eq!(login_row.user_agent.as_deref(), Some("coditect-test/1.0"));
-    assert!(login_row.ip.is_some() || login_row.actor.is_some());
+    // The actor is the signed-in user (the JWT's subject), the subject the
+    // new session; this in-process client has no socket peer, so no IP.
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(jwt.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let user_id = claims["sub"].as_str().unwrap();
+    assert_eq!(
+        login_row.actor.as_deref(),
+        Some(format!("user:{user_id}").as_str())
+    );
+    assert_eq!(login_row.subject_type.as_deref(), Some("session"));
+    assert_eq!(login_row.subject_id.as_deref(), claims["sid"].as_str());
+    assert_eq!(login_row.ip, None);
 
     // Nothing secret anywhere in the database file (WAL included).
     let dir = h.db_path.parent().unwrap().to_path_buf();

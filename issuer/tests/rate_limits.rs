@@ -7,15 +7,23 @@
 //! `TestClient` cannot set the socket peer, so the app is wrapped: a request
 //! with `x-test-peer: IP` reaches the app from `IP:40000` (the header itself
 //! is removed). Requests without it have no known peer.
+//!
+//! The limits run on a fake clock (`governor`'s `FakeRelativeClock`) that
+//! stands still unless a test moves it: however slow the machine, a burst
+//! is one instant, and a test that waits moves the clock by exactly that.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
+use coditect_issuer::app::limits::{LimiterClock, Limiters, Salt};
 use coditect_issuer::app::{self as api, AppState};
 use coditect_issuer::config::{Config, Env, Overrides};
 use coditect_issuer::domain::license::NewLicense;
 use coditect_issuer::domain::license_key::LicenseKey;
 use coditect_issuer::domain::plans;
 use coditect_issuer::http;
+use governor::clock::FakeRelativeClock;
 use poem::http::StatusCode;
 use poem::http::uri::Scheme;
 use poem::test::{TestClient, TestResponse};
@@ -27,6 +35,8 @@ use verifier::HardwareId;
 struct Harness {
     _dir: tempfile::TempDir,
     state: AppState,
+    /// The limits' clock: moves only when the test advances it.
+    clock: FakeRelativeClock,
     /// The SQLite file, for tests that look at or break the database.
     db_path: std::path::PathBuf,
 }
@@ -68,9 +78,17 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
     let store =
         coditect_issuer::store::open_sqlite(path, config.license_key_pepper.clone()).unwrap();
     let db_path = path.clone();
+    let clock = FakeRelativeClock::default();
+    let mut state = AppState::new(config, store);
+    state.limits = Arc::new(Limiters::in_process(
+        &state.config.rate_limits,
+        Salt::from_secret(&state.config.jwt_secret),
+        LimiterClock::Fake(clock.clone()),
+    ));
     Harness {
         _dir: dir,
-        state: AppState::new(config, store),
+        state,
+        clock,
         db_path,
     }
 }
@@ -476,6 +494,27 @@ async fn validate_allows_60_a_minute_per_license_key_by_default() {
         &validate(&key),
     )
     .await;
+    let (retry_after, _) = assert_rate_limited(r, 60, 60).await;
+    assert_eq!(retry_after, 1, "one more a second");
+    // A second later exactly one more is let through.
+    h.clock.advance(Duration::from_secs(1));
+    post(
+        &c,
+        "/api/v1/licenses/validate",
+        "203.0.113.1",
+        &[],
+        &validate(&key),
+    )
+    .await
+    .assert_status_is_ok();
+    let r = post(
+        &c,
+        "/api/v1/licenses/validate",
+        "203.0.113.1",
+        &[],
+        &validate(&key),
+    )
+    .await;
     assert_rate_limited(r, 60, 60).await;
     // Per key: another client with this key is refused too…
     let r = post(
@@ -606,13 +645,21 @@ async fn limits_are_configurable() {
         r.assert_status_is_ok();
         assert_eq!(header(&r, "ratelimit-policy").as_deref(), Some("3;w=1"));
     }
-    // Three a second: the fourth in a row is refused (unless a second went
-    // by on a very slow machine).
-    if let Some((n, r)) = refused {
-        assert_eq!(n, 3);
-        let (retry_after, _) = assert_rate_limited(r, 3, 1).await;
-        assert_eq!(retry_after, 1);
-    }
+    // Three a second: the fourth in a row is refused (the clock stands
+    // still, so it always is).
+    let Some((n, r)) = refused else {
+        panic!("the 3/sec validate limit never refused a request");
+    };
+    assert_eq!(n, 3);
+    let (retry_after, _) = assert_rate_limited(r, 3, 1).await;
+    assert_eq!(retry_after, 1);
+    // A third of a second later one more is let through, and only one.
+    h.clock.advance(Duration::from_millis(334));
+    post(&c, "/api/v1/licenses/validate", "203.0.113.1", &[], &body)
+        .await
+        .assert_status_is_ok();
+    let r = post(&c, "/api/v1/licenses/validate", "203.0.113.1", &[], &body).await;
+    assert_rate_limited(r, 3, 1).await;
 }
 
 #[tokio::test]

@@ -56,9 +56,10 @@ pub fn find_tools() -> Result<BrowserTools, String> {
     }
 }
 
-/// Whether this run is CI's (`CI=true`), where a missing browser fails.
+/// Whether this run is CI's, where a missing browser fails (the one rule:
+/// [`crate::in_ci`]).
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+    crate::in_ci()
 }
 
 /// The browser tools, or `None` after a loud message when they are missing

@@ -77,7 +77,7 @@ impl TestDatabase {
         let server = postgres_server_url();
         let mut client = match connect(&server) {
             Ok(c) => c,
-            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            Err(e) if crate::in_ci() => {
                 panic!(
                     "PostgreSQL ({server}) does not answer: {e}; CI must run the PostgreSQL tests"
                 )

@@ -32,6 +32,31 @@ pub const HOUR: u64 = 3_600;
 /// One day in seconds.
 pub const DAY: u64 = 24 * HOUR;
 
+/// Whether this run is CI's: `CI` set to anything but empty, `0` or
+/// `false` (CI services set `CI=true` or `CI=1`). The one rule of every
+/// test that needs a tool (PostgreSQL, Python packages, an SMTP listener, a
+/// browser): under CI a missing tool is a failure, elsewhere a loud skip
+/// ([`missing_tool`]).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "FALSE" | "False"))
+}
+
+/// A tool `test` needs is missing (`problem`; `help` says how to get it):
+/// under CI ([`in_ci`]) the test fails here; elsewhere a notice goes past
+/// libtest's output capture and the caller skips the test (returns).
+#[track_caller]
+pub fn missing_tool(test: &str, problem: &str, help: &str) {
+    assert!(
+        !in_ci(),
+        "{test}: {problem}\n{help}. (CI is set, so this test fails instead of skipping.)"
+    );
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "NOTICE: skipping {test}: {problem}\n        {help} to run it."
+    );
+}
+
 /// The workspace root (the parent of this package).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

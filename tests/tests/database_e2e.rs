@@ -355,7 +355,12 @@ fn a_database_outage_answers_503_and_the_issuer_recovers_on_its_own() {
             .and_then(|v| v.to_str().ok()),
         Some("5")
     );
-    assert_eq!(server.get("/readyz").status, 503);
+    // Without its database the instance is not ready (README), but alive.
+    let not_ready = server.get("/readyz").expect_problem(503, "not_ready");
+    assert_eq!(
+        not_ready["detail"], "The database is not reachable.",
+        "{not_ready}"
+    );
     assert_eq!(server.get("/healthz").status, 200);
     assert!(
         !server.log().contains("internal error"),

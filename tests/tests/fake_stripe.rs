@@ -1677,7 +1677,7 @@ fn a_rolled_secret_signs_every_delivery_twice_in_the_order_asked() {
 // ---------------------------------------------------------------------------
 
 fn in_ci() -> bool {
-    std::env::var_os("CI").is_some()
+    coditect_tests::in_ci()
 }
 
 /// Whether `python3 -c 'import stripe'` works. If not: under CI the test

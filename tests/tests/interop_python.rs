@@ -31,7 +31,7 @@ fn python_dir() -> PathBuf {
 }
 
 fn in_ci() -> bool {
-    std::env::var_os("CI").is_some()
+    coditect_tests::in_ci()
 }
 
 fn python_command() -> Command {

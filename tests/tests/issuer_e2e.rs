@@ -851,7 +851,9 @@ fn production_refuses_missing_secrets_and_the_development_key() {
     admin(
         dir.path(),
         &["keys", "generate", "--out", prod_key.to_str().unwrap()],
-    );
+    )
+    .assert_success();
+    assert!(prod_key.is_file(), "keys generate wrote no key");
     let prod_key = prod_key.to_str().unwrap();
     let cases: [(&[(&str, &str)], &str); 4] = [
         (&[], "JWT_SECRET"),
@@ -887,6 +889,80 @@ fn production_refuses_missing_secrets_and_the_development_key() {
     );
     assert_eq!(out.code, Some(1), "{out}");
     assert!(!out.all_output().contains(&secret), "{out}");
+}
+
+/// The issuer fails closed: reachable from outside (`PORT` set, as on Cloud
+/// Run, or a non-loopback `--bind`) without `CODITECT_ENV` it refuses to
+/// start, names the variable, and creates no database; said explicitly,
+/// development still starts there. Production refuses rate limits as high
+/// as the tests' `1000000/sec`.
+#[test]
+fn an_unconfigured_issuer_reachable_from_outside_refuses_to_start() {
+    let dir = data_dir();
+    let port = coditect_tests::smtp::free_port().to_string();
+    type Start<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let outside: [Start<'_>; 2] = [
+        (&[("PORT", &port)], &["serve"]),
+        (&[], &["serve", "--bind", "0.0.0.0:0"]),
+    ];
+    for (env, args) in outside {
+        let mut cmd = issuer_command(dir.path(), env);
+        cmd.args(args);
+        let out = run_with_timeout(cmd, Duration::from_secs(10));
+        assert_eq!(
+            out.code,
+            Some(1),
+            "started unconfigured with {env:?} {args:?}:\n{out}"
+        );
+        assert!(
+            out.stderr.contains("CODITECT_ENV is not set")
+                && out.stderr.contains("set CODITECT_ENV=production"),
+            "{out}"
+        );
+        assert!(!out.stderr.contains("listening on"), "{out}");
+        assert!(!out.all_output().contains("DEVELOPMENT key"), "{out}");
+        assert!(
+            !dir.path().join("issuer.sqlite3").exists(),
+            "a refused start created the database"
+        );
+        assert!(!dir.path().join("jwt-secret").exists(), "{out}");
+    }
+    // Development said explicitly starts on PORT (the load scripts' way).
+    let server = IssuerServer::start_with_args(
+        dir.path(),
+        &["serve"],
+        &[("PORT", &port), ("CODITECT_ENV", "development")],
+    );
+    assert_eq!(server.get("/readyz").status, 200);
+    drop(server);
+
+    // Production with a limit that disables the protection.
+    let prod_key = dir.path().join("prod-ceiling.pem");
+    admin(
+        dir.path(),
+        &["keys", "generate", "--out", prod_key.to_str().unwrap()],
+    )
+    .assert_success();
+    let production = [
+        ("CODITECT_ENV", "production"),
+        ("JWT_SECRET", "production-test-jwt-secret-0123456789abcdef"),
+        ("SIGNING_KEY_FILE", prod_key.to_str().unwrap()),
+        ("STRIPE_SECRET_KEY", "sk_test_ceiling"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_ceiling"),
+        ("STRIPE_PRICE_STARTER_MONTHLY", "price_sm"),
+        ("STRIPE_PRICE_STARTER_ANNUAL", "price_sa"),
+        ("STRIPE_PRICE_PRO_MONTHLY", "price_pm"),
+        ("STRIPE_PRICE_PRO_ANNUAL", "price_pa"),
+        ("SMTP_URL", "smtp://127.0.0.1:1"),
+        ("RATE_LIMIT_LOGIN", "1000000/sec"),
+    ];
+    let mut cmd = issuer_command(dir.path(), &production);
+    cmd.args(["serve", "--bind", "127.0.0.1:0"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(10));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("RATE_LIMIT_LOGIN"), "{out}");
+    assert!(out.stderr.contains("disables the protection"), "{out}");
+    assert!(!out.stderr.contains("listening on"), "{out}");
 }
 
 /// A platform stop (SIGTERM, as Cloud Run sends) in the middle of a load:

@@ -789,6 +789,68 @@ fn the_key_is_shown_once_and_only_to_the_browser_that_paid() {
     assert_eq!(env.stripe.checkout_session_ids().len(), 1);
 }
 
+/// The web path keeps the key for the success page (shown once); once shown
+/// and mailed, the key is in no file of the data folder (database, WAL,
+/// journal): the wiped column and the mail body leave no copy behind.
+#[test]
+fn once_shown_and_mailed_the_web_key_is_nowhere_in_the_database_files() {
+    let dir = data_dir();
+    let env = BillingEnv::start(dir.path(), &[]);
+    let web = WebClient::new(env.issuer.base_url());
+    let started = web.sign_up(&good_fields("disk-web@example.com", "pilot-starter"));
+    started.expect(303);
+    let success_url = pay(&web, started.header("location").unwrap());
+    let shown = web.get(&success_url);
+    shown.expect_page(200);
+    let key = shown.element_text("license-key").expect("the key");
+    assert!(key.starts_with("CODITECT-PILOT-"), "{key}");
+    web.get(&success_url)
+        .expect_page(200)
+        .contains("Your license key was already shown")
+        .lacks(&key);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let unsent = || {
+        query_rows(
+            &open_db(dir.path()),
+            "SELECT id FROM email_outbox WHERE sent_at IS NULL",
+        )
+        .len()
+    };
+    while unsent() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mail was not sent"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let files_with_key = || {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file()
+                && std::fs::read(&path)
+                    .unwrap()
+                    .windows(key.len())
+                    .any(|w| w == key.as_bytes())
+            {
+                found.push(path);
+            }
+        }
+        found
+    };
+    // The scrub of the write-ahead log follows the writes; give it a moment.
+    let mut found = files_with_key();
+    while !found.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        found = files_with_key();
+    }
+    assert!(
+        found.is_empty(),
+        "the key {key} is still on disk in {found:?}"
+    );
+}
+
 #[test]
 fn closed_signup_shows_a_page_not_an_error() {
     let dir = data_dir();

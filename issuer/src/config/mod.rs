@@ -74,6 +74,10 @@ pub enum ConfigError {
     MissingKeyPepper,
     #[error("no data directory: set CODITECT_DATA_DIR")]
     NoDataDir,
+    #[error(
+        "the issuer would be reachable from other machines ({reason}) but CODITECT_ENV is not set: set CODITECT_ENV=production for a server (or CODITECT_ENV=development for a test server)"
+    )]
+    EnvironmentNotChosen { reason: String },
     #[error("{0}")]
     Key(String),
 }
@@ -181,6 +185,7 @@ impl Config {
         overrides: &Overrides,
         notices: &mut Notices,
     ) -> Result<Self, ConfigError> {
+        let environment_chosen = env.get("CODITECT_ENV").is_some();
         let environment = match env.get("CODITECT_ENV").as_deref() {
             None | Some("development") => Environment::Development,
             Some("production") => Environment::Production,
@@ -205,6 +210,21 @@ impl Config {
                 .parse()
                 .map_err(|_| invalid("--bind", "bad default"))?,
         };
+        // Zero configuration is for a laptop: a server reachable from
+        // outside must say which mode it runs in, so a forgotten
+        // CODITECT_ENV never means the development key and logged mail.
+        if !environment_chosen {
+            if env.get("PORT").is_some() {
+                return Err(ConfigError::EnvironmentNotChosen {
+                    reason: "PORT is set, as on Cloud Run".into(),
+                });
+            }
+            if !bind.ip().is_loopback() {
+                return Err(ConfigError::EnvironmentNotChosen {
+                    reason: format!("it would listen on {bind}"),
+                });
+            }
+        }
 
         let data_dir = match env.get("CODITECT_DATA_DIR") {
             Some(dir) => PathBuf::from(dir),
@@ -300,6 +320,9 @@ impl Config {
         let license_key_pepper = license_key_pepper(env, production, &data_dir, notices)?;
 
         let audit_retention_days = audit_retention_days(env, production)?;
+        if production {
+            rate_limits.check_production_ceiling()?;
+        }
 
         Ok(Config {
             environment,
@@ -545,6 +568,53 @@ mod tests {
             Some(("pilot-starter", "month"))
         );
         assert_eq!(stripe.prices.plan_of("price_other"), None);
+    }
+
+    /// Zero configuration starts on loopback only: reachable from outside
+    /// (`PORT`, or a non-loopback `--bind`) it needs CODITECT_ENV said
+    /// explicitly, even `development`.
+    #[test]
+    fn a_server_reachable_from_outside_must_name_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let err = load(&[("CODITECT_DATA_DIR", d), ("PORT", "8080")]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::EnvironmentNotChosen { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("set CODITECT_ENV=production"),
+            "{err}"
+        );
+        let outside = Overrides {
+            bind: Some("0.0.0.0:8080".parse().unwrap()),
+        };
+        let err = Config::load(&[("CODITECT_DATA_DIR", d)], &outside, &mut Vec::new())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("0.0.0.0:8080"), "{err}");
+        assert!(err.to_string().contains("CODITECT_ENV"), "{err}");
+        // Loopback, and an explicit development mode, still start.
+        for bind in ["127.0.0.1:8080", "[::1]:8080"] {
+            let local = Overrides {
+                bind: Some(bind.parse().unwrap()),
+            };
+            Config::load(&[("CODITECT_DATA_DIR", d)], &local, &mut Vec::new()).unwrap();
+        }
+        load(&[("CODITECT_DATA_DIR", d)]).unwrap();
+        let cfg = load(&[
+            ("CODITECT_DATA_DIR", d),
+            ("PORT", "8080"),
+            ("CODITECT_ENV", "development"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.environment, Environment::Development);
+        Config::load(
+            &[("CODITECT_DATA_DIR", d), ("CODITECT_ENV", "development")],
+            &outside,
+            &mut Vec::new(),
+        )
+        .unwrap();
     }
 
     struct VecEnv<'a>(Vec<(&'a str, &'a str)>);

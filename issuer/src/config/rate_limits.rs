@@ -156,6 +156,52 @@ impl RateLimits {
     }
 }
 
+/// In production no limit may exceed this many times its default: a limit
+/// that high (such as the tests' `1000000/sec`) no longer protects anything.
+/// Load tests run in development, where there is no ceiling.
+pub const PRODUCTION_CEILING_FACTOR: u64 = 10;
+
+impl RateLimits {
+    /// Refuses, naming the variable, a limit above
+    /// [`PRODUCTION_CEILING_FACTOR`] times its default.
+    pub(super) fn check_production_ceiling(&self) -> Result<(), ConfigError> {
+        let d = RateLimits::default();
+        let pairs = [
+            ("RATE_LIMIT_LOGIN", self.login, d.login),
+            ("RATE_LIMIT_SIGNUP", self.signup, d.signup),
+            ("RATE_LIMIT_VALIDATE", self.validate, d.validate),
+            ("RATE_LIMIT_ACTIVATE", self.activate, d.activate),
+            ("RATE_LIMIT_LICENSE_IP", self.license_ip, d.license_ip),
+            ("RATE_LIMIT_BILLING_USER", self.billing_user, d.billing_user),
+            ("RATE_LIMIT_BILLING_ORG", self.billing_org, d.billing_org),
+            (
+                "RATE_LIMIT_WEBHOOK_REFUSALS",
+                self.webhook_refusal,
+                d.webhook_refusal,
+            ),
+        ];
+        for (name, rate, default) in pairs {
+            if rate.per_hour() > default.per_hour() * PRODUCTION_CEILING_FACTOR {
+                return Err(invalid(
+                    name,
+                    &format!(
+                        "production refuses more than {PRODUCTION_CEILING_FACTOR} times the default ({}): so high a limit disables the protection",
+                        default.describe()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Rate {
+    /// Requests per hour, to compare rates of different periods.
+    fn per_hour(self) -> u64 {
+        u64::from(self.count.get()) * 3600 / self.per.duration().as_secs()
+    }
+}
+
 fn rate_var(env: &dyn Env, name: &'static str, default: Rate) -> Result<Rate, ConfigError> {
     match env.get(name) {
         None => Ok(default),
@@ -293,5 +339,21 @@ mod tests {
             assert!(err.to_string().starts_with(var), "{var}: {err}");
             assert!(!err.to_string().contains(value), "{err}");
         }
+    }
+
+    #[test]
+    fn production_refuses_limits_that_disable_the_protection() {
+        let mut limits = RateLimits::default();
+        limits.check_production_ceiling().unwrap();
+        limits.login = Rate::parse("50/min").unwrap();
+        limits.license_ip = Rate::parse("20/sec").unwrap();
+        limits.check_production_ceiling().unwrap();
+        limits.login = Rate::parse("51/min").unwrap();
+        let err = limits.check_production_ceiling().unwrap_err();
+        assert!(err.to_string().contains("RATE_LIMIT_LOGIN"), "{err}");
+        limits = RateLimits::default();
+        limits.validate = Rate::parse("1000000/sec").unwrap();
+        let err = limits.check_production_ceiling().unwrap_err();
+        assert!(err.to_string().contains("RATE_LIMIT_VALIDATE"), "{err}");
     }
 }

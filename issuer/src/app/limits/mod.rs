@@ -85,7 +85,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, FakeRelativeClock};
+use governor::nanos::Nanos;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest as _, Sha256};
 
@@ -253,9 +254,38 @@ enum Counters<C: Clock> {
     Shared(shared::Shared),
 }
 
+/// The clock of a server's in-process limits: the system's monotonic clock,
+/// or a fake one that a test moves by hand (`governor`'s
+/// [`FakeRelativeClock`]), so tests of the limits never race the real clock.
+#[derive(Debug, Clone)]
+pub enum LimiterClock {
+    /// Time since this clock was made.
+    System(std::time::Instant),
+    /// Time as the test sets it.
+    Fake(FakeRelativeClock),
+}
+
+impl LimiterClock {
+    /// The system clock.
+    pub fn system() -> Self {
+        LimiterClock::System(std::time::Instant::now())
+    }
+}
+
+impl Clock for LimiterClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        match self {
+            LimiterClock::System(origin) => Nanos::from(origin.elapsed()),
+            LimiterClock::Fake(clock) => clock.now(),
+        }
+    }
+}
+
 /// All the limits of a server, wherever they are counted: the middleware
 /// asks [`Limiters::check`] and knows nothing more.
-pub struct Limiters<C: Clock = DefaultClock> {
+pub struct Limiters<C: Clock = LimiterClock> {
     rates: RateLimits,
     salt: Salt,
     counters: Counters<C>,
@@ -273,7 +303,7 @@ impl Limiters {
             shared::start_pruning(Arc::clone(store), Arc::clone(&clock));
             Self::shared(&config.rate_limits, salt, Arc::clone(store), clock)
         } else {
-            Self::in_process(&config.rate_limits, salt, DefaultClock::default())
+            Self::in_process(&config.rate_limits, salt, LimiterClock::system())
         }
     }
 }

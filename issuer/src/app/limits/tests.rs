@@ -462,7 +462,7 @@ async fn instances_with_one_secret_share_their_counts() {
     let rates = limits("3/min", "120/min", "60/min", "10/hour");
     let (_, clock) = millis_clock();
     let instance = |salt: Salt| {
-        Limiters::<DefaultClock>::shared(&rates, salt, Arc::clone(&store), Arc::clone(&clock))
+        Limiters::<LimiterClock>::shared(&rates, salt, Arc::clone(&store), Arc::clone(&clock))
     };
     let (a, b) = (instance(salt()), instance(salt()));
     let me = ip("192.0.2.7");
@@ -487,7 +487,7 @@ async fn a_lost_database_is_an_error_not_a_pass() {
     };
     let store = db.open().await;
     let (_, clock) = millis_clock();
-    let l = Limiters::<DefaultClock>::shared(
+    let l = Limiters::<LimiterClock>::shared(
         &limits("5/min", "120/min", "60/min", "10/hour"),
         salt(),
         store,

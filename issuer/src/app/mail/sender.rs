@@ -453,13 +453,34 @@ mod tests {
 
     #[tokio::test]
     async fn in_development_without_smtp_the_mail_is_logged_and_marked_sent() {
+        // The log of this test's thread (the test runtime has one thread).
+        #[derive(Clone, Default)]
+        struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let writer = log.clone();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path(), &[]);
         let store =
             crate::store::open_sqlite(&dir.path().join("db.sqlite3"), crate::store::test_pepper())
                 .unwrap();
         let id = store
-            .enqueue_mail(&mail("a@example.com", "key"), 100)
+            .enqueue_mail(&mail("a@example.com", "CODITECT-PILOT-LOGD-MAIL-BODY"), 100)
             .await
             .unwrap();
         let sender = Sender::new(&config);
@@ -488,6 +509,16 @@ mod tests {
             store.claim_mail(i64::MAX - 1, 10).await.unwrap().is_empty(),
             "a sent mail is never claimed again"
         );
+        // The whole mail is in the log, where a developer reads it.
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        for part in [
+            "MAIL NOT SENT",
+            "To: a@example.com",
+            "Subject: Your CODITECT license key (Pilot)",
+            "CODITECT-PILOT-LOGD-MAIL-BODY",
+        ] {
+            assert!(logged.contains(part), "{part} is not in the log:\n{logged}");
+        }
     }
 
     #[tokio::test]
