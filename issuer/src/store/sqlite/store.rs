@@ -1,3 +1,7 @@
+//! Long file: every trait of the storage interface implemented for SQLite
+//! in one place, each method the same short hop; split by trait it would
+//! repeat the plumbing in each file.
+//!
 //! [`SqliteStore`]: the storage interface over one SQLite file. Each
 //! method is one hop to a blocking thread running the SQL of its aggregate
 //! (`accounts.rs`, `licenses.rs`, `billing/`, `checkouts.rs`, `outbox.rs`,
