@@ -271,8 +271,11 @@ fn on_postgres_two_instances_share_a_limit_and_a_restart_keeps_it() {
     let retry_after = http_b
         .post(LOGIN, &[], &login_body(5))
         .assert_rate_limited(5, 60);
+    // One attempt comes back every 12 s; how much of that is left depends
+    // on how long the five sign-ins took (the real clock, shared by two
+    // processes), so only the bounds are exact.
     assert!(
-        retry_after >= 10,
+        (1..=12).contains(&retry_after),
         "one attempt back every 12 s: {retry_after}"
     );
     http_a
