@@ -954,6 +954,10 @@ fn an_unconfigured_issuer_reachable_from_outside_refuses_to_start() {
         ("STRIPE_PRICE_PRO_MONTHLY", "price_pm"),
         ("STRIPE_PRICE_PRO_ANNUAL", "price_pa"),
         ("SMTP_URL", "smtp://127.0.0.1:1"),
+        (
+            "LICENSE_KEY_PEPPER",
+            "production-test-pepper-0123456789abcdef",
+        ),
         ("RATE_LIMIT_LOGIN", "1000000/sec"),
     ];
     let mut cmd = issuer_command(dir.path(), &production);
