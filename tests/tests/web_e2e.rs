@@ -797,7 +797,10 @@ fn once_shown_and_mailed_the_web_key_is_nowhere_in_the_database_files() {
     let dir = data_dir();
     let env = BillingEnv::start(dir.path(), &[]);
     let web = WebClient::new(env.issuer.base_url());
-    let started = web.sign_up(&good_fields("disk-web@example.com", "pilot-starter"));
+    web.sign_up(&good_fields("disk-web@example.com", "pilot-starter"))
+        .expect_page(200)
+        .contains("Check your inbox");
+    let started = web.confirm(&env.issuer, "disk-web@example.com", 1);
     started.expect(303);
     let success_url = pay(&web, started.header("location").unwrap());
     let shown = web.get(&success_url);
