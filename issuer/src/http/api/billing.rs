@@ -42,9 +42,9 @@ impl PlanId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum BillingInterval {
-    /// Monthly ($19 or $49).
+    /// Monthly, at the price Stripe charges for the plan.
     Month,
-    /// Yearly ($190 or $490).
+    /// Yearly, at the price Stripe charges for the plan.
     Year,
 }
 
