@@ -156,6 +156,24 @@ impl BillingEnv {
     }
 }
 
+/// The files directly in `dir` whose bytes contain `needle` (where a
+/// secret could remain on disk: the database, its WAL, its journal).
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read the folder") {
+        let path = entry.expect("a folder entry").path();
+        if path.is_file()
+            && std::fs::read(&path)
+                .expect("read the file")
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// Opens the issuer's database read-only.
 pub fn open_db(data_dir: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coditect_tests::billing::{BillingEnv, Purchase, open_db, query_rows};
+use coditect_tests::billing::{BillingEnv, Purchase, files_containing, open_db, query_rows};
 use coditect_tests::database::{Backend, TestDatabase};
 use coditect_tests::fake_stripe::{StoredEvent, unix_now};
 use coditect_tests::issuer::hardware_id;
@@ -712,21 +712,7 @@ fn once_mailed_the_key_is_nowhere_in_the_database_files() {
     drop(db);
     // The sender scrubs the write-ahead log right after marking the mail
     // sent; give it a moment.
-    let files_with_key = || {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file()
-                && std::fs::read(&path)
-                    .unwrap()
-                    .windows(key.len())
-                    .any(|w| w == key.as_bytes())
-            {
-                found.push(path);
-            }
-        }
-        found
-    };
+    let files_with_key = || files_containing(dir.path(), &key);
     let mut found = files_with_key();
     while !found.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

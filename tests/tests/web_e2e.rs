@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use coditect_tests::billing::{BillingEnv, open_db, query_rows};
+use coditect_tests::billing::{BillingEnv, files_containing, open_db, query_rows};
 use coditect_tests::issuer::IssuerServer;
 use serde_json::json;
 
@@ -827,21 +827,7 @@ fn once_shown_and_mailed_the_web_key_is_nowhere_in_the_database_files() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let files_with_key = || {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file()
-                && std::fs::read(&path)
-                    .unwrap()
-                    .windows(key.len())
-                    .any(|w| w == key.as_bytes())
-            {
-                found.push(path);
-            }
-        }
-        found
-    };
+    let files_with_key = || files_containing(dir.path(), &key);
     // The scrub of the write-ahead log follows the writes; give it a moment.
     let mut found = files_with_key();
     while !found.is_empty() && std::time::Instant::now() < deadline {
