@@ -52,6 +52,7 @@ out=$(cd "$out" && pwd)
 pack() {
     cp -R "$1" "$stage/$2"
     if [ -n "$repository" ]; then
+        # shellcheck disable=SC2016 # JavaScript, not shell
         REPOSITORY=$repository node -e '
             const fs = require("node:fs");
             const file = process.argv[1];
@@ -64,6 +65,7 @@ pack() {
 }
 
 if [ -n "$platform" ]; then
+    # shellcheck disable=SC2016 # JavaScript, not shell
     file=$(PLATFORM=$platform node -e '
         const p = require("./npm/coditect-core/lib/platforms.js");
         const found = p.PLATFORMS.find((x) => x.suffix === process.env.PLATFORM);
