@@ -213,6 +213,12 @@ async function signalled(signal) {
   assert.ok(!binaryAlive, 'the binary got the signal and ended first');
 }
 
-test('SIGINT sent to `coditect` reaches the binary, and `coditect` ends by it', options, () => signalled('SIGINT'));
+// A shim that kept the signal to itself would leave both processes waiting
+// on stdin: the timeout turns that hang into a failure.
+const signalOptions = { ...options, timeout: 120_000 };
 
-test('SIGTERM sent to `coditect` reaches the binary, and `coditect` ends by it', options, () => signalled('SIGTERM'));
+test('SIGINT sent to `coditect` reaches the binary, and `coditect` ends by it', signalOptions, () =>
+  signalled('SIGINT'));
+
+test('SIGTERM sent to `coditect` reaches the binary, and `coditect` ends by it', signalOptions, () =>
+  signalled('SIGTERM'));
