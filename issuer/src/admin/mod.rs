@@ -7,6 +7,7 @@ mod keys;
 mod licenses;
 mod mail;
 mod offline;
+mod stats;
 
 pub use self::audit::audit_list;
 pub use self::keys::{keys_generate, keys_list};
@@ -15,6 +16,7 @@ pub use self::licenses::{
     parse_expiry,
 };
 pub use self::mail::{mail_list, mail_retry};
+pub use self::stats::stats;
 pub use self::offline::{
     OFFLINE_REQUEST_FORMAT, OFFLINE_TOKEN_FORMAT, OfflineRequest, OfflineToken, issue_offline,
 };

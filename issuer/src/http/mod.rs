@@ -162,6 +162,14 @@ pub fn app(state: AppState) -> impl Endpoint {
         )
         .at("/signup/success", poem::get(web::success::page))
         .at("/signup/cancel", poem::get(web::success::cancel))
+        .at(
+            "/signin",
+            poem::get(web::account_page::signin_page).post(web::account_page::signin_submit),
+        )
+        .at("/signout", poem::post(web::account_page::signout))
+        .at("/account", poem::get(web::account_page::page))
+        .at("/account/free", poem::post(web::account_page::free))
+        .at("/account/portal", poem::post(web::account_page::portal))
         .at(web::html::STYLESHEET_PATH, poem::get(web::stylesheet))
         .with(AddData::new(state.clone()))
         .around(move |ep, req| {

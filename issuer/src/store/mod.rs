@@ -37,6 +37,7 @@ use crate::domain::license::{
 use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
 use crate::domain::rate_limit::{Gcra, GcraOutcome};
+use crate::domain::stats::PilotFacts;
 
 /// The handle every part of the server holds.
 pub type SharedStore = Arc<dyn Store>;
@@ -291,6 +292,9 @@ pub trait Licenses {
 /// Stripe customers, checkouts, subscriptions and their events.
 #[async_trait]
 pub trait Billing {
+    /// What the pilot's figures are made of for the period from `since`
+    /// to `now` (`domain::stats::PilotFacts`), read consistently.
+    async fn pilot_facts(&self, since: i64, now: i64) -> Result<PilotFacts, StorageError>;
     /// Whether this Stripe event was applied already.
     async fn stripe_event_seen(&self, event_id: &str) -> Result<bool, StorageError>;
     /// Applies a Stripe event exactly once: its record and its effect

@@ -412,7 +412,8 @@ pub fn deactivate(
     let license = match (by, key) {
         (Releaser::Holder { .. }, Some(hash)) => find_by_key(&tx, hash)?,
         (Releaser::Holder { .. }, None) => None,
-        (Releaser::Operator { license_id }, _) => get(&tx, license_id)?,
+        (Releaser::Operator { license_id }, _)
+        | (Releaser::Organization { license_id, .. }, _) => get(&tx, license_id)?,
     }
     .ok_or(LicenseError::NotFound)?;
     let target = match seat {
@@ -436,7 +437,7 @@ pub fn deactivate(
         Releaser::Holder { machine, .. } => {
             activation_for(&tx, &license.id, machine)?.is_some_and(|a| a.active)
         }
-        Releaser::Operator { .. } => false,
+        Releaser::Operator { .. } | Releaser::Organization { .. } => false,
     };
     let mut recent_transfers = transfers_since(&tx, &license.id, now - TRANSFER_WINDOW)?;
     let release = rules::release(
