@@ -208,8 +208,8 @@ impl BillingChange {
     /// The subscription the change is about, if any.
     pub fn subscription_id(&self) -> Option<&str> {
         match self {
-            BillingChange::CheckoutCompleted { subscription, .. } => Some(&subscription.id),
-            BillingChange::SubscriptionChanged { snapshot } => Some(&snapshot.id),
+            BillingChange::CheckoutCompleted { subscription, .. } => Some(subscription.id.as_str()),
+            BillingChange::SubscriptionChanged { snapshot } => Some(snapshot.id.as_str()),
             BillingChange::SubscriptionDeleted {
                 subscription_id, ..
             }
@@ -218,7 +218,7 @@ impl BillingChange {
             }
             | BillingChange::PaymentFailed {
                 subscription_id, ..
-            } => Some(subscription_id),
+            } => Some(subscription_id.as_str()),
             BillingChange::Malformed { .. } | BillingChange::Ignore(_) => None,
         }
     }
@@ -230,12 +230,12 @@ impl BillingChange {
                 subscription_id,
                 invoice: Some(i),
                 ..
-            } => Some((subscription_id, i, true)),
+            } => Some((subscription_id.as_str(), i, true)),
             BillingChange::PaymentFailed {
                 subscription_id,
                 invoice: Some(i),
                 ..
-            } => Some((subscription_id, i, false)),
+            } => Some((subscription_id.as_str(), i, false)),
             _ => None,
         }
     }

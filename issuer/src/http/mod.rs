@@ -170,6 +170,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .at("/account", poem::get(web::account_page::page))
         .at("/account/free", poem::post(web::account_page::free))
         .at("/account/portal", poem::post(web::account_page::portal))
+        .at("/account/new-key", poem::post(web::account_page::new_key))
         .at(web::html::STYLESHEET_PATH, poem::get(web::stylesheet))
         .with(AddData::new(state.clone()))
         .around(move |ep, req| {

@@ -99,6 +99,7 @@ macro_rules! conformance_tests {
             concurrent_activations_never_exceed_the_seats,
             renewals_refuse_each_unusable_state_with_its_reason,
             revoking_stops_renewals_and_unknown_licenses_are_refused,
+            a_lost_key_is_replaced_for_its_organization_only,
             a_paid_checkout_creates_one_license_and_one_mail,
             concurrent_deliveries_of_one_event_apply_it_once,
             subscription_events_apply_in_order_whatever_the_delivery_order,
@@ -1032,6 +1033,67 @@ async fn paying_organization(store: &SharedStore) -> (String, StripeEvent) {
         },
     );
     (org, completed)
+}
+
+pub async fn a_lost_key_is_replaced_for_its_organization_only(store: SharedStore) {
+    let org = store.create_organization("Acme", NOW).await.unwrap();
+    let other = store.create_organization("Other", NOW).await.unwrap();
+    let (lic, old) = store
+        .create_license(&new_license("pilot-starter", None, Some(&org)), NOW)
+        .await
+        .unwrap();
+    store
+        .activate_seat(&old, &hw(1), None, None, NOW)
+        .await
+        .unwrap();
+    let new_key = LicenseKey::generate().unwrap();
+    let mail = Mail {
+        kind: "license_key",
+        to: "owner@example.com".into(),
+        subject: "Your new key".into(),
+        body: format!("key {}", new_key.expose()),
+    };
+    // Another organization's member: refused, nothing changes.
+    assert!(matches!(
+        store
+            .replace_key(&lic.id, &other, &new_key, &mail, NOW + 10)
+            .await,
+        Err(LicenseError::NotFound)
+    ));
+    assert!(store.license_by_key(&old).await.unwrap().is_some());
+    assert!(store.claim_mail(NOW + 10, 10).await.unwrap().is_empty());
+    // Its own: the old key finds nothing, the new one the same license
+    // (the machine comes back on its seat), and the mail is queued.
+    let replaced = store
+        .replace_key(&lic.id, &org, &new_key, &mail, NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(replaced.key_hint, new_key.hint());
+    assert!(store.license_by_key(&old).await.unwrap().is_none());
+    assert!(matches!(
+        store.renew_seat(&old, &hw(1), NOW + 30).await,
+        Err(LicenseError::NotFound)
+    ));
+    let grant = store
+        .activate_seat(&new_key, &hw(1), None, None, NOW + 30)
+        .await
+        .unwrap();
+    assert!(grant.already_active && grant.devices_used == 1);
+    assert_eq!(grant.license.id, lic.id);
+    let mails = store.claim_mail(NOW + 20, 10).await.unwrap();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        mails[0].body.as_deref().map(|b| b.as_str()),
+        Some(mail.body.as_str())
+    );
+    // A revoked license keeps its (dead) key.
+    store.revoke_license(&lic.id, None, NOW + 40).await.unwrap();
+    assert!(matches!(
+        store
+            .replace_key(&lic.id, &org, &LicenseKey::generate().unwrap(), &mail, NOW + 50)
+            .await,
+        Err(LicenseError::NotFound)
+    ));
 }
 
 pub async fn a_paid_checkout_creates_one_license_and_one_mail(store: SharedStore) {

@@ -280,6 +280,19 @@ pub trait Licenses {
     /// When the seats of a license freed by its holder after `since` were
     /// freed, oldest first.
     async fn seat_transfers(&self, license_id: &str, since: i64) -> Result<Vec<i64>, StorageError>;
+    /// Replaces the key of a license of `organization_id` that is not
+    /// revoked by `new_key`, and queues `mail` (which carries it), in one
+    /// transaction: from then on the old key finds nothing (its machines
+    /// activate again with the new key, on the seats they hold). `NotFound`
+    /// for another organization's license, and nothing changes.
+    async fn replace_key(
+        &self,
+        license_id: &str,
+        organization_id: &str,
+        new_key: &LicenseKey,
+        mail: &Mail,
+        now: i64,
+    ) -> Result<License, LicenseError>;
     /// Revokes a license: renewals are refused from now on.
     async fn revoke_license(
         &self,

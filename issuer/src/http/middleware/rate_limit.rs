@@ -295,6 +295,7 @@ mod tests {
             Some(LimitedRoute::Features)
         );
         assert_eq!(route_of(post, "/signup"), Some(LimitedRoute::Signup));
+        assert_eq!(route_of(post, "/signin"), Some(LimitedRoute::Login));
         assert_eq!(route_of(&Method::GET, "/signup"), None);
         assert_eq!(route_of(post, "/signup/cancel"), None);
         assert_eq!(route_of(post, "/signup/reset"), Some(LimitedRoute::Signup));

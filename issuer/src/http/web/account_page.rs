@@ -41,6 +41,7 @@ pub struct AccountPost {
     password: String,
     license: String,
     activation: String,
+    confirm: String,
 }
 
 /// `?done=…`: what the last post did, for the page it returns to.
@@ -258,6 +259,7 @@ pub async fn signout(
 fn notice_of(done: &str) -> Option<&'static str> {
     match done {
         "freed" => Some("The machine's seat is free. That machine stops working at its next renewal; activate another one with your key."),
+        "new_key" => Some("A new key is on its way to your email. The old key no longer works: run `coditect activate NEW-KEY` on each of your machines (they keep their seats)."),
         _ => None,
     }
 }
@@ -424,12 +426,27 @@ pub async fn page(req: &Request, state: Data<&AppState>, done: Query<Done>) -> R
             token.field()
         ));
     }
+    let mut reissue = String::new();
+    for (license, _, _) in rows.iter().filter(|(l, _, _)| l.status.as_str() != "revoked") {
+        let plan = plans::find(&license.tier).map_or(license.tier.as_str(), |p| p.name);
+        reissue.push_str(&format!(
+            "<form method=\"post\" action=\"/account/new-key\" class=\"new-key\">\n{csrf}\n\
+             <input type=\"hidden\" name=\"license\" value=\"{id}\">\n\
+             <p><input type=\"checkbox\" id=\"confirm-{id}\" name=\"confirm\" value=\"yes\" required> \
+             <label for=\"confirm-{id}\">I understand that the key ending in <code>{hint}</code> stops working</label></p>\n\
+             <button type=\"submit\" class=\"secondary\" id=\"new-key-{id}\">Mail me a new {plan} key</button>\n</form>\n",
+            csrf = token.field(),
+            id = escape(&license.id),
+            hint = escape(&license.key_hint),
+            plan = escape(plan),
+        ));
+    }
     body.push_str(&format!(
         "<section aria-labelledby=\"lost-key\">\n<h2 id=\"lost-key\">Lost your license key?</h2>\n\
          <p>For your security we keep only a fingerprint of the key, so we cannot show it again. \
-         Write to {support} from <strong>{email}</strong>: we revoke the lost key and mail a new one to this address. \
-         Machines activated with the old key stop at their next renewal; run \
-         <code>coditect activate NEW-KEY</code> on each of them.</p>\n</section>\n",
+         Instead we replace it: the new key is mailed to <strong>{email}</strong> and the old one stops working at once. \
+         Your machines keep their seats; run <code>coditect activate NEW-KEY</code> on each of them. \
+         Questions: {support}.</p>\n{reissue}</section>\n",
         email = escape(&user.email),
     ));
     let site = Site::of(&state.config);
@@ -553,6 +570,53 @@ pub async fn portal(
             .no_store()
             .respond(&state)
         }
+        Err(e) => internal_error(&state, &e),
+    }
+}
+
+/// `POST /account/new-key`: replaces a lost key of one of the
+/// organization's licenses; the new key is mailed to the signed-in member.
+#[handler]
+pub async fn new_key(
+    req: &Request,
+    state: Data<&AppState>,
+    form: poem::Result<Form<AccountPost>>,
+) -> Response {
+    let form = match checked(req, &state, form) {
+        Ok(f) => f,
+        Err(page) => return page,
+    };
+    let Some((user, _)) = signed_in(req, &state).await else {
+        return redirect("/signin");
+    };
+    let back = |heading: &str, text: &str, status: StatusCode| {
+        Page::new(
+            heading,
+            message(
+                heading,
+                &[escape(text)],
+                Some(("/account", "Back to your account")),
+            ),
+        )
+        .status(status)
+        .no_store()
+        .respond(&state)
+    };
+    if form.confirm != "yes" {
+        return back(
+            "Nothing was changed",
+            "Tick the box that says the old key stops working, then ask again.",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    let client = client(req, &state);
+    match licenses::replace_key(&state, &client, &user, &form.license, now()).await {
+        Ok(_) => redirect("/account?done=new_key"),
+        Err(LicenseError::NotFound) => back(
+            "No such license",
+            "That license is not one of your organization's, or it was revoked. Nothing was changed.",
+            StatusCode::NOT_FOUND,
+        ),
         Err(e) => internal_error(&state, &e),
     }
 }

@@ -503,3 +503,36 @@ pub fn revoke(
 
 #[cfg(test)]
 mod tests;
+
+/// `Store::replace_key`: the new key's hash and hint, and its mail, in one
+/// transaction.
+pub fn replace_key(
+    conn: &mut Connection,
+    pepper: &KeyPepper,
+    license_id: &str,
+    organization_id: &str,
+    key: &LicenseKey,
+    mail: &crate::domain::mail::Mail,
+    now: i64,
+) -> Result<License, LicenseError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE licenses SET key_hash = ?3, key_hint = ?4, key_hash_version = ?5, updated_at = ?6
+         WHERE id = ?1 AND organization_id = ?2 AND status <> 'revoked'",
+        params![
+            license_id,
+            organization_id,
+            key.hash(pepper).as_str(),
+            key.hint(),
+            KEY_HASH_PEPPERED,
+            now
+        ],
+    )?;
+    if changed == 0 {
+        return Err(LicenseError::NotFound);
+    }
+    super::outbox::enqueue(&tx, mail, now)?;
+    let license = get(&tx, license_id)?.ok_or(LicenseError::NotFound)?;
+    tx.commit()?;
+    Ok(license)
+}

@@ -449,6 +449,21 @@ impl Licenses for SqliteStore {
             .await
     }
 
+    async fn replace_key(
+        &self,
+        license_id: &str,
+        organization_id: &str,
+        new_key: &LicenseKey,
+        mail: &Mail,
+        now: i64,
+    ) -> Result<License, LicenseError> {
+        let (id, org) = (license_id.to_owned(), organization_id.to_owned());
+        let (key, mail, pepper) = (new_key.clone(), mail.clone(), self.pepper.clone());
+        self.db
+            .run_write(move |c| licenses::replace_key(c, &pepper, &id, &org, &key, &mail, now))
+            .await
+    }
+
     async fn revoke_license(
         &self,
         id: &str,
