@@ -209,7 +209,7 @@ pub fn pilot_stats(
     now: i64,
     price: &dyn Fn(&str) -> Option<RecurringPrice>,
 ) -> PilotStats {
-    let paid_signups = facts.signups_by_plan.values().sum();
+    let paid_signups: u32 = facts.signups_by_plan.values().sum();
     let activation_rate = ratio(facts.activated_licenses, facts.paid_licenses);
     let payment_success = ratio(facts.invoices_paid, facts.invoices_attempted);
     let mrr = mrr_at(&facts.history, now, price);

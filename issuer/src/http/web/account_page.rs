@@ -1,7 +1,7 @@
-//! The signed-in part of the site: `/signin` (email and password),
-//! `/signout`, and `/account`: the organization's licenses, their
-//! machines (a seat can be freed here), the billing portal, and what to do
-//! about a lost key.
+//! The signed-in part of the site: `/account`, the organization's
+//! licenses, their machines (a seat can be freed here), the billing portal,
+//! and a new key for a lost one; `/signin` and `/signout` are in
+//! `signin.rs`.
 //!
 //! The session is the API's: signing in makes a session and its access
 //! token (`app::accounts::sign_in`), kept in the `coditect_session` cookie
@@ -14,7 +14,6 @@ use poem::http::{StatusCode, header};
 use poem::web::{Data, Form, Query};
 use poem::{Request, Response, handler};
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use super::Site;
 use super::cookies::{self, Cookie, SameSite};
@@ -22,11 +21,11 @@ use super::csrf::{self, FormToken};
 use super::html::{Page, escape, message};
 use super::signup::{internal_error, support_link};
 use crate::app::{AppState, accounts, billing, licenses, now};
-use crate::domain::account::{AccountError, User};
+use crate::domain::account::User;
 use crate::domain::license::{
     Activation, License, LicenseError, Releaser, Seat, status_at, transfer_use,
 };
-use crate::domain::{input, plans};
+use crate::domain::plans;
 use crate::http::client;
 
 /// The cookie holding the access token of a web session.
@@ -36,9 +35,9 @@ pub const SESSION_COOKIE: &str = "coditect_session";
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct AccountPost {
-    csrf_token: String,
-    email: String,
-    password: String,
+    pub(super) csrf_token: String,
+    pub(super) email: String,
+    pub(super) password: String,
     license: String,
     activation: String,
     confirm: String,
@@ -48,7 +47,7 @@ pub struct AccountPost {
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub struct Done {
-    done: String,
+    pub(super) done: String,
 }
 
 /// `Jan 5, 2027` (UTC).
@@ -61,7 +60,7 @@ fn day(t: i64) -> String {
 }
 
 /// `Jan 5, 2027 14:03 UTC`.
-fn moment(t: i64) -> String {
+pub(super) fn moment(t: i64) -> String {
     let format = time::macros::format_description!(
         "[month repr:short] [day padding:none], [year] [hour]:[minute] UTC"
     );
@@ -71,7 +70,7 @@ fn moment(t: i64) -> String {
         .unwrap_or_default()
 }
 
-fn redirect(to: &str) -> Response {
+pub(super) fn redirect(to: &str) -> Response {
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, to)
@@ -80,7 +79,7 @@ fn redirect(to: &str) -> Response {
 }
 
 /// The session cookie carrying `token` for `max_age` seconds (0: removed).
-fn session_cookie(resp: &mut Response, token: &str, max_age: u32, secure: bool) {
+pub(super) fn session_cookie(resp: &mut Response, token: &str, max_age: u32, secure: bool) {
     Cookie {
         name: SESSION_COOKIE,
         value: token,
@@ -93,14 +92,14 @@ fn session_cookie(resp: &mut Response, token: &str, max_age: u32, secure: bool) 
 }
 
 /// The signed-in user of the request, with the session id.
-async fn signed_in(req: &Request, state: &AppState) -> Option<(User, String)> {
+pub(super) async fn signed_in(req: &Request, state: &AppState) -> Option<(User, String)> {
     let token = cookies::read_token(req, SESSION_COOKIE)?;
     accounts::authenticate(state, &token, now()).await.ok()
 }
 
 /// A page of this module: never cached, with the account pages' CSRF
 /// cookie when it is new.
-fn respond(state: &AppState, token: &FormToken, page: Page) -> Response {
+pub(super) fn respond(state: &AppState, token: &FormToken, page: Page) -> Response {
     let site = Site::of(&state.config);
     let mut resp = page.no_store().respond(state);
     token.set_cookie(&mut resp, site.secure);
@@ -108,7 +107,7 @@ fn respond(state: &AppState, token: &FormToken, page: Page) -> Response {
 }
 
 /// The posted form after the CSRF check; `Err` is the page to answer.
-fn checked(
+pub(super) fn checked(
     req: &Request,
     state: &AppState,
     form: poem::Result<Form<AccountPost>>,
@@ -135,125 +134,6 @@ fn checked(
         return Err(stale());
     }
     Ok(form)
-}
-
-fn signin_form(token: &FormToken, email: &str, error: Option<&str>) -> String {
-    let banner = error
-        .map(|e| format!("<p class=\"banner\" role=\"alert\" id=\"signin-error\">{e}</p>\n"))
-        .unwrap_or_default();
-    let described = if error.is_some() {
-        " aria-describedby=\"signin-error\""
-    } else {
-        ""
-    };
-    format!(
-        "<h1>Sign in</h1>\n<p>Your account shows your licenses and machines, and opens billing.</p>\n\
-         {banner}<form class=\"signup\" method=\"post\" action=\"/signin\">\n{csrf}\n\
-         <div class=\"field\">\n<label for=\"email\">Email</label>\n\
-         <input id=\"email\" name=\"email\" type=\"email\" value=\"{email}\" autocomplete=\"username\" required{described}>\n</div>\n\
-         <div class=\"field\">\n<label for=\"password\">Password</label>\n\
-         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\n</div>\n\
-         <button type=\"submit\" id=\"submit\">Sign in</button>\n</form>\n\
-         <p><a href=\"/signup/reset\">Forgot your password?</a> · <a href=\"/signup\">No account yet? Start your pilot</a></p>",
-        csrf = token.field(),
-        email = escape(email),
-    )
-}
-
-/// `GET /signin` (to `/account` when already signed in).
-#[handler]
-pub async fn signin_page(req: &Request, state: Data<&AppState>, done: Query<Done>) -> Response {
-    if signed_in(req, &state).await.is_some() {
-        return redirect("/account");
-    }
-    let token = match FormToken::for_account(req) {
-        Ok(t) => t,
-        Err(e) => return internal_error(&state, &e),
-    };
-    let mut body = String::new();
-    if done.done == "signed_out" {
-        body.push_str("<p class=\"notice\" role=\"status\">You are signed out.</p>\n");
-    }
-    body.push_str(&signin_form(&token, "", None));
-    respond(&state, &token, Page::new("Sign in", body))
-}
-
-/// `POST /signin`: a session and its cookie, then the account page.
-#[handler]
-pub async fn signin_submit(
-    req: &Request,
-    state: Data<&AppState>,
-    form: poem::Result<Form<AccountPost>>,
-) -> Response {
-    let form = match checked(req, &state, form) {
-        Ok(f) => f,
-        Err(page) => return page,
-    };
-    let token = match FormToken::for_account(req) {
-        Ok(t) => t,
-        Err(e) => return internal_error(&state, &e),
-    };
-    let email = form.email.trim().to_owned();
-    let again = |status: StatusCode, error: &str| {
-        respond(
-            &state,
-            &token,
-            Page::new("Sign in", signin_form(&token, &email, Some(error))).status(status),
-        )
-    };
-    let Ok(valid_email) = input::email("email", &email) else {
-        return again(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Enter the email address of your account.",
-        );
-    };
-    let password = Zeroizing::new(form.password);
-    let client = client(req, &state);
-    match accounts::sign_in(&state, &client, &valid_email, password, now()).await {
-        Ok(signed) => {
-            let mut resp = redirect("/account");
-            let max_age = u32::try_from(signed.lifetime).unwrap_or(86_400);
-            session_cookie(
-                &mut resp,
-                &signed.access_token,
-                max_age,
-                Site::of(&state.config).secure,
-            );
-            resp
-        }
-        Err(AccountError::InvalidCredentials) => {
-            again(StatusCode::UNAUTHORIZED, "The email or the password is wrong.")
-        }
-        Err(AccountError::Locked { until }) => again(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "Too many failed sign-ins: try again after {}.",
-                escape(&moment(until))
-            ),
-        ),
-        Err(e) => internal_error(&state, &e),
-    }
-}
-
-/// `POST /signout`: the session ends, its cookie goes.
-#[handler]
-pub async fn signout(
-    req: &Request,
-    state: Data<&AppState>,
-    form: poem::Result<Form<AccountPost>>,
-) -> Response {
-    if let Err(page) = checked(req, &state, form) {
-        return page;
-    }
-    if let Some((user, sid)) = signed_in(req, &state).await {
-        let client = client(req, &state);
-        if let Err(e) = accounts::sign_out(&state, &user, &sid, &client, now()).await {
-            return internal_error(&state, &e);
-        }
-    }
-    let mut resp = redirect("/signin?done=signed_out");
-    session_cookie(&mut resp, "", 0, Site::of(&state.config).secure);
-    resp
 }
 
 fn notice_of(done: &str) -> Option<&'static str> {
@@ -370,7 +250,7 @@ fn license_section(
 
 /// `GET /account` (to `/signin` without a session).
 #[handler]
-pub async fn page(req: &Request, state: Data<&AppState>, done: Query<Done>) -> Response {
+pub async fn account(req: &Request, state: Data<&AppState>, done: Query<Done>) -> Response {
     let Some((user, _)) = signed_in(req, &state).await else {
         return redirect("/signin");
     };
@@ -537,7 +417,7 @@ pub async fn free(
 /// `POST /account/portal`: to Stripe's billing portal, which returns to
 /// `/account`.
 #[handler]
-pub async fn portal(
+pub async fn open_portal(
     req: &Request,
     state: Data<&AppState>,
     form: poem::Result<Form<AccountPost>>,

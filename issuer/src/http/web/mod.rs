@@ -18,6 +18,7 @@ pub mod html;
 pub mod landing;
 pub mod offers;
 pub mod signup;
+pub mod signin;
 pub mod signup_form;
 pub mod success;
 

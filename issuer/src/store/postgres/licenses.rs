@@ -27,6 +27,7 @@ use crate::domain::license_key::{
 use crate::store::Licenses;
 
 mod free;
+mod key;
 
 /// The license columns, 13 of them, read by [`license_from_row`].
 const LICENSE_COLUMNS: &str = "l.id, l.key_hint, l.organization_id, o.name, l.email, l.tier, \
@@ -297,48 +298,6 @@ async fn transfers_since<C: GenericClient>(
         .collect()
 }
 
-/// `Store::replace_key`: the new key's hash and hint, and its mail, in one
-/// transaction.
-async fn replace_key(
-    store: &PgStore,
-    license_id: &str,
-    organization_id: &str,
-    key: &LicenseKey,
-    mail: &crate::domain::mail::Mail,
-    now: i64,
-) -> Result<License, LicenseError> {
-    let mut conn = store.db.conn().await?;
-    let tx = conn.transaction().await?;
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE licenses SET key_hash = $3, key_hint = $4, key_hash_version = $5, updated_at = $6
-             WHERE id = $1 AND organization_id = $2 AND status <> 'revoked'",
-        )
-        .await?;
-    let changed = tx
-        .execute(
-            &stmt,
-            &[
-                &license_id,
-                &organization_id,
-                &key.hash(&store.pepper).as_str(),
-                &key.hint(),
-                &KEY_HASH_PEPPERED,
-                &now,
-            ],
-        )
-        .await?;
-    if changed == 0 {
-        return Err(LicenseError::NotFound);
-    }
-    super::outbox::insert_mail(&tx, mail, now).await?;
-    let license = license_by_id(&tx, license_id)
-        .await?
-        .ok_or(LicenseError::NotFound)?;
-    tx.commit().await?;
-    Ok(license)
-}
-
 #[async_trait]
 impl Licenses for PgStore {
     async fn replace_key(
@@ -349,7 +308,7 @@ impl Licenses for PgStore {
         mail: &crate::domain::mail::Mail,
         now: i64,
     ) -> Result<License, LicenseError> {
-        replace_key(self, license_id, organization_id, new_key, mail, now).await
+        key::replace_key(self, license_id, organization_id, new_key, mail, now).await
     }
 
     async fn create_license(

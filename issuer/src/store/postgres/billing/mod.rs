@@ -32,6 +32,7 @@ use crate::domain::billing::{
 };
 use crate::domain::license::{LicenseError, project_limit_column};
 use crate::domain::license_key::KeyPepper;
+use crate::domain::stats::PilotFacts;
 use crate::store::Billing;
 
 /// The status fields of a stored subscription.
@@ -515,11 +516,7 @@ async fn apply_change<C: GenericClient>(
 
 #[async_trait]
 impl Billing for PgStore {
-    async fn pilot_facts(
-        &self,
-        since: i64,
-        now: i64,
-    ) -> Result<crate::domain::stats::PilotFacts, StorageError> {
+    async fn pilot_facts(&self, since: i64, now: i64) -> Result<PilotFacts, StorageError> {
         super::stats::facts(self, since, now).await
     }
 
