@@ -114,6 +114,7 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets() {
     let out = admin_with_env(dir.path(), &["stats"], &env_refs(&vars));
     out.assert_success();
     let text = out.stdout.clone();
+    println!("{text}");
     for line in [
         "paid signups      3",
         "activation rate   66.7% (2 of 3 paid licenses activated)",

@@ -144,7 +144,7 @@ fn notice_of(done: &str) -> Option<&'static str> {
     }
 }
 
-/// What to do about a license that does not work now.
+/// What to do about a license that does not work now (HTML).
 fn fix_of(status: &str, portal: bool) -> Option<String> {
     let portal_words = if portal {
         "in the billing portal (button below)"
@@ -154,7 +154,7 @@ fn fix_of(status: &str, portal: bool) -> Option<String> {
     match status {
         "expired" => Some(format!("This license has ended. Renew the subscription {portal_words}; your machines work again at their next renewal.")),
         "suspended" => Some(format!("Payments for this license are not going through. Update the payment method {portal_words}.")),
-        "canceled" => Some("The subscription was canceled. Start a new one from the plans on the home page; your key and machines stay as they are.".to_owned()),
+        "canceled" => Some("The subscription was canceled. To subscribe again, send the <a href=\"/signup\">signup form</a> with this account's email and password; your machines keep their seats.".to_owned()),
         "revoked" => Some("This license was revoked. Write to us if you think this is a mistake.".to_owned()),
         _ => None,
     }
@@ -216,7 +216,7 @@ fn license_section(
         "Ended"
     };
     let fix = fix_of(status, portal)
-        .map(|f| format!("<p class=\"banner\" role=\"alert\">{}</p>\n", escape(&f)))
+        .map(|f| format!("<p class=\"banner\" role=\"alert\">{f}</p>\n"))
         .unwrap_or_default();
     let machines = if active.is_empty() {
         "<p>No machine is activated. Run <code>coditect activate YOUR-KEY</code> on a machine to use it.</p>".to_owned()
