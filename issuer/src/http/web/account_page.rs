@@ -154,7 +154,7 @@ fn fix_of(status: &str, portal: bool) -> Option<String> {
     match status {
         "expired" => Some(format!("This license has ended. Renew the subscription {portal_words}; your machines work again at their next renewal.")),
         "suspended" => Some(format!("Payments for this license are not going through. Update the payment method {portal_words}.")),
-        "canceled" => Some("The subscription was canceled. To subscribe again, send the <a href=\"/signup\">signup form</a> with this account's email and password; your machines keep their seats.".to_owned()),
+        "canceled" => Some("The subscription was canceled. To subscribe again, send the <a href=\"/signup\">signup form</a> with this account's email and password; the new subscription comes with a new key.".to_owned()),
         "revoked" => Some("This license was revoked. Write to us if you think this is a mistake.".to_owned()),
         _ => None,
     }
