@@ -169,7 +169,10 @@ pub fn app(state: AppState) -> impl Endpoint {
         .at("/signout", poem::post(web::signin::signout))
         .at("/account", poem::get(web::account_page::account))
         .at("/account/free", poem::post(web::account_page::free))
-        .at("/account/portal", poem::post(web::account_page::open_portal))
+        .at(
+            "/account/portal",
+            poem::post(web::account_page::open_portal),
+        )
         .at("/account/new-key", poem::post(web::account_page::new_key))
         .at(web::html::STYLESHEET_PATH, poem::get(web::stylesheet))
         .with(AddData::new(state.clone()))

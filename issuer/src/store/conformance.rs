@@ -747,18 +747,30 @@ pub async fn offline_seats_and_other_machines_seats_are_protected(store: SharedS
     };
     assert!(matches!(
         store
-            .free_seat(&member(&other_org), Seat::Activation(&again.activation.id), NOW + 40)
+            .free_seat(
+                &member(&other_org),
+                Seat::Activation(&again.activation.id),
+                NOW + 40
+            )
             .await,
         Err(LicenseError::NotAllowedToFree)
     ));
     assert!(matches!(
         store
-            .free_seat(&member(&org), Seat::Activation(&offline.activation.id), NOW + 40)
+            .free_seat(
+                &member(&org),
+                Seat::Activation(&offline.activation.id),
+                NOW + 40
+            )
             .await,
         Err(LicenseError::OfflineSeat { .. })
     ));
     let freed = store
-        .free_seat(&member(&org), Seat::Activation(&again.activation.id), NOW + 40)
+        .free_seat(
+            &member(&org),
+            Seat::Activation(&again.activation.id),
+            NOW + 40,
+        )
         .await
         .unwrap();
     assert!(freed.counted && !freed.activation.active);
@@ -1090,7 +1102,13 @@ pub async fn a_lost_key_is_replaced_for_its_organization_only(store: SharedStore
     store.revoke_license(&lic.id, None, NOW + 40).await.unwrap();
     assert!(matches!(
         store
-            .replace_key(&lic.id, &org, &LicenseKey::generate().unwrap(), &mail, NOW + 50)
+            .replace_key(
+                &lic.id,
+                &org,
+                &LicenseKey::generate().unwrap(),
+                &mail,
+                NOW + 50
+            )
             .await,
         Err(LicenseError::NotFound)
     ));

@@ -17,8 +17,8 @@ pub mod csrf;
 pub mod html;
 pub mod landing;
 pub mod offers;
-pub mod signup;
 pub mod signin;
+pub mod signup;
 pub mod signup_form;
 pub mod success;
 

@@ -102,9 +102,10 @@ pub async fn signin_submit(
             );
             resp
         }
-        Err(AccountError::InvalidCredentials) => {
-            again(StatusCode::UNAUTHORIZED, "The email or the password is wrong.")
-        }
+        Err(AccountError::InvalidCredentials) => again(
+            StatusCode::UNAUTHORIZED,
+            "The email or the password is wrong.",
+        ),
         Err(AccountError::Locked { until }) => again(
             StatusCode::TOO_MANY_REQUESTS,
             &format!(
