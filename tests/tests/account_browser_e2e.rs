@@ -195,6 +195,22 @@ fn the_account_page_shows_the_license_frees_a_seat_opens_billing_and_signs_out()
         for machine in ["work-laptop", "build-server"] {
             assert!(page.contains(machine), "{page}");
         }
+        // The footer reads as one sentence: the address follows "Write to"
+        // (not pushed to the middle of the line by flex spacing).
+        let (footer_x, _, _, _) = wait_for(&c, "footer.site")
+            .await
+            .rectangle()
+            .await
+            .expect("footer");
+        let (link_x, _, _, _) = wait_for(&c, "footer.site a")
+            .await
+            .rectangle()
+            .await
+            .expect("link");
+        assert!(
+            link_x - footer_x < 300.0,
+            "the footer's address is at x={link_x}"
+        );
         screenshot(&c, 1280, 900, "account-desktop.png").await;
         screenshot(&c, 390, 844, "account-phone.png").await;
         c.set_window_size(1280, 900)

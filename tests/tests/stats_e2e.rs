@@ -130,6 +130,7 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets() {
     println!("{text}");
     for line in [
         "paid signups      3",
+        "    pilot-starter: 2",
         "activation rate   66.7% (2 of 3 paid licenses activated)",
         "payment success   80.0% (4 of 5 invoices paid)",
         "MRR               $68.00 (+$68.00 since the start; 2 subscriptions)",

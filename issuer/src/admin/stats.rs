@@ -76,7 +76,7 @@ fn human(s: &PilotStats) -> String {
     };
     line(&mut out, "paid signups", s.paid_signups.to_string());
     for (plan, n) in &s.signups_by_plan {
-        line(&mut out, &format!("  {plan}"), n.to_string());
+        out.push_str(&format!("    {plan}: {n}\n"));
     }
     line(
         &mut out,
