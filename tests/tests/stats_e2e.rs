@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use coditect_tests::billing::{BillingEnv, stripe_env};
+use coditect_tests::database::{Backend, TestDatabase};
 use coditect_tests::issuer::{admin_with_env, env_refs, hardware_id};
 use serde_json::{Value, json};
 
@@ -43,9 +44,15 @@ fn activate(env: &BillingEnv, key: &str, machine: &str) {
 /// renewal fails once and is paid on the retry, the first Starter's fails
 /// and stays unpaid (past due: still revenue Stripe is collecting); the
 /// yearly one is canceled. Every figure follows from that.
-#[test]
-fn stats_reports_every_figure_of_a_known_history_against_the_targets() {
+coditect_tests::on_both_backends!(
+    stats_reports_every_figure_of_a_known_history_against_the_targets
+);
+
+fn stats_reports_every_figure_of_a_known_history_against_the_targets(backend: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
+    let Some(_db) = TestDatabase::create(backend, dir.path()) else {
+        return;
+    };
     let env = BillingEnv::start(dir.path(), &[]);
     let a = env.buy("a@example.com", "pilot-starter", "month");
     let key_a = nth_key(&env, 1);
