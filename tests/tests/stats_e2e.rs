@@ -39,15 +39,15 @@ fn activate(env: &BillingEnv, key: &str, machine: &str) {
         .expect_status(201);
 }
 
+coditect_tests::on_both_backends!(
+    stats_reports_every_figure_of_a_known_history_against_the_targets
+);
+
 /// Three organizations buy (Starter monthly at $19, Professional monthly
 /// at $49, Starter yearly at $190); two activate a machine; Professional's
 /// renewal fails once and is paid on the retry, the first Starter's fails
 /// and stays unpaid (past due: still revenue Stripe is collecting); the
 /// yearly one is canceled. Every figure follows from that.
-coditect_tests::on_both_backends!(
-    stats_reports_every_figure_of_a_known_history_against_the_targets
-);
-
 fn stats_reports_every_figure_of_a_known_history_against_the_targets(backend: Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let Some(_db) = TestDatabase::create(backend, dir.path()) else {
