@@ -229,14 +229,26 @@ pub fn refusal_error(code: &str, detail: &str, server: &str) -> CliError {
         "transfer_limit_reached" => "seat transfers are limited per 30 days; wait until the date above, or contact support@coditect.ai if a machine was lost".to_owned(),
         "offline_seat" => "that machine was activated offline; ask your administrator to free its seat".to_owned(),
         "not_allowed_to_free" => "run this on a machine that is activated on the license, or sign in first with `coditect login`".to_owned(),
-        "license_suspended" | "license_expired" | "license_canceled" | "payment_overdue" => format!(
-            "renew or update your subscription in the billing portal (sign in at {server}), then run `coditect license renew`"
-        ),
+        "license_suspended" | "payment_overdue" => {
+            "update your payment method in the billing portal (on your account page, link below), then run `coditect license renew`".to_owned()
+        }
+        "license_expired" => {
+            "renew your subscription in the billing portal (on your account page, link below), then run `coditect license renew`".to_owned()
+        }
+        "license_canceled" => {
+            "the subscription was canceled: start a new one from your account page (link below), then run `coditect license renew`".to_owned()
+        }
         "license_revoked" => "`coditect license renew` checks again; `coditect activate NEW-KEY` replaces the license on this machine".to_owned(),
         "not_activated" => "this machine's seat was freed; run `coditect activate` to use it here again".to_owned(),
         "invalid_field" => "check the value and try again".to_owned(),
         "rate_limited" => "wait a minute and try again".to_owned(),
         _ => "try again later; if it persists, contact support@coditect.ai".to_owned(),
     };
-    CliError::user(code, detail.to_owned(), Some(hint))
+    let err = CliError::user(code, detail.to_owned(), Some(hint));
+    match code {
+        "license_suspended" | "license_expired" | "license_canceled" | "payment_overdue" => {
+            err.with_url(crate::error::account_url(server))
+        }
+        _ => err,
+    }
 }

@@ -14,6 +14,9 @@ pub struct CliError {
     pub message: String,
     /// What to do next.
     pub hint: Option<String>,
+    /// The page that fixes it (the account page for a subscription to
+    /// renew, pay or upgrade), when there is one.
+    pub url: Option<String>,
     /// Unexpected failures exit with 2, everything else with 1.
     pub unexpected: bool,
 }
@@ -25,6 +28,7 @@ impl CliError {
             code: code.to_owned(),
             message: message.into(),
             hint: hint.into(),
+            url: None,
             unexpected: false,
         }
     }
@@ -35,6 +39,7 @@ impl CliError {
             code: code.to_owned(),
             message: message.into(),
             hint: Some("this is a bug or a broken installation; please report it".into()),
+            url: None,
             unexpected: true,
         }
     }
@@ -42,6 +47,12 @@ impl CliError {
     /// Replaces the hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Names the page that fixes it.
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
         self
     }
 
@@ -59,3 +70,10 @@ impl fmt::Display for CliError {
 impl std::error::Error for CliError {}
 
 pub type CliResult<T> = Result<T, CliError>;
+
+/// The account page of the license server at `server` (the issuer serves
+/// its web pages where it serves the API): the licenses, the billing
+/// portal (renew, pay, change plan) and the upgrade to Pilot Professional.
+pub fn account_url(server: &str) -> String {
+    format!("{}/account", server.trim_end_matches('/'))
+}

@@ -49,7 +49,7 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn server_for(&self, state: &LicenseState) -> String {
+    pub(crate) fn server_for(&self, state: &LicenseState) -> String {
         self.server
             .map(str::to_owned)
             .or_else(|| state.server.clone())
@@ -341,11 +341,12 @@ pub fn ensure(ctx: &Context<'_>, renew: Renew) -> CliResult<Licensed> {
                     Err(VerifyError::LicenseExpired { since }) => CliError::user(
                         "license_expired",
                         format!("the license ended {}", format_time(since)),
-                        Some(format!(
-                            "renew your subscription in the billing portal (sign in at {}), then connect and run `coditect license renew`",
-                            ctx.server_for(&state)
-                        )),
-                    ),
+                        Some(
+                            "renew your subscription in the billing portal (on your account page, link below), then connect and run `coditect license renew`"
+                                .to_owned(),
+                        ),
+                    )
+                    .with_url(crate::error::account_url(&ctx.server_for(&state))),
                     _ => err,
                 });
             }

@@ -112,12 +112,18 @@ impl Printer {
         if let Some(hint) = &err.hint {
             eprintln!("  hint: {hint}");
         }
+        if let Some(url) = &err.url {
+            eprintln!("  open: {url}");
+        }
     }
 
     fn json_error(&self, err: &CliError) {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "error": { "code": err.code, "message": err.message, "hint": err.hint }
         });
+        if let Some(url) = &err.url {
+            doc["error"]["url"] = serde_json::json!(url);
+        }
         let mut out = std::io::stdout().lock();
         let _ = serde_json::to_writer_pretty(&mut out, &doc);
         let _ = writeln!(out);

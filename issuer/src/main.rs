@@ -62,6 +62,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The pilot's figures (signups, activation, payments, revenue, churn, machines) against its targets.
+    Stats {
+        /// Only the period since then: a duration back from now (30days), a date or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +196,7 @@ fn main() -> ExitCode {
             limit,
             json,
         } => admin::audit_list(since.as_deref(), event.as_deref(), limit, json),
+        Command::Stats { since, json } => admin::stats(since.as_deref(), json),
         Command::Mail(MailCommand::List {
             unsent,
             limit,

@@ -243,6 +243,54 @@ fn error_revoked_remembered() {
     insta::assert_snapshot!(error_transcript(&u, &["license", "status"]));
 }
 
+/// A user whose renewal was refused for `code` (remembered in the state,
+/// the server unreachable since).
+fn refused_user(code: &str, message: &str) -> Cli {
+    let claims = professional();
+    let u = nobody();
+    let mut state = license_state(
+        Some(KEY),
+        &dev_token(&claims),
+        &unreachable_server(),
+        IAT,
+        IAT,
+    );
+    state["refused"] = json!({"code": code, "message": message, "at": IAT + HOUR});
+    u.write_state(&state);
+    u
+}
+
+/// Upgrade prompts: a canceled subscription names the account page where
+/// a new one starts, in both forms.
+#[test]
+fn error_canceled_names_the_account_page() {
+    let u = refused_user(
+        "license_canceled",
+        "The subscription of this license was canceled.",
+    );
+    let out = error_transcript(&u, &["license", "status"]);
+    assert!(
+        out.contains("open: http://127.0.0.1:[PORT]/account"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"url\": \"http://127.0.0.1:[PORT]/account\""),
+        "{out}"
+    );
+    insta::assert_snapshot!(out);
+}
+
+/// Upgrade prompts: an unpaid invoice past its grace names the account
+/// page, whose billing portal takes the payment.
+#[test]
+fn error_payment_overdue_names_the_account_page() {
+    let u = refused_user(
+        "payment_overdue",
+        "A payment is overdue since Dec 20, 2025; renewals stopped after the grace period.",
+    );
+    insta::assert_snapshot!(error_transcript(&u, &["license", "status"]));
+}
+
 /// Pilot Starter allows three projects: the fourth `init` is refused.
 #[test]
 fn error_project_limit() {

@@ -74,9 +74,10 @@ pub fn init(ctx: &Context<'_>, dir: Option<&Path>) -> CliResult<()> {
                 names.join(", ")
             ),
             Some(format!(
-                "upgrade to Pilot Professional for unlimited projects, or remove a project's {MARKER_DIR} folder to free its place"
+                "upgrade to Pilot Professional for unlimited projects (change the plan in the billing portal on your account page, link below), or remove a project's {MARKER_DIR} folder to free its place"
             )),
-        ));
+        )
+        .with_url(crate::error::account_url(&ctx.server_for(&l.state))));
     }
     if is_project(&dir) {
         projects.projects.push(Project {

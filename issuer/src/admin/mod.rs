@@ -7,6 +7,7 @@ mod keys;
 mod licenses;
 mod mail;
 mod offline;
+mod stats;
 
 pub use self::audit::audit_list;
 pub use self::keys::{keys_generate, keys_list};
@@ -18,6 +19,7 @@ pub use self::mail::{mail_list, mail_retry};
 pub use self::offline::{
     OFFLINE_REQUEST_FORMAT, OFFLINE_TOKEN_FORMAT, OfflineRequest, OfflineToken, issue_offline,
 };
+pub use self::stats::stats;
 
 use crate::config::{ConfigError, DatabaseLocation, Overrides};
 use crate::domain::StorageError;

@@ -250,3 +250,51 @@ pub async fn activate_offline(
         .map_err(|e| LicenseError::Signing(e.to_string()))?;
     Ok(Issued { grant, token })
 }
+
+/// A signed-in member of the license's organization asks for a new key
+/// (the old one was lost): a new key replaces it and is mailed to the
+/// member, in one transaction; audited. `NotFound` for a license of
+/// another organization or a revoked one.
+pub async fn replace_key(
+    state: &AppState,
+    client: &Client,
+    user: &crate::domain::account::User,
+    license_id: &str,
+    now: i64,
+) -> Result<License, LicenseError> {
+    let license = state
+        .store
+        .license(license_id)
+        .await?
+        .filter(|l| l.organization_id.as_deref() == Some(user.organization_id.as_str()))
+        .ok_or(LicenseError::NotFound)?;
+    let key = LicenseKey::generate().map_err(|e| {
+        LicenseError::Storage(crate::domain::StorageError::Failed(format!(
+            "cannot make a key: {e}"
+        )))
+    })?;
+    let plan = crate::domain::plans::find(&license.tier).map_or(license.tier.as_str(), |p| p.name);
+    let mail =
+        super::mail::templates::replaced_key_mail(&state.config, &user.email, key.expose(), plan);
+    let result = state
+        .store
+        .replace_key(license_id, &user.organization_id, &key, &mail, now)
+        .await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code().unwrap_or("internal_error"),
+    };
+    state
+        .audit
+        .log(
+            Event::new(now, "key_replaced", outcome)
+                .actor(format!("user:{}", user.id))
+                .subject("license", license_id.to_owned())
+                .client(client),
+        )
+        .await;
+    if result.is_ok() {
+        state.mailer.wake();
+    }
+    result
+}

@@ -17,6 +17,7 @@ pub mod licenses;
 pub mod limits;
 pub mod mail;
 pub mod passwords;
+pub mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -173,11 +173,14 @@ pub enum BillingChange {
         customer: String,
         subscription_id: String,
         period_end: Option<i64>,
+        /// The invoice, recorded for the pilot's figures (when it has an id).
+        invoice: Option<InvoiceFacts>,
     },
     /// `invoice.payment_failed`: past due from the first failure on.
     PaymentFailed {
         customer: String,
         subscription_id: String,
+        invoice: Option<InvoiceFacts>,
     },
     /// About one of our customers, but its payload lacks what the change
     /// needs (refused as a bad payload, nothing recorded).
@@ -199,6 +202,52 @@ impl BillingChange {
             BillingChange::Ignore(_) => None,
         }
     }
+}
+
+impl BillingChange {
+    /// The subscription the change is about, if any.
+    pub fn subscription_id(&self) -> Option<&str> {
+        match self {
+            BillingChange::CheckoutCompleted { subscription, .. } => Some(subscription.id.as_str()),
+            BillingChange::SubscriptionChanged { snapshot } => Some(snapshot.id.as_str()),
+            BillingChange::SubscriptionDeleted {
+                subscription_id, ..
+            }
+            | BillingChange::InvoicePaid {
+                subscription_id, ..
+            }
+            | BillingChange::PaymentFailed {
+                subscription_id, ..
+            } => Some(subscription_id.as_str()),
+            BillingChange::Malformed { .. } | BillingChange::Ignore(_) => None,
+        }
+    }
+
+    /// The invoice of a payment event, with whether it was paid.
+    pub fn invoice(&self) -> Option<(&str, &InvoiceFacts, bool)> {
+        match self {
+            BillingChange::InvoicePaid {
+                subscription_id,
+                invoice: Some(i),
+                ..
+            } => Some((subscription_id.as_str(), i, true)),
+            BillingChange::PaymentFailed {
+                subscription_id,
+                invoice: Some(i),
+                ..
+            } => Some((subscription_id.as_str(), i, false)),
+            _ => None,
+        }
+    }
+}
+
+/// A Stripe invoice as the pilot's figures count it: its id and the
+/// amount due (in the currency's smallest unit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceFacts {
+    pub id: String,
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
 }
 
 /// What the key mail of a new license is made from.

@@ -215,6 +215,14 @@ pub enum Releaser<'a> {
     /// The operator (an admin command): frees any seat, offline ones too,
     /// and is never counted as a transfer.
     Operator { license_id: &'a str },
+    /// A signed-in member of `organization` (the account page), naming the
+    /// license by its id: frees the seats of its organization's licenses
+    /// under the same rules as a key holder with a session (offline seats
+    /// protected, counted as a transfer).
+    Organization {
+        license_id: &'a str,
+        organization: &'a str,
+    },
 }
 
 /// A freed seat.
@@ -340,12 +348,13 @@ pub fn release(
             machine,
             organization,
             ..
-        } => (*machine, *organization),
+        } => (Some(*machine), *organization),
+        Releaser::Organization { organization, .. } => (None, Some(*organization)),
     };
     if let Some(until) = target.offline_until.filter(|until| now < *until) {
         return Err(LicenseError::OfflineSeat { until });
     }
-    let own_seat = target.hardware_id == machine.to_hex();
+    let own_seat = machine.is_some_and(|m| target.hardware_id == m.to_hex());
     let organization_member =
         organization.is_some() && organization == license.organization_id.as_deref();
     if !own_seat && !asker_active && !organization_member {

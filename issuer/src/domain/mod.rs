@@ -16,6 +16,7 @@ pub mod license_key;
 pub mod mail;
 pub mod plans;
 pub mod rate_limit;
+pub mod stats;
 pub mod tokens;
 
 /// The database could not do what was asked. Never a refusal by the

@@ -162,6 +162,18 @@ pub fn app(state: AppState) -> impl Endpoint {
         )
         .at("/signup/success", poem::get(web::success::page))
         .at("/signup/cancel", poem::get(web::success::cancel))
+        .at(
+            "/signin",
+            poem::get(web::signin::signin_page).post(web::signin::signin_submit),
+        )
+        .at("/signout", poem::post(web::signin::signout))
+        .at("/account", poem::get(web::account_page::account))
+        .at("/account/free", poem::post(web::account_page::free))
+        .at(
+            "/account/portal",
+            poem::post(web::account_page::open_portal),
+        )
+        .at("/account/new-key", poem::post(web::account_page::new_key))
         .at(web::html::STYLESHEET_PATH, poem::get(web::stylesheet))
         .with(AddData::new(state.clone()))
         .around(move |ep, req| {

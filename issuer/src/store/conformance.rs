@@ -99,11 +99,13 @@ macro_rules! conformance_tests {
             concurrent_activations_never_exceed_the_seats,
             renewals_refuse_each_unusable_state_with_its_reason,
             revoking_stops_renewals_and_unknown_licenses_are_refused,
+            a_lost_key_is_replaced_for_its_organization_only,
             a_paid_checkout_creates_one_license_and_one_mail,
             concurrent_deliveries_of_one_event_apply_it_once,
             subscription_events_apply_in_order_whatever_the_delivery_order,
             a_failed_payment_ends_renewals_after_the_grace_and_says_why,
             customers_and_checkouts_are_kept_per_organization,
+            pilot_facts_count_signups_activations_invoices_and_revenue_history,
             the_key_is_revealed_once_to_the_browser_that_paid,
             mail_is_claimed_once_retried_and_given_up,
             two_senders_never_claim_the_same_mail,
@@ -732,6 +734,47 @@ pub async fn offline_seats_and_other_machines_seats_are_protected(store: SharedS
         .await
         .unwrap();
     assert!(freed.counted && !freed.activation.active);
+    // The account page (a member of the organization, without the key):
+    // another organization's member may not, its own may, counted; the
+    // offline seat stays protected.
+    let again = store
+        .activate_seat(&key, &hw(3), None, None, NOW + 30)
+        .await
+        .unwrap();
+    let member = |organization| Releaser::Organization {
+        license_id: &lic.id,
+        organization,
+    };
+    assert!(matches!(
+        store
+            .free_seat(
+                &member(&other_org),
+                Seat::Activation(&again.activation.id),
+                NOW + 40
+            )
+            .await,
+        Err(LicenseError::NotAllowedToFree)
+    ));
+    assert!(matches!(
+        store
+            .free_seat(
+                &member(&org),
+                Seat::Activation(&offline.activation.id),
+                NOW + 40
+            )
+            .await,
+        Err(LicenseError::OfflineSeat { .. })
+    ));
+    let freed = store
+        .free_seat(
+            &member(&org),
+            Seat::Activation(&again.activation.id),
+            NOW + 40,
+        )
+        .await
+        .unwrap();
+    assert!(freed.counted && !freed.activation.active);
+    assert_eq!(freed.recent_transfers, [NOW + 20, NOW + 40]);
     // Past the offline token's expiry the holder frees it as any seat.
     store
         .free_seat(&holder(&key, &hw(1)), Seat::Machine(&hw(1)), until)
@@ -1004,6 +1047,73 @@ async fn paying_organization(store: &SharedStore) -> (String, StripeEvent) {
     (org, completed)
 }
 
+pub async fn a_lost_key_is_replaced_for_its_organization_only(store: SharedStore) {
+    let org = store.create_organization("Acme", NOW).await.unwrap();
+    let other = store.create_organization("Other", NOW).await.unwrap();
+    let (lic, old) = store
+        .create_license(&new_license("pilot-starter", None, Some(&org)), NOW)
+        .await
+        .unwrap();
+    store
+        .activate_seat(&old, &hw(1), None, None, NOW)
+        .await
+        .unwrap();
+    let new_key = LicenseKey::generate().unwrap();
+    let mail = Mail {
+        kind: "license_key",
+        to: "owner@example.com".into(),
+        subject: "Your new key".into(),
+        body: format!("key {}", new_key.expose()),
+    };
+    // Another organization's member: refused, nothing changes.
+    assert!(matches!(
+        store
+            .replace_key(&lic.id, &other, &new_key, &mail, NOW + 10)
+            .await,
+        Err(LicenseError::NotFound)
+    ));
+    assert!(store.license_by_key(&old).await.unwrap().is_some());
+    assert!(store.claim_mail(NOW + 10, 10).await.unwrap().is_empty());
+    // Its own: the old key finds nothing, the new one the same license
+    // (the machine comes back on its seat), and the mail is queued.
+    let replaced = store
+        .replace_key(&lic.id, &org, &new_key, &mail, NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(replaced.key_hint, new_key.hint());
+    assert!(store.license_by_key(&old).await.unwrap().is_none());
+    assert!(matches!(
+        store.renew_seat(&old, &hw(1), NOW + 30).await,
+        Err(LicenseError::NotFound)
+    ));
+    let grant = store
+        .activate_seat(&new_key, &hw(1), None, None, NOW + 30)
+        .await
+        .unwrap();
+    assert!(grant.already_active && grant.devices_used == 1);
+    assert_eq!(grant.license.id, lic.id);
+    let mails = store.claim_mail(NOW + 20, 10).await.unwrap();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        mails[0].body.as_deref().map(|b| b.as_str()),
+        Some(mail.body.as_str())
+    );
+    // A revoked license keeps its (dead) key.
+    store.revoke_license(&lic.id, None, NOW + 40).await.unwrap();
+    assert!(matches!(
+        store
+            .replace_key(
+                &lic.id,
+                &org,
+                &LicenseKey::generate().unwrap(),
+                &mail,
+                NOW + 50
+            )
+            .await,
+        Err(LicenseError::NotFound)
+    ));
+}
+
 pub async fn a_paid_checkout_creates_one_license_and_one_mail(store: SharedStore) {
     let (org, completed) = paying_organization(&store).await;
     assert!(!store.stripe_event_seen("evt_checkout").await.unwrap());
@@ -1177,6 +1287,7 @@ pub async fn a_failed_payment_ends_renewals_after_the_grace_and_says_why(store: 
         BillingChange::PaymentFailed {
             customer: "cus_1".into(),
             subscription_id: "sub_1".into(),
+            invoice: None,
         },
     );
     store
@@ -1213,6 +1324,7 @@ pub async fn a_failed_payment_ends_renewals_after_the_grace_and_says_why(store: 
             customer: "cus_1".into(),
             subscription_id: "sub_1".into(),
             period_end: Some(NOW + 60 * DAY),
+            invoice: None,
         },
     );
     store
@@ -1225,6 +1337,121 @@ pub async fn a_failed_payment_ends_renewals_after_the_grace_and_says_why(store: 
         .unwrap();
     let lic = store.license(&key_holder.id).await.unwrap().unwrap();
     assert_eq!(lic.expires_at, NOW + 60 * DAY + DAY);
+}
+
+pub async fn pilot_facts_count_signups_activations_invoices_and_revenue_history(
+    store: SharedStore,
+) {
+    use crate::domain::billing::InvoiceFacts;
+    let empty = store.pilot_facts(0, NOW).await.unwrap();
+    assert_eq!(empty, crate::domain::stats::PilotFacts::default());
+    let (_org, completed) = paying_organization(&store).await;
+    store
+        .apply_stripe_event(&completed, &rules(), NOW + 20)
+        .await
+        .unwrap();
+    let body = store.claim_mail(NOW + 20, 10).await.unwrap()[0]
+        .body
+        .clone()
+        .unwrap();
+    let key = LicenseKey::parse(body.trim_start_matches("key ")).unwrap();
+    store
+        .activate_seat(&key, &hw(1), None, None, NOW + 30)
+        .await
+        .unwrap();
+    let invoice = |id: &str| {
+        Some(InvoiceFacts {
+            id: id.into(),
+            amount_minor: Some(4_900),
+            currency: Some("usd".into()),
+        })
+    };
+    let paid = BillingChange::InvoicePaid {
+        customer: "cus_1".into(),
+        subscription_id: "sub_1".into(),
+        period_end: Some(NOW + 30 * DAY),
+        invoice: invoice("in_1"),
+    };
+    let failed = || BillingChange::PaymentFailed {
+        customer: "cus_1".into(),
+        subscription_id: "sub_1".into(),
+        invoice: invoice("in_2"),
+    };
+    let stranger = BillingChange::InvoicePaid {
+        customer: "cus_stranger".into(),
+        subscription_id: "sub_x".into(),
+        period_end: None,
+        invoice: invoice("in_x"),
+    };
+    for (id, at, change) in [
+        ("evt_in1", NOW + 40, paid),
+        ("evt_in2a", NOW + 50, failed()),
+        ("evt_in2b", NOW + 60, failed()),
+        ("evt_in2b", NOW + 60, failed()),
+        ("evt_stranger", NOW + 61, stranger),
+    ] {
+        store
+            .apply_stripe_event(&event(id, at, change), &rules(), at)
+            .await
+            .unwrap();
+    }
+    let deleted = event(
+        "evt_deleted",
+        NOW + 70,
+        BillingChange::SubscriptionDeleted {
+            customer: "cus_1".into(),
+            subscription_id: "sub_1".into(),
+        },
+    );
+    store
+        .apply_stripe_event(&deleted, &rules(), NOW + 70)
+        .await
+        .unwrap();
+
+    let all = store.pilot_facts(0, NOW + 100).await.unwrap();
+    assert_eq!(
+        all.signups_by_plan,
+        [("pilot-professional".to_owned(), 1)].into()
+    );
+    assert_eq!((all.paid_licenses, all.activated_licenses), (1, 1));
+    assert_eq!(
+        (all.invoices_attempted, all.invoices_paid),
+        (2, 1),
+        "a repeated delivery and a stranger's invoice are not counted"
+    );
+    assert_eq!(all.active_machines, 1);
+    let states: Vec<_> = all
+        .history
+        .iter()
+        .map(|s| {
+            (
+                s.subscription_id.as_str(),
+                s.at,
+                s.status.as_str(),
+                s.price_id.as_deref(),
+                s.quantity,
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("sub_1", NOW + 20, "active", Some("price_pm"), 1),
+            ("sub_1", NOW + 40, "active", Some("price_pm"), 1),
+            ("sub_1", NOW + 50, "past_due", Some("price_pm"), 1),
+            ("sub_1", NOW + 60, "past_due", Some("price_pm"), 1),
+            ("sub_1", NOW + 70, "canceled", Some("price_pm"), 1),
+        ]
+    );
+    // A later period: only what happened in it; the history up to its end.
+    let later = store.pilot_facts(NOW + 45, NOW + 65).await.unwrap();
+    assert!(later.signups_by_plan.is_empty());
+    assert_eq!((later.paid_licenses, later.activated_licenses), (0, 0));
+    assert_eq!((later.invoices_attempted, later.invoices_paid), (1, 0));
+    assert_eq!(later.history.len(), 4);
+    // A machine that has not renewed for more than a week is not in use.
+    let quiet = store.pilot_facts(0, NOW + 30 + 8 * DAY).await.unwrap();
+    assert_eq!(quiet.active_machines, 0);
 }
 
 pub async fn customers_and_checkouts_are_kept_per_organization(store: SharedStore) {

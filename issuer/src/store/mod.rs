@@ -37,6 +37,7 @@ use crate::domain::license::{
 use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
 use crate::domain::rate_limit::{Gcra, GcraOutcome};
+use crate::domain::stats::PilotFacts;
 
 /// The handle every part of the server holds.
 pub type SharedStore = Arc<dyn Store>;
@@ -279,6 +280,19 @@ pub trait Licenses {
     /// When the seats of a license freed by its holder after `since` were
     /// freed, oldest first.
     async fn seat_transfers(&self, license_id: &str, since: i64) -> Result<Vec<i64>, StorageError>;
+    /// Replaces the key of a license of `organization_id` that is not
+    /// revoked by `new_key`, and queues `mail` (which carries it), in one
+    /// transaction: from then on the old key finds nothing (its machines
+    /// activate again with the new key, on the seats they hold). `NotFound`
+    /// for another organization's license, and nothing changes.
+    async fn replace_key(
+        &self,
+        license_id: &str,
+        organization_id: &str,
+        new_key: &LicenseKey,
+        mail: &Mail,
+        now: i64,
+    ) -> Result<License, LicenseError>;
     /// Revokes a license: renewals are refused from now on.
     async fn revoke_license(
         &self,
@@ -291,6 +305,9 @@ pub trait Licenses {
 /// Stripe customers, checkouts, subscriptions and their events.
 #[async_trait]
 pub trait Billing {
+    /// What the pilot's figures are made of for the period from `since`
+    /// to `now` (`domain::stats::PilotFacts`), read consistently.
+    async fn pilot_facts(&self, since: i64, now: i64) -> Result<PilotFacts, StorageError>;
     /// Whether this Stripe event was applied already.
     async fn stripe_event_seen(&self, event_id: &str) -> Result<bool, StorageError>;
     /// Applies a Stripe event exactly once: its record and its effect

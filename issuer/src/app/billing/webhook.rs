@@ -35,8 +35,8 @@ use crate::app::limits::{Decision, Refusal};
 use crate::config::Config;
 use crate::domain::audit::{Client, Event};
 use crate::domain::billing::{
-    ApplyError, BillingChange, BillingRules, Graces, LicenseMailFacts, Outcome, StripeEvent,
-    SubscriptionSnapshot,
+    ApplyError, BillingChange, BillingRules, Graces, InvoiceFacts, LicenseMailFacts, Outcome,
+    StripeEvent, SubscriptionSnapshot,
 };
 use crate::domain::rfc3339;
 
@@ -315,6 +315,18 @@ fn invoice_period_end(object: &Value) -> Option<i64> {
         .or_else(|| object["period_end"].as_i64())
 }
 
+/// The invoice's id and amount due, for the pilot's figures.
+fn invoice_facts(object: &Value) -> Option<InvoiceFacts> {
+    Some(InvoiceFacts {
+        id: id_of(&object["id"]).filter(|id| !id.is_empty() && id.len() <= 255)?,
+        amount_minor: object["amount_due"].as_i64(),
+        currency: object["currency"]
+            .as_str()
+            .filter(|c| c.len() <= 16)
+            .map(str::to_ascii_lowercase),
+    })
+}
+
 /// What the event means for us, with the subscription read back from
 /// Stripe where the event does not carry it (a completed checkout).
 fn change_of(event: &SignedEvent, subscription: Option<SubscriptionSnapshot>) -> BillingChange {
@@ -364,16 +376,19 @@ fn change_of(event: &SignedEvent, subscription: Option<SubscriptionSnapshot>) ->
             let Some(subscription_id) = invoice_subscription(o) else {
                 return BillingChange::Ignore("the invoice is not for a subscription".into());
             };
+            let invoice = invoice_facts(o);
             if event.kind == "invoice.paid" {
                 BillingChange::InvoicePaid {
                     customer,
                     subscription_id,
                     period_end: invoice_period_end(o),
+                    invoice,
                 }
             } else {
                 BillingChange::PaymentFailed {
                     customer,
                     subscription_id,
+                    invoice,
                 }
             }
         }
@@ -473,6 +488,17 @@ mod tests {
         assert_eq!(id_of(&invoice["customer"]).as_deref(), Some("cus_9"));
         assert_eq!(invoice_subscription(&invoice).as_deref(), Some("sub_9"));
         assert_eq!(invoice_period_end(&invoice), Some(30));
+        assert_eq!(invoice_facts(&invoice), None, "an invoice without an id");
+        let facts =
+            invoice_facts(&json!({"id": "in_1", "amount_due": 1900, "currency": "USD"})).unwrap();
+        assert_eq!(
+            (
+                facts.id.as_str(),
+                facts.amount_minor,
+                facts.currency.as_deref()
+            ),
+            ("in_1", Some(1900), Some("usd"))
+        );
         let old_style = json!({"subscription": "sub_8", "period_end": 7, "lines": {"data": []}});
         assert_eq!(invoice_subscription(&old_style).as_deref(), Some("sub_8"));
         assert_eq!(invoice_period_end(&old_style), Some(7));

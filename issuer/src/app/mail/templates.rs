@@ -34,7 +34,7 @@ pub fn license_key_mail(config: &Config, m: &LicenseMail<'_>) -> Mail {
          3. Check the license:      coditect license status\n\
          \n\
          The license renews with your subscription (current period: until {until}).\n\
-         Manage billing and devices at {base}/.\n\
+         Manage billing and devices at {base}/account.\n\
          \n\
          Installation guide: {base}/#install\n\
          Support: {support}, or reply to this mail.\n\
@@ -138,6 +138,34 @@ pub fn signup_existing_mail(config: &Config, to: &str, link: &str) -> Mail {
         kind: "signup_existing",
         to: to.to_owned(),
         subject: "Your CODITECT account".into(),
+        body,
+    }
+}
+
+/// The mail with a license's new key, after its holder asked for one on
+/// the account page (the old key no longer works).
+pub fn replaced_key_mail(config: &Config, to: &str, key: &str, plan_name: &str) -> Mail {
+    let base = &config.public_base_url;
+    let support = &config.mail.support_email;
+    let body = format!(
+        "Your {plan_name} license has a new key, as asked on your account page.\n\
+         \n\
+         License key: {key}\n\
+         \n\
+         The old key no longer works. On each machine, run:\n\
+         \n\
+         \x20   coditect activate {key}\n\
+         \n\
+         Machines keep their seats. If you did not ask for this, write to {support} now.\n\
+         \n\
+         Your account: {base}/account\n\
+         \n\
+         -- The CODITECT team\n"
+    );
+    Mail {
+        kind: "license_key",
+        to: to.to_owned(),
+        subject: format!("Your new CODITECT license key ({plan_name})"),
         body,
     }
 }

@@ -43,7 +43,8 @@ pub fn route_of(method: &Method, path: &str) -> Option<LimitedRoute> {
         normal.push_str(part);
     }
     let route = match normal.as_str() {
-        "/api/v1/auth/login" => LimitedRoute::Login,
+        // The web sign-in form signs in too: one quota for both.
+        "/api/v1/auth/login" | "/signin" => LimitedRoute::Login,
         // The web form creates accounts too: one quota for both.
         "/api/v1/auth/signup" | "/signup" => LimitedRoute::Signup,
         // So do the password resets (a mail, or an Argon2 hash, each): the
@@ -294,6 +295,7 @@ mod tests {
             Some(LimitedRoute::Features)
         );
         assert_eq!(route_of(post, "/signup"), Some(LimitedRoute::Signup));
+        assert_eq!(route_of(post, "/signin"), Some(LimitedRoute::Login));
         assert_eq!(route_of(&Method::GET, "/signup"), None);
         assert_eq!(route_of(post, "/signup/cancel"), None);
         assert_eq!(route_of(post, "/signup/reset"), Some(LimitedRoute::Signup));

@@ -43,6 +43,27 @@ pub fn read(req: &Request, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The value of cookie `name` when it is a signed access token (a JWT:
+/// base64url parts joined by dots, at most 2 KiB); anything else is
+/// ignored.
+pub fn read_token(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+        .find(|v| {
+            !v.is_empty()
+                && v.len() <= 2048
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_owned)
+}
+
 /// How a cookie may travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {

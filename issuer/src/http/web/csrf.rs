@@ -7,8 +7,12 @@ use poem::{Request, Response};
 
 use super::cookies::{self, Cookie, SameSite};
 
-/// The cookie holding the token.
+/// The cookie holding the token of the signup pages (under `/signup`).
 pub const COOKIE: &str = "coditect_csrf";
+/// The cookie holding the token of the account pages (`/signin`,
+/// `/signout`, `/account`: a cookie for the whole site, under another name
+/// than the signup pages' so that the two never shadow each other).
+pub const ACCOUNT_COOKIE: &str = "coditect_account_csrf";
 /// The hidden form field holding the token.
 pub const FIELD: &str = "csrf_token";
 /// A form left open longer than this must be reloaded.
@@ -19,26 +23,45 @@ const MAX_AGE_SECONDS: u32 = 2 * 3600;
 pub struct FormToken {
     pub value: String,
     new: bool,
+    cookie: &'static str,
+    path: &'static str,
 }
 
 impl FormToken {
+    /// The token of the signup pages.
     pub fn for_request(req: &Request) -> Result<Self, getrandom::Error> {
-        match cookies::read(req, COOKIE) {
-            Some(value) => Ok(FormToken { value, new: false }),
-            None => Ok(FormToken {
-                value: cookies::random_value()?,
-                new: true,
-            }),
-        }
+        Self::of(req, COOKIE, "/signup")
+    }
+
+    /// The token of the account pages.
+    pub fn for_account(req: &Request) -> Result<Self, getrandom::Error> {
+        Self::of(req, ACCOUNT_COOKIE, "/")
+    }
+
+    fn of(
+        req: &Request,
+        cookie: &'static str,
+        path: &'static str,
+    ) -> Result<Self, getrandom::Error> {
+        let (value, new) = match cookies::read(req, cookie) {
+            Some(value) => (value, false),
+            None => (cookies::random_value()?, true),
+        };
+        Ok(FormToken {
+            value,
+            new,
+            cookie,
+            path,
+        })
     }
 
     /// Sets the cookie when the token is new.
     pub fn set_cookie(&self, resp: &mut Response, secure: bool) {
         if self.new {
             Cookie {
-                name: COOKIE,
+                name: self.cookie,
                 value: &self.value,
-                path: "/signup",
+                path: self.path,
                 max_age_seconds: MAX_AGE_SECONDS,
                 same_site: SameSite::Strict,
                 secure,
@@ -71,13 +94,31 @@ pub enum Refusal {
 /// Checks a form post: `submitted` is the form's token, `site_origin` our
 /// own origin (`https://host[:port]`).
 pub fn check(req: &Request, submitted: Option<&str>, site_origin: &str) -> Result<(), Refusal> {
+    check_with(req, COOKIE, submitted, site_origin)
+}
+
+/// [`check`] for a post of the account pages.
+pub fn check_account(
+    req: &Request,
+    submitted: Option<&str>,
+    site_origin: &str,
+) -> Result<(), Refusal> {
+    check_with(req, ACCOUNT_COOKIE, submitted, site_origin)
+}
+
+fn check_with(
+    req: &Request,
+    cookie_name: &str,
+    submitted: Option<&str>,
+    site_origin: &str,
+) -> Result<(), Refusal> {
     if let Some(origin) = req.headers().get(poem::http::header::ORIGIN) {
         let theirs = origin.to_str().ok().and_then(super::origin_of);
         if theirs.as_deref() != Some(site_origin) {
             return Err(Refusal::ForeignOrigin);
         }
     }
-    let cookie = cookies::read(req, COOKIE).ok_or(Refusal::Missing)?;
+    let cookie = cookies::read(req, cookie_name).ok_or(Refusal::Missing)?;
     let submitted = submitted
         .filter(|t| cookies::well_formed(t))
         .ok_or(Refusal::Missing)?;

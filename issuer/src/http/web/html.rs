@@ -83,7 +83,7 @@ impl Page {
              <link rel=\"stylesheet\" href=\"{STYLESHEET_PATH}\">\n</head>\n<body>\n\
              <header class=\"site\"><a class=\"brand\" href=\"/\">CODITECT</a>\
              <nav><a href=\"/#plans\">Plans</a> <a href=\"/#install\">Install</a> \
-             <a href=\"/docs\">API docs</a></nav></header>\n\
+             <a href=\"/account\">Account</a> <a href=\"/docs\">API docs</a></nav></header>\n\
              <main>\n{body}\n</main>\n\
              <footer class=\"site\">Questions? Write to \
              <a href=\"mailto:{support}\">{support}</a>.</footer>\n</body>\n</html>\n",

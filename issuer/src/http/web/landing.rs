@@ -12,7 +12,9 @@ use crate::app::AppState;
 pub fn install_steps(key: &str) -> String {
     format!(
         "<ol class=\"steps\">\n\
-         <li>Install the CLI:<pre><code>npm install -g @coditect-ai/coditect-core</code></pre></li>\n\
+         <li>Install the CLI:<pre><code>npm install -g @coditect-ai/coditect-core</code></pre>\
+         <p class=\"hint\">If npm answers that the package is not found, it is not published yet: \
+         write to us (the address is at the foot of the page) and we send you the CLI for your system.</p></li>\n\
          <li>Activate this machine with your license key:<pre><code>coditect activate {key}</code></pre></li>\n\
          <li>Check the license:<pre><code>coditect license status</code></pre></li>\n\
          </ol>",

@@ -7,14 +7,17 @@
 //! to us (CSRF-checked, `csrf`) and is answered with a 303 to Stripe
 //! Checkout; Stripe sends the browser back to the success page, which shows
 //! the new license key once to the browser that started the checkout (the
-//! `coditect_checkout` cookie).
+//! `coditect_checkout` cookie). `/signin`, `/signout` and `/account` are
+//! the signed-in part (`account_page`).
 
 pub mod account;
+pub mod account_page;
 pub mod cookies;
 pub mod csrf;
 pub mod html;
 pub mod landing;
 pub mod offers;
+pub mod signin;
 pub mod signup;
 pub mod signup_form;
 pub mod success;
@@ -101,7 +104,14 @@ pub fn stylesheet() -> Response {
 
 /// Paths of the pages (always answered in HTML, errors too).
 fn is_page_path(path: &str) -> bool {
-    path == "/" || path == "/signup" || path.starts_with("/signup/") || path.starts_with("/assets/")
+    path == "/"
+        || path == "/signup"
+        || path.starts_with("/signup/")
+        || path.starts_with("/assets/")
+        || path == "/signin"
+        || path == "/signout"
+        || path == "/account"
+        || path.starts_with("/account/")
 }
 
 /// Paths of the API and the machine-facing endpoints (always JSON).

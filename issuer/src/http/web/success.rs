@@ -137,7 +137,7 @@ fn shown_page(state: &AppState, email: &str, key_hint: &str) -> Response {
                     escape(email),
                     escape(key_hint)
                 ),
-                "To install: <code>npm install -g @coditect-ai/coditect-core</code>, then <code>coditect activate</code> with that key.".to_owned(),
+                "To install: <code>npm install -g @coditect-ai/coditect-core</code>, then <code>coditect activate</code> with that key. If npm answers that the package is not found, it is not published yet: write to us for the CLI.".to_owned(),
                 support_line(state),
             ],
             Some(("/#install", "Installation steps")),

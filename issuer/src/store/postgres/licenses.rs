@@ -27,6 +27,7 @@ use crate::domain::license_key::{
 use crate::store::Licenses;
 
 mod free;
+mod key;
 
 /// The license columns, 13 of them, read by [`license_from_row`].
 const LICENSE_COLUMNS: &str = "l.id, l.key_hint, l.organization_id, o.name, l.email, l.tier, \
@@ -299,6 +300,17 @@ async fn transfers_since<C: GenericClient>(
 
 #[async_trait]
 impl Licenses for PgStore {
+    async fn replace_key(
+        &self,
+        license_id: &str,
+        organization_id: &str,
+        new_key: &LicenseKey,
+        mail: &crate::domain::mail::Mail,
+        now: i64,
+    ) -> Result<License, LicenseError> {
+        key::replace_key(self, license_id, organization_id, new_key, mail, now).await
+    }
+
     async fn create_license(
         &self,
         new: &NewLicense<'_>,

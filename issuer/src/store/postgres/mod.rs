@@ -17,6 +17,7 @@ mod billing;
 mod licenses;
 mod outbox;
 mod rate_limits;
+mod stats;
 mod store;
 mod url;
 
@@ -61,6 +62,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         5,
         "0005_accounts.sql",
         include_str!("../../../../migrations/postgres/0005_accounts.sql"),
+    ),
+    (
+        6,
+        "0006_pilot_figures.sql",
+        include_str!("../../../../migrations/postgres/0006_pilot_figures.sql"),
     ),
 ];
 

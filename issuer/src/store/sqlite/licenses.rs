@@ -412,7 +412,9 @@ pub fn deactivate(
     let license = match (by, key) {
         (Releaser::Holder { .. }, Some(hash)) => find_by_key(&tx, hash)?,
         (Releaser::Holder { .. }, None) => None,
-        (Releaser::Operator { license_id }, _) => get(&tx, license_id)?,
+        (Releaser::Operator { license_id }, _) | (Releaser::Organization { license_id, .. }, _) => {
+            get(&tx, license_id)?
+        }
     }
     .ok_or(LicenseError::NotFound)?;
     let target = match seat {
@@ -436,7 +438,7 @@ pub fn deactivate(
         Releaser::Holder { machine, .. } => {
             activation_for(&tx, &license.id, machine)?.is_some_and(|a| a.active)
         }
-        Releaser::Operator { .. } => false,
+        Releaser::Operator { .. } | Releaser::Organization { .. } => false,
     };
     let mut recent_transfers = transfers_since(&tx, &license.id, now - TRANSFER_WINDOW)?;
     let release = rules::release(
@@ -502,3 +504,36 @@ pub fn revoke(
 
 #[cfg(test)]
 mod tests;
+
+/// `Store::replace_key`: the new key's hash and hint, and its mail, in one
+/// transaction.
+pub fn replace_key(
+    conn: &mut Connection,
+    pepper: &KeyPepper,
+    license_id: &str,
+    organization_id: &str,
+    key: &LicenseKey,
+    mail: &crate::domain::mail::Mail,
+    now: i64,
+) -> Result<License, LicenseError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE licenses SET key_hash = ?3, key_hint = ?4, key_hash_version = ?5, updated_at = ?6
+         WHERE id = ?1 AND organization_id = ?2 AND status <> 'revoked'",
+        params![
+            license_id,
+            organization_id,
+            key.hash(pepper).as_str(),
+            key.hint(),
+            KEY_HASH_PEPPERED,
+            now
+        ],
+    )?;
+    if changed == 0 {
+        return Err(LicenseError::NotFound);
+    }
+    super::outbox::enqueue(&tx, mail, now)?;
+    let license = get(&tx, license_id)?.ok_or(LicenseError::NotFound)?;
+    tx.commit()?;
+    Ok(license)
+}

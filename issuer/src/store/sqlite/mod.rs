@@ -14,6 +14,7 @@ mod checkouts;
 mod licenses;
 mod outbox;
 mod rate_limits;
+mod stats;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         7,
         "0007_accounts.sql",
         include_str!("../../../../migrations/sqlite/0007_accounts.sql"),
+    ),
+    (
+        8,
+        "0008_pilot_figures.sql",
+        include_str!("../../../../migrations/sqlite/0008_pilot_figures.sql"),
     ),
 ];
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use verifier::HardwareId;
 
-use super::{Db, accounts, audit, billing, checkouts, licenses, outbox};
+use super::{Db, accounts, audit, billing, checkouts, licenses, outbox, stats};
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, LinkPurpose, SignInRecord, User};
 use crate::domain::audit::Event;
@@ -26,6 +26,7 @@ use crate::domain::license::{
 };
 use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
+use crate::domain::stats::PilotFacts;
 use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, Store};
 
 /// The embedded backend.
@@ -396,6 +397,7 @@ impl Licenses for SqliteStore {
         enum OwnedBy {
             Holder(LicenseKey, HardwareId, Option<String>),
             Operator(String),
+            Organization(String, String),
         }
         let seat = match seat {
             Seat::Machine(hw) => OwnedSeat::Machine(*hw),
@@ -403,7 +405,7 @@ impl Licenses for SqliteStore {
         };
         let key_hash = match by {
             Releaser::Holder { key, .. } => Some(key.hash(&self.pepper)),
-            Releaser::Operator { .. } => None,
+            Releaser::Operator { .. } | Releaser::Organization { .. } => None,
         };
         let by = match by {
             Releaser::Holder {
@@ -412,6 +414,10 @@ impl Licenses for SqliteStore {
                 organization,
             } => OwnedBy::Holder((*key).clone(), **machine, organization.map(str::to_owned)),
             Releaser::Operator { license_id } => OwnedBy::Operator((*license_id).to_owned()),
+            Releaser::Organization {
+                license_id,
+                organization,
+            } => OwnedBy::Organization((*license_id).to_owned(), (*organization).to_owned()),
         };
         self.db
             .run_write(move |c| {
@@ -426,6 +432,10 @@ impl Licenses for SqliteStore {
                         organization: organization.as_deref(),
                     },
                     OwnedBy::Operator(license_id) => Releaser::Operator { license_id },
+                    OwnedBy::Organization(license_id, organization) => Releaser::Organization {
+                        license_id,
+                        organization,
+                    },
                 };
                 licenses::deactivate(c, key_hash.as_ref(), &by, seat, now)
             })
@@ -436,6 +446,21 @@ impl Licenses for SqliteStore {
         let id = license_id.to_owned();
         self.db
             .run(move |c| licenses::transfers_since(c, &id, since).map_err(storage))
+            .await
+    }
+
+    async fn replace_key(
+        &self,
+        license_id: &str,
+        organization_id: &str,
+        new_key: &LicenseKey,
+        mail: &Mail,
+        now: i64,
+    ) -> Result<License, LicenseError> {
+        let (id, org) = (license_id.to_owned(), organization_id.to_owned());
+        let (key, mail, pepper) = (new_key.clone(), mail.clone(), self.pepper.clone());
+        self.db
+            .run_write(move |c| licenses::replace_key(c, &pepper, &id, &org, &key, &mail, now))
             .await
     }
 
@@ -454,6 +479,12 @@ impl Licenses for SqliteStore {
 
 #[async_trait]
 impl Billing for SqliteStore {
+    async fn pilot_facts(&self, since: i64, now: i64) -> Result<PilotFacts, StorageError> {
+        self.db
+            .run(move |c| stats::facts(c, since, now).map_err(storage))
+            .await
+    }
+
     async fn stripe_event_seen(&self, event_id: &str) -> Result<bool, StorageError> {
         let id = event_id.to_owned();
         self.db

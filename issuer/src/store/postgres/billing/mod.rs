@@ -32,6 +32,7 @@ use crate::domain::billing::{
 };
 use crate::domain::license::{LicenseError, project_limit_column};
 use crate::domain::license_key::KeyPepper;
+use crate::domain::stats::PilotFacts;
 use crate::store::Billing;
 
 /// The status fields of a stored subscription.
@@ -413,6 +414,7 @@ async fn apply_event(
         return Ok((Outcome::Duplicate, false));
     }
     let (outcome, mailed) = apply_change(&tx, event, rules, &store.pepper, now).await?;
+    super::stats::record_event(&tx, event, &outcome, now).await?;
     let stmt = tx
         .prepare_cached("UPDATE stripe_events SET outcome = $2 WHERE id = $1")
         .await?;
@@ -514,6 +516,10 @@ async fn apply_change<C: GenericClient>(
 
 #[async_trait]
 impl Billing for PgStore {
+    async fn pilot_facts(&self, since: i64, now: i64) -> Result<PilotFacts, StorageError> {
+        super::stats::facts(self, since, now).await
+    }
+
     async fn stripe_event_seen(&self, event_id: &str) -> Result<bool, StorageError> {
         let conn = self.db.conn().await?;
         let stmt = conn

@@ -139,6 +139,7 @@ async fn payments_move_the_period_forward_only_and_clear_past_due() {
     let failed = BillingChange::PaymentFailed {
         customer: "cus_1".into(),
         subscription_id: "sub_1".into(),
+        invoice: None,
     };
     assert_eq!(apply(&store, "evt_1", 30, failed).await, Outcome::Applied);
     assert_eq!(
@@ -150,6 +151,7 @@ async fn payments_move_the_period_forward_only_and_clear_past_due() {
         customer: "cus_1".into(),
         subscription_id: "sub_1".into(),
         period_end: Some(end),
+        invoice: None,
     };
     apply(&store, "evt_2", 40, paid(9_000)).await;
     assert_eq!(license(&store).await.expires_at, 9_100);
@@ -460,6 +462,7 @@ async fn simultaneous_events_of_a_new_subscription_keep_the_newest_state() {
                     customer: "cus_1".into(),
                     subscription_id: "sub_2".into(),
                     period_end: Some(1_000 * n),
+                    invoice: None,
                 };
                 apply(&store, &format!("evt_paid_{n}"), 200 + n, paid).await
             })

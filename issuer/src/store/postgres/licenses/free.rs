@@ -15,7 +15,9 @@ pub(super) async fn free_seat(
     let tx = conn.transaction().await?;
     let locked = match by {
         Releaser::Holder { key, .. } => lock_by_key(&tx, &key.hash(&store.pepper)).await?,
-        Releaser::Operator { license_id } => lock_where(&tx, "l.id", license_id).await?,
+        Releaser::Operator { license_id } | Releaser::Organization { license_id, .. } => {
+            lock_where(&tx, "l.id", license_id).await?
+        }
     };
     let (license, _) = locked.ok_or(LicenseError::NotFound)?;
     let (column, value, missing) = match seat {
@@ -26,7 +28,7 @@ pub(super) async fn free_seat(
     // use and the transfers in the window, in one query.
     let asker = match by {
         Releaser::Holder { machine, .. } => Some(machine.to_hex()),
-        Releaser::Operator { .. } => None,
+        Releaser::Operator { .. } | Releaser::Organization { .. } => None,
     };
     let stmt = tx
         .prepare_cached(&format!(

@@ -320,6 +320,7 @@ pub(super) fn apply_event(
         return Ok((Outcome::Duplicate, false));
     }
     let (outcome, mailed) = apply_change(&tx, event, rules, pepper, now)?;
+    super::stats::record_event(&tx, event, &outcome, now)?;
     tx.execute(
         "UPDATE stripe_events SET outcome = ?2 WHERE id = ?1",
         params![event.id, outcome.recorded()],
