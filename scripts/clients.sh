@@ -25,7 +25,7 @@ npm ci --no-audit --no-fund --loglevel=error
 clean() {
     local what=$1 out=$2
     printf '%s\n' "$out"
-    if grep -qiE 'warn|error|unable|skipp' <<<"$out"; then
+    if grep -qiE 'warn|error|unable|skipp|⚠' <<<"$out"; then
         echo "$what reported a problem (above)" >&2
         exit 1
     fi
@@ -44,7 +44,8 @@ fi
 
 rm -rf generated
 mkdir -p generated/python
-clean openapi-typescript "$(node_modules/.bin/openapi-typescript "$SPEC" -o generated/api.d.ts 2>&1)"
+clean openapi-typescript "$(node_modules/.bin/openapi-typescript "$SPEC" --redocly redocly.yaml \
+    -o generated/api.d.ts 2>&1)"
 clean openapi-python-client "$(PATH="$PWD/.venv/bin:$PATH" .venv/bin/openapi-python-client generate \
     --path "$SPEC" --config openapi-python-client.yaml --meta none \
     --output-path generated/python/coditect_api 2>&1)"

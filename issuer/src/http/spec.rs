@@ -431,6 +431,7 @@ pub fn document(public_base_url: &str) -> Value {
         }
     }
     unwrap_ref_all_of(&mut spec);
+    mark_optional_nullable(&mut spec);
     spec["servers"] = json!([{
         "url": public_base_url,
         "description": "This issuer (its PUBLIC_BASE_URL)."
@@ -462,6 +463,31 @@ pub fn docs_html(public_base_url: &str) -> String {
     service
         .swagger_ui_html()
         .replacen(&raw, &document_json(public_base_url), 1)
+}
+
+/// An optional field (`Option` in Rust) is sent as `null` when it has no
+/// value, and `null` is accepted for it: say so (`nullable`, OpenAPI 3.0).
+fn mark_optional_nullable(spec: &mut Value) {
+    let Some(schemas) = spec
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for schema in schemas.values_mut() {
+        let required: Vec<String> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (name, prop) in props.iter_mut() {
+            if !required.contains(name) && prop.get("$ref").is_none() && prop.is_object() {
+                prop["nullable"] = Value::Bool(true);
+            }
+        }
+    }
 }
 
 /// `{"allOf": [{"$ref": R}, {"description": …}], …}` becomes `{"$ref": R}`.
@@ -536,22 +562,29 @@ fn finish_operation(op: &mut Value, examples: &BTreeMap<&'static str, Examples>)
         return;
     };
     if let Some(request) = &ex.request
-        && let Some(media) = op
-            .pointer_mut("/requestBody/content")
-            .and_then(|c| c.get_mut("application/json"))
+        && let Some(media) = json_media(op.pointer_mut("/requestBody/content"))
     {
         media["example"] = request.clone();
     }
     for (status, body) in &ex.responses {
-        if let Some(media) = op
+        let content = op
             .get_mut("responses")
             .and_then(|r| r.get_mut(*status))
-            .and_then(|r| r.get_mut("content"))
-            .and_then(|c| c.get_mut("application/json"))
-        {
+            .and_then(|r| r.get_mut("content"));
+        if let Some(media) = json_media(content) {
             media["example"] = body.clone();
         }
     }
+}
+
+/// The JSON media type (`application/json; charset=utf-8`) of a
+/// `content`.
+fn json_media(content: Option<&mut Value>) -> Option<&mut Value> {
+    content?
+        .as_object_mut()?
+        .iter_mut()
+        .find(|(media, _)| media.starts_with("application/json"))
+        .map(|(_, m)| m)
 }
 
 /// The example bodies of an operation.
