@@ -65,18 +65,34 @@ def _options():
     }
 
 
+# Every client made, closed at the end.
+CLIENTS = []
+
+
+def _made(client):
+    CLIENTS.append(client)
+    return client
+
+
 def public():
-    return Client(base_url=URL, **_options())
+    return _made(Client(base_url=URL, **_options()))
 
 
 def session(token):
-    return AuthenticatedClient(base_url=URL, token=token, **_options())
+    return _made(AuthenticatedClient(base_url=URL, token=token, **_options()))
 
 
 def license_key_client(key):
-    return AuthenticatedClient(
-        base_url=URL, token=key, prefix="", auth_header_name="X-License-Key", **_options()
+    return _made(
+        AuthenticatedClient(
+            base_url=URL, token=key, prefix="", auth_header_name="X-License-Key", **_options()
+        )
     )
+
+
+def tearDownModule():
+    for client in CLIENTS:
+        client.get_httpx_client().close()
 
 
 def problem_of(response, status, code):
@@ -156,7 +172,7 @@ class Lifecycle(unittest.TestCase):
         s = session(r.parsed.access_token)
         licenses = list_licenses.sync_detailed(client=s).parsed.licenses
         self.assertEqual(len(licenses), 1)
-        summary = licenses[0].license
+        summary = licenses[0].license_  # `license` is a Python builtin
         self.assertEqual(summary.key_hint, key[-4:])
         self.assertEqual(summary.status, "active")
         # Activate this machine: a seat and a token.
@@ -166,12 +182,12 @@ class Lifecycle(unittest.TestCase):
         )
         self.assertEqual(r.status_code, HTTPStatus.CREATED)
         self.assertEqual(r.parsed.activation.status, "active")
-        self.assertEqual(r.parsed.license.devices_used, 1)
+        self.assertEqual(r.parsed.license_.devices_used, 1)
         self.assertTrue(r.parsed.token.token)
         # Again: the same seat.
         r = activate.sync_detailed(client=c, body=ActivateRequest(license_key=key, hardware_id=machine))
         self.assertEqual(r.status_code, HTTPStatus.OK)
-        self.assertEqual(r.parsed.license.devices_used, 1)
+        self.assertEqual(r.parsed.license_.devices_used, 1)
         # Renew the token.
         r = validate.sync_detailed(
             client=c, body=ValidateRequest(license_key=key, hardware_id=machine, client_version="py-1")
@@ -194,7 +210,7 @@ class Lifecycle(unittest.TestCase):
         )
         self.assertEqual(r.status_code, HTTPStatus.OK)
         self.assertEqual(r.parsed.activation.status, "deactivated")
-        self.assertEqual(r.parsed.license.devices_used, 0)
+        self.assertEqual(r.parsed.license_.devices_used, 0)
         refused = problem_of(
             validate.sync_detailed(client=c, body=ValidateRequest(license_key=key, hardware_id=machine)),
             HTTPStatus.FORBIDDEN,

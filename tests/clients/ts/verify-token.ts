@@ -60,10 +60,16 @@ async function main(args: string[]): Promise<void> {
   }
   const jwks = JSON.parse(readFileSync(args[0], "utf8"));
   const claims = await verifyToken(jwks, args[1]);
-  const printable = Object.fromEntries(
-    [...claims].map(([k, v]) => [k, v instanceof Uint8Array ? Buffer.from(v).toString("hex") : v]),
-  );
-  console.log(JSON.stringify(printable, (_, v) => (typeof v === "bigint" ? v.toString() : v)));
+  // As JSON: maps as objects, bytes as hex.
+  const printable = (v: unknown): unknown =>
+    v instanceof Map
+      ? Object.fromEntries([...v].map(([k, x]) => [String(k), printable(x)]))
+      : v instanceof Uint8Array
+        ? Buffer.from(v).toString("hex")
+        : typeof v === "bigint"
+          ? v.toString()
+          : v;
+  console.log(JSON.stringify(printable(claims)));
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
