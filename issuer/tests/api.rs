@@ -727,7 +727,10 @@ async fn the_committed_spec_is_what_the_server_serves() {
         .next()
         .unwrap()
         .unwrap();
-    assert_eq!(shown, served, "/docs shows another document than /openapi.json");
+    assert_eq!(
+        shown, served,
+        "/docs shows another document than /openapi.json"
+    );
     assert!(!text.contains("allOf"), "a field is still wrapped in allOf");
     // Every operation documents a summary, a tag, examples and its error
     // responses.
@@ -830,7 +833,10 @@ async fn operation_ids_tags_and_statuses_are_stable() {
     // Each operation is described once in `http::spec::OPERATIONS`.
     let mut ids: Vec<&str> = http::spec::OPERATIONS.iter().map(|o| o.id).collect();
     ids.sort_unstable();
-    let mut listed: Vec<&str> = expected.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    let mut listed: Vec<&str> = expected
+        .iter()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
     listed.sort_unstable();
     assert_eq!(ids, listed);
 }

@@ -129,8 +129,9 @@ fn generated_clients_and_token_verifiers(backend: Backend) {
     let out = run(ts, "TypeScript client suite");
     assert!(out.success(), "the TypeScript client suite failed:\n{out}");
     assert!(
-        out.stdout
-            .contains(&format!("typescript client: {operations} operations called")),
+        out.stdout.contains(&format!(
+            "typescript client: {operations} operations called"
+        )),
         "{out}"
     );
 
@@ -143,7 +144,10 @@ fn generated_clients_and_token_verifiers(backend: Backend) {
             &json!({"license_key": py_key, "hardware_id": hardware_id("verifier-example")}),
         )
         .expect_status(201);
-    let token = granted["token"]["token"].as_str().expect("token").to_owned();
+    let token = granted["token"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
     let jwks = client.get("/api/v1/keys").expect_status(200);
     let jwks_path = data.path().join("jwks.json");
     std::fs::write(&jwks_path, jwks.to_string()).expect("write the JWK Set");
@@ -153,38 +157,36 @@ fn generated_clients_and_token_verifiers(backend: Backend) {
     bytes[at] ^= 0x01;
     let tampered = URL_SAFE_NO_PAD.encode(&bytes);
 
-    let verifiers: [(&str, Box<dyn Fn(&str) -> Command>); 2] = [
-        (
-            "Python (python-cwt)",
-            Box::new(|t: &str| {
-                let mut cmd = Command::new("python3");
-                cmd.arg(repo_file("tests/python/verify_token.py"))
-                    .arg(&jwks_path)
-                    .arg(t);
-                cmd
-            }),
-        ),
-        (
-            "TypeScript (@auth0/cose)",
-            Box::new(|t: &str| {
-                let mut cmd = Command::new("node");
-                cmd.current_dir(clients_dir())
-                    .args(["--import", "tsx", "ts/verify-token.ts"])
-                    .arg(&jwks_path)
-                    .arg(t);
-                cmd
-            }),
-        ),
-    ];
+    // The examples' commands: `verify JWKS_FILE TOKEN`.
+    let verifier = |name: &str, token: &str| {
+        let mut cmd = if name.starts_with("Python") {
+            let mut cmd = Command::new("python3");
+            cmd.arg(repo_file("tests/python/verify_token.py"));
+            cmd
+        } else {
+            let mut cmd = Command::new("node");
+            cmd.current_dir(clients_dir())
+                .args(["--import", "tsx", "ts/verify-token.ts"]);
+            cmd
+        };
+        cmd.arg(&jwks_path).arg(token);
+        cmd
+    };
     let expected_hw = hardware_id("verifier-example");
-    for (name, command) in &verifiers {
-        let out = run(command(&token), &format!("{name} verifies the token"));
+    for name in ["Python (python-cwt)", "TypeScript (@auth0/cose)"] {
+        let out = run(
+            verifier(name, &token),
+            &format!("{name} verifies the token"),
+        );
         assert!(out.success(), "{name} refused a good token:\n{out}");
         assert!(
             out.stdout.contains(&expected_hw),
             "{name} did not print the token's hardware id:\n{out}"
         );
-        let out = run(command(&tampered), &format!("{name} refuses a tampered token"));
+        let out = run(
+            verifier(name, &tampered),
+            &format!("{name} refuses a tampered token"),
+        );
         assert!(!out.success(), "{name} accepted a tampered token:\n{out}");
         assert!(out.stderr.contains("refused"), "{out}");
     }

@@ -340,7 +340,9 @@ fn inactive() -> Vec<Problem> {
         license(LicenseError::Inactive(LicenseStatus::Suspended)),
         license(LicenseError::Inactive(LicenseStatus::Revoked)),
         license(LicenseError::Inactive(LicenseStatus::Canceled)),
-        license(LicenseError::Expired { since: now - 86_400 }),
+        license(LicenseError::Expired {
+            since: now - 86_400,
+        }),
         license(LicenseError::PaymentOverdue {
             since: now - 86_400,
             failed_at: now - 8 * 86_400,
@@ -379,14 +381,10 @@ fn common_refusals(op: &Operation) -> Vec<Problem> {
                 FieldError::new("email", "must be an email address such as name@example.com")
             }
             "verifyEmail" | "newPassword" => FieldError::new("token", "is required"),
-            "billingCheckout" => FieldError::new(
-                "plan",
-                "must be one of: pilot-starter, pilot-professional",
-            ),
-            _ => FieldError::new(
-                "hardware_id",
-                "must be 64 hexadecimal characters",
-            ),
+            "billingCheckout" => {
+                FieldError::new("plan", "must be one of: pilot-starter, pilot-professional")
+            }
+            _ => FieldError::new("hardware_id", "must be 64 hexadecimal characters"),
         };
         all.push(Problem::from(field));
     }
@@ -477,7 +475,12 @@ fn mark_optional_nullable(spec: &mut Value) {
     for schema in schemas.values_mut() {
         let required: Vec<String> = schema["required"]
             .as_array()
-            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
             continue;
@@ -537,7 +540,8 @@ fn finish_operation(op: &mut Value, examples: &BTreeMap<&'static str, Examples>)
         by_status.entry(p.status.to_string()).or_default().push(p);
     }
     if let Some(responses) = op["responses"].as_object_mut() {
-        responses.retain(|status, _| !status.starts_with(['4', '5']) || by_status.contains_key(status));
+        responses
+            .retain(|status, _| !status.starts_with(['4', '5']) || by_status.contains_key(status));
         for (status, problems) in &by_status {
             let Some(media) = responses
                 .get_mut(status)
@@ -549,10 +553,7 @@ fn finish_operation(op: &mut Value, examples: &BTreeMap<&'static str, Examples>)
             let mut named = serde_json::Map::new();
             for p in problems {
                 if !named.contains_key(&p.code) {
-                    named.insert(
-                        p.code.clone(),
-                        json!({"summary": p.title, "value": p}),
-                    );
+                    named.insert(p.code.clone(), json!({"summary": p.title, "value": p}));
                 }
             }
             media["examples"] = Value::Object(named);
@@ -645,7 +646,8 @@ fn example_grant() -> GrantResponse {
         license: example_summary(),
         activation: example_activation(),
         token: TokenView {
-            token: "0oRYIaIBJwRYHGRldi0yMDI2LTAxAKBZAQ2rAXgbaHR0cHM6Ly9saWNlbnNpbmcuY29kaXRlY3Q".into(),
+            token: "0oRYIaIBJwRYHGRldi0yMDI2LTAxAKBZAQ2rAXgbaHR0cHM6Ly9saWNlbnNpbmcuY29kaXRlY3Q"
+                .into(),
             expires_at: "2026-01-09T09:30:00Z".into(),
             renew_after: "2026-01-07T09:30:00Z".into(),
         },
@@ -853,15 +855,7 @@ fn examples() -> BTreeMap<&'static str, Examples> {
     ];
     entries
         .into_iter()
-        .map(|(id, request, responses)| {
-            (
-                id,
-                Examples {
-                    request,
-                    responses,
-                },
-            )
-        })
+        .map(|(id, request, responses)| (id, Examples { request, responses }))
         .collect()
 }
 
