@@ -95,9 +95,9 @@ pub fn app(state: AppState) -> impl Endpoint {
     let site_state = state.clone();
     let api = service();
     // The finished document (`spec`), for this issuer's address; /docs
-    // shows the same one.
+    // fetches it.
     let document = spec::document_json(&state.config.public_base_url);
-    let docs_page = spec::docs_html(&state.config.public_base_url);
+    let docs_page = spec::docs_html();
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_page.clone()));
     let spec = poem::endpoint::make_sync(move |_| {
         Response::builder()
