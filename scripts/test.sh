@@ -26,6 +26,12 @@ fi
 # that it is exactly what the server serves).
 python3 -m openapi_spec_validator schemas/openapi.json
 
+# Integrators (docs/integrators.md): Redocly's lint of the spec, and the
+# Python and TypeScript clients generated from it without warnings, with
+# pinned tools (tests/clients/); tests/tests/clients_e2e.rs runs them
+# against the issuer.
+scripts/clients.sh
+
 # The architecture rules the compiler cannot check (docs/ARCHITECTURE.md).
 scripts/check-layers.sh
 

@@ -204,7 +204,14 @@ fn main() -> ExitCode {
         }) => admin::mail_list(unsent, limit, json),
         Command::Mail(MailCommand::Retry { id, json }) => admin::mail_retry(&id, json),
         Command::Openapi => {
-            println!("{}", http::spec_json());
+            // `servers` names PUBLIC_BASE_URL when it is set, as `serve` does.
+            let spec = match std::env::var("PUBLIC_BASE_URL") {
+                Ok(base) if !base.trim().is_empty() => {
+                    http::spec::document_json(base.trim().trim_end_matches('/'))
+                }
+                _ => http::spec_json(),
+            };
+            println!("{spec}");
             Ok(())
         }
         Command::Keys(KeysCommand::Generate { kid, out, json }) => {

@@ -701,22 +701,72 @@ async fn the_committed_spec_is_what_the_server_serves() {
     let h = harness();
     let r = h.client().get("/openapi.json").send().await;
     r.assert_status_is_ok();
-    let served: Value =
-        serde_json::from_str(&r.0.into_body().into_string().await.unwrap()).unwrap();
+    let text = r.0.into_body().into_string().await.unwrap();
+    let served: Value = serde_json::from_str(&text).unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi.json");
     if std::env::var_os("UPDATE_SCHEMAS").is_some() {
-        std::fs::write(path, format!("{}\n", http::spec_json())).unwrap();
+        std::fs::write(path, format!("{text}\n")).unwrap();
     }
     let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert!(
         served == committed,
         "schemas/openapi.json is out of date: run `UPDATE_SCHEMAS=1 cargo test -p coditect-issuer --test api` and commit it"
     );
-    // Every operation documents a summary, a tag and its error responses.
+    // `coditect-issuer openapi` prints the same document.
+    assert_eq!(
+        serde_json::from_str::<Value>(&http::spec_json()).unwrap(),
+        served
+    );
+    // /docs shows the served document (it fetches it), not the framework's
+    // unfinished one (which it would embed).
+    let r = h.client().get("/docs").send().await;
+    r.assert_status_is_ok();
+    let page = r.0.into_body().into_string().await.unwrap();
+    assert!(
+        page.contains("let spec = \"/openapi.json\";"),
+        "{}",
+        &page[..200]
+    );
+    assert!(page.contains("url: spec,"));
+    assert!(!page.contains("\"openapi\":"), "/docs embeds a document");
+    assert!(!text.contains("allOf"), "a field is still wrapped in allOf");
+    // Every operation documents a summary, a tag, examples and its error
+    // responses.
     for (path, ops) in served["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
             assert!(op["summary"].is_string(), "{method} {path} has no summary");
             assert!(op["tags"].is_array(), "{method} {path} has no tag");
+            assert!(op["security"].is_array(), "{method} {path} has no security");
+            let json_media = |content: &Value| {
+                content
+                    .as_object()
+                    .and_then(|c| c.iter().find(|(t, _)| t.starts_with("application/json")))
+                    .map(|(_, m)| m.clone())
+            };
+            if let Some(media) = json_media(&op["requestBody"]["content"]) {
+                assert!(
+                    media["example"].is_object(),
+                    "{method} {path} has no request example"
+                );
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if let Some(media) = json_media(&response["content"]) {
+                    let media = media.as_object().unwrap();
+                    assert!(
+                        media.contains_key("example"),
+                        "{method} {path} {status} has no example"
+                    );
+                }
+                if let Some(media) = response["content"]["application/problem+json"].as_object() {
+                    let examples = media["examples"].as_object().unwrap_or_else(|| {
+                        panic!("{method} {path} {status} has no problem examples")
+                    });
+                    for (code, example) in examples {
+                        assert_eq!(example["value"]["code"], code.as_str());
+                        assert_eq!(example["value"]["status"].to_string(), *status);
+                    }
+                }
+            }
             if path.starts_with("/api/v1/licenses/") || path.starts_with("/api/v1/auth/") {
                 assert!(
                     op["responses"]["500"]["content"]["application/problem+json"].is_object(),
@@ -726,6 +776,67 @@ async fn the_committed_spec_is_what_the_server_serves() {
         }
     }
     assert!(served["components"]["securitySchemes"]["BearerAuth"].is_object());
+    assert_eq!(served["servers"][0]["url"], h.state.config.public_base_url);
+}
+
+/// Operation ids and tags are what generated clients are named after:
+/// changing one breaks every integrator's code, so they are pinned here.
+#[tokio::test]
+async fn operation_ids_tags_and_statuses_are_stable() {
+    let spec: Value = serde_json::from_str(&http::spec_json()).unwrap();
+    let mut seen = Vec::new();
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let statuses: Vec<&str> = op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            // Only these cannot be refused (tests/clients/redocly.yaml).
+            let id = op["operationId"].as_str().unwrap();
+            assert_eq!(
+                statuses.iter().any(|s| s.starts_with('4')),
+                !["healthz", "readyz", "listKeys"].contains(&id),
+                "{id}: {statuses:?}"
+            );
+            seen.push(format!(
+                "{} {method} {path} [{}] {}",
+                op["operationId"].as_str().unwrap(),
+                op["tags"][0].as_str().unwrap(),
+                statuses.join(" ")
+            ));
+        }
+    }
+    seen.sort();
+    let expected = [
+        "activate post /api/v1/licenses/activate [Licenses] 200 201 400 403 404 413 415 422 429 500 503",
+        "billingCheckout post /api/v1/billing/checkout [Billing] 200 400 401 403 409 413 415 422 429 500 503",
+        "billingPortal post /api/v1/billing/portal [Billing] 200 401 409 429 500 503",
+        "deactivate post /api/v1/licenses/deactivate [Licenses] 200 400 401 403 404 413 415 422 429 500 503",
+        "features get /api/v1/licenses/features [Licenses] 200 401 404 429 500 503",
+        "healthz get /healthz [Health] 200",
+        "listKeys get /api/v1/keys [Keys] 200",
+        "listLicenses get /api/v1/licenses [Licenses] 200 401 500 503",
+        "login post /api/v1/auth/login [Auth] 200 400 401 413 415 422 429 500 503",
+        "logout post /api/v1/auth/logout [Auth] 204 401 500 503",
+        "newPassword post /api/v1/auth/new-password [Auth] 200 400 404 413 415 422 429 500 503",
+        "readyz get /readyz [Health] 200 503",
+        "requestPasswordReset post /api/v1/auth/password-reset [Auth] 202 400 413 415 422 429 500 503",
+        "signup post /api/v1/auth/signup [Auth] 202 400 403 413 415 422 429 500 503",
+        "validate post /api/v1/licenses/validate [Licenses] 200 400 403 404 413 415 422 429 500 503",
+        "verifyEmail post /api/v1/auth/verify-email [Auth] 200 400 404 413 415 422 500 503",
+    ];
+    assert_eq!(seen, expected);
+    // Each operation is described once in `http::spec::OPERATIONS`.
+    let mut ids: Vec<&str> = http::spec::OPERATIONS.iter().map(|o| o.id).collect();
+    ids.sort_unstable();
+    let mut listed: Vec<&str> = expected
+        .iter()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(ids, listed);
 }
 
 #[tokio::test]
@@ -1011,5 +1122,85 @@ async fn an_internal_failure_answers_with_only_a_request_id() {
         "panicked",
     ] {
         assert!(!text.contains(internal), "{internal} leaked: {text}");
+    }
+}
+
+/// The error code table of docs/integrators.md is generated from the code
+/// (`http::spec::error_codes_markdown`; `UPDATE_SCHEMAS=1` rewrites it),
+/// and lists every code the API's source makes.
+#[test]
+fn the_integrators_error_codes_are_the_codes_of_the_code() {
+    const START: &str = "<!-- error-codes:start (generated: UPDATE_SCHEMAS=1 cargo test -p coditect-issuer --test api) -->\n";
+    const END: &str = "<!-- error-codes:end -->";
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let path = format!("{root}/docs/integrators.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (Some(start), Some(end)) = (doc.find(START), doc.find(END)) else {
+        panic!("docs/integrators.md has no error-codes markers");
+    };
+    let table = http::spec::error_codes_markdown();
+    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        let updated = format!("{}{START}{table}{}", &doc[..start], &doc[end..]);
+        std::fs::write(&path, updated).unwrap();
+    } else {
+        assert_eq!(
+            &doc[start + START.len()..end],
+            table,
+            "the error codes of docs/integrators.md are out of date: run `UPDATE_SCHEMAS=1 cargo test -p coditect-issuer --test api`"
+        );
+    }
+
+    // Every code literal of the API's source: the line after a status
+    // (`Problem::new(STATUS, "code", …)`), the first of a `(code, title,
+    // detail)` tuple, or a `=> "code"` of an error's `code()`.
+    let mut codes = std::collections::BTreeSet::new();
+    let mut files = vec![
+        format!("{root}/issuer/src/http/problem.rs"),
+        format!("{root}/issuer/src/app/billing/webhook.rs"),
+    ];
+    for dir in ["issuer/src/http/api", "issuer/src/http/middleware"] {
+        for entry in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+            files.push(entry.unwrap().path().to_string_lossy().into_owned());
+        }
+    }
+    let literal = |s: &str| -> Option<String> {
+        let s = s.trim().strip_prefix('"')?.strip_suffix("\",")?;
+        (!s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .then(|| s.to_owned())
+    };
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some((_, code)) = line.split_once("=> \"")
+                && file.ends_with("webhook.rs")
+                && let Some(code) = literal(&format!("\"{code}"))
+            {
+                codes.insert(code);
+            }
+            let Some(code) = literal(line) else { continue };
+            let before = lines[..i].iter().rev().find(|l| !l.trim().is_empty());
+            let after_status = before.is_some_and(|b| {
+                let b = b.trim();
+                b.ends_with("=> (")
+                    || (b.ends_with(',') && (b.contains("StatusCode::") || b.starts_with("S::")))
+            });
+            if after_status {
+                codes.insert(code);
+            }
+        }
+    }
+    assert!(codes.len() > 30, "the scan found too few codes: {codes:?}");
+    // Made, but never an answer of the API.
+    const NOT_ANSWERED: &[&str] = &[
+        // Signup answers 202 whether or not the address is taken, so that
+        // nobody learns which addresses are registered.
+        "email_taken",
+    ];
+    for code in codes.iter().filter(|c| !NOT_ANSWERED.contains(&c.as_str())) {
+        assert!(
+            table.contains(&format!("| `{code}` |")),
+            "`{code}` is made by the code but not in docs/integrators.md's table: add its refusal to http::spec (OPERATIONS or other_refusals)"
+        );
     }
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod middleware;
 pub mod problem;
+pub mod spec;
 pub mod web;
 
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use poem_openapi::{OpenApiService, Tags};
 
 pub use crate::app::AppState;
 use crate::domain::audit::Client;
-use crate::domain::input;
 use problem::ApiError;
 
 /// Results of handlers.
@@ -73,61 +73,36 @@ pub fn service() -> OpenApiService<
     )
     .description(
         "Issues and renews signed, offline-verifiable license tokens (COSE_Sign1 / CWT, Ed25519). \
-         Errors are application/problem+json with a stable `code`.",
+         Errors are application/problem+json with a stable `code`. \
+         A guide for integrators is docs/integrators.md in the source repository.",
     )
+    .license(poem_openapi::LicenseObject::new("Proprietary"))
 }
 
-/// The format rules of request fields, stated in the spec as patterns.
-/// They are enforced by `validate` (not by the framework's `pattern`
-/// validator, which compiles its regex on every request); schemathesis in CI
-/// checks that both say the same.
-const FIELD_PATTERNS: &[(&str, &str, &str)] = &[
-    ("SignupRequest", "email", input::EMAIL_PATTERN),
-    ("LoginRequest", "email", input::EMAIL_PATTERN),
-    ("PasswordResetRequest", "email", input::EMAIL_PATTERN),
-    ("SignupRequest", "company_name", input::NAME_PATTERN),
-    ("ActivateRequest", "license_key", input::KEY_PATTERN),
-    ("ValidateRequest", "license_key", input::KEY_PATTERN),
-    ("DeactivateRequest", "license_key", input::KEY_PATTERN),
-    ("ActivateRequest", "hardware_id", input::HARDWARE_ID_PATTERN),
-    ("ValidateRequest", "hardware_id", input::HARDWARE_ID_PATTERN),
-    (
-        "DeactivateRequest",
-        "hardware_id",
-        input::HARDWARE_ID_PATTERN,
-    ),
-    ("ActivateRequest", "machine_name", input::TEXT_PATTERN),
-    ("ValidateRequest", "client_version", input::TEXT_PATTERN),
-];
-
-/// The spec as served at `/openapi.json`.
+/// The spec of a development issuer at its default address
+/// ([`spec::DEVELOPMENT_BASE_URL`]): `schemas/openapi.json`, what
+/// `coditect-issuer openapi` prints, and what the middleware reads the
+/// request fields from. A running issuer serves [`spec::document`] for its
+/// `PUBLIC_BASE_URL`.
 pub fn spec_json() -> String {
     static SPEC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SPEC.get_or_init(|| {
-        let raw = service().spec();
-        let Ok(mut spec) = serde_json::from_str::<serde_json::Value>(&raw) else {
-            return raw;
-        };
-        for (schema, field, pattern) in FIELD_PATTERNS {
-            let prop = &mut spec["components"]["schemas"][*schema]["properties"][*field];
-            if prop.is_object() {
-                prop["pattern"] = serde_json::Value::String((*pattern).to_owned());
-            }
-        }
-        serde_json::to_string_pretty(&spec).unwrap_or(raw)
-    })
-    .clone()
+    SPEC.get_or_init(|| spec::document_json(spec::DEVELOPMENT_BASE_URL))
+        .clone()
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> impl Endpoint {
     let site_state = state.clone();
     let api = service();
-    let docs = api.swagger_ui();
-    let spec = poem::endpoint::make_sync(|_| {
+    // The finished document (`spec`), for this issuer's address; /docs
+    // fetches it.
+    let document = spec::document_json(&state.config.public_base_url);
+    let docs_page = spec::docs_html();
+    let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_page.clone()));
+    let spec = poem::endpoint::make_sync(move |_| {
         Response::builder()
             .content_type("application/json")
-            .body(spec_json())
+            .body(document.clone())
     });
     // `/` is the landing page. A route at `/` would lose to the API's
     // catch-all nested at `/`, so the API endpoint hands `/` over.
@@ -145,7 +120,7 @@ pub fn app(state: AppState) -> impl Endpoint {
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .nest("/docs", Route::new().at("/", docs))
         .at("/webhooks/stripe", poem::post(api::billing::stripe_webhook))
         // The web pages (crate::web); `/` is above.
         .at(

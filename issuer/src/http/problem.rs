@@ -144,12 +144,17 @@ impl ApiError {
     /// with nothing but that id (added by the middleware).
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        ApiError::from_problem(Problem::new(
+        ApiError::from_problem(Self::internal_problem())
+    }
+
+    /// The body of a 500 (before the middleware adds the request id).
+    pub fn internal_problem() -> Problem {
+        Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "Internal error",
             "Something went wrong on our side. Try again; if it persists, contact support with the request id.",
-        ))
+        )
     }
 
     pub fn unauthorized() -> Self {

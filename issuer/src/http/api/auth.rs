@@ -143,7 +143,7 @@ impl AuthApi {
     #[oai(
         path = "/auth/verify-email",
         method = "post",
-        operation_id = "verify_email"
+        operation_id = "verifyEmail"
     )]
     async fn verify_email(
         &self,
@@ -164,7 +164,7 @@ impl AuthApi {
     #[oai(
         path = "/auth/password-reset",
         method = "post",
-        operation_id = "request_password_reset"
+        operation_id = "requestPasswordReset"
     )]
     async fn request_password_reset(
         &self,
@@ -186,7 +186,7 @@ impl AuthApi {
     #[oai(
         path = "/auth/new-password",
         method = "post",
-        operation_id = "new_password"
+        operation_id = "newPassword"
     )]
     async fn new_password(
         &self,

@@ -203,6 +203,22 @@ impl BillingApi {
     }
 }
 
+/// The status a refused webhook delivery is answered with.
+pub fn webhook_status(e: &WebhookError) -> StatusCode {
+    match e {
+        WebhookError::NotConfigured | WebhookError::Unavailable(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        WebhookError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        WebhookError::MissingSignature
+        | WebhookError::BadSignature
+        | WebhookError::Stale(_)
+        | WebhookError::BadPayload(_) => StatusCode::BAD_REQUEST,
+        WebhookError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// `POST /webhooks/stripe`.
 #[poem::handler]
 pub async fn stripe_webhook(
@@ -233,18 +249,7 @@ pub async fn stripe_webhook(
                 .to_string(),
             ),
         Err(e) => {
-            let status = match &e {
-                WebhookError::NotConfigured | WebhookError::Unavailable(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                WebhookError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-                WebhookError::MissingSignature
-                | WebhookError::BadSignature
-                | WebhookError::Stale(_)
-                | WebhookError::BadPayload(_) => StatusCode::BAD_REQUEST,
-                WebhookError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+            let status = webhook_status(&e);
             if let WebhookError::RateLimited(refusal) = &e {
                 let p = rate_limit::refusal_problem(refusal);
                 return rate_limit::refusal_error(refusal, p).into_response();

@@ -42,6 +42,16 @@ pub enum ActivateResult {
     AlreadyActive(Json<GrantResponse>),
 }
 
+/// The refusal of `features` without a license key in `X-License-Key`.
+pub fn no_license_key() -> Problem {
+    Problem::new(
+        poem::http::StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "No license key",
+        "Send the license key (CODITECT-PILOT-XXXX-YYYY-ZZZZ) in the X-License-Key header.",
+    )
+}
+
 pub fn entitlements_view(license: &License) -> EntitlementsView {
     let e = license.entitlements();
     EntitlementsView {
@@ -258,14 +268,8 @@ impl LicensesApi {
     ) -> ApiResult<Json<FeaturesResponse>> {
         // A header that is no license key cannot name a license: the same
         // answer as a missing one.
-        let key = LicenseKey::parse(&auth.0.key).map_err(|_| {
-            ApiError::from_problem(Problem::new(
-                poem::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "No license key",
-                "Send the license key (CODITECT-PILOT-XXXX-YYYY-ZZZZ) in the X-License-Key header.",
-            ))
-        })?;
+        let key =
+            LicenseKey::parse(&auth.0.key).map_err(|_| ApiError::from_problem(no_license_key()))?;
         let license = licenses::by_key(&state, &key).await?;
         let now = now();
         Ok(Json(FeaturesResponse {

@@ -47,7 +47,7 @@ pub fn site_csp(page: &SitePage) -> String {
 fn html_csp() -> &'static str {
     static CSP: OnceLock<String> = OnceLock::new();
     CSP.get_or_init(|| {
-        let docs = crate::http::service().swagger_ui_html();
+        let docs = crate::http::spec::docs_html();
         let hashes: Vec<String> = inline_scripts(&docs)
             .into_iter()
             .map(|script| format!("'sha256-{}'", STANDARD.encode(Sha256::digest(script))))
