@@ -1,6 +1,7 @@
 //! Request metrics and the `/metrics` endpoint.
 //!
-//! [`observe`] wraps the whole pipeline: every answer is counted by its
+//! [`observe`] wraps the whole pipeline: when `/metrics` is served at all,
+//! every answer is counted by its
 //! route *template* (the router's pattern, `/api/v1/licenses/validate`;
 //! never the raw path, which a client chooses), its method and its status
 //! class, and its time goes into the latency histogram. A request no route
@@ -62,18 +63,21 @@ pub async fn observe<E: Endpoint>(ep: Arc<E>, mut req: Request, state: &AppState
         Err(e) => e.into_response(),
     };
     let took = started.elapsed();
-    let route = route_label(resp.data::<PathPattern>().map(|p| &*p.0), &path);
     let status = resp.status().as_u16();
-    state.metrics.observe_request(&route, &method, status, took);
+    // Counted only when someone can read the counts.
+    if state.config.metrics.enabled() {
+        let route = route_label(resp.data::<PathPattern>().map(|p| &*p.0), &path);
+        state.metrics.observe_request(&route, &method, status, took);
+    }
+    let remote_ip = remote_ip.map(|ip| ip.to_string());
     span.in_scope(|| {
         tracing::info!(
             http.method = %method,
             http.path = %path,
             http.status = status,
             http.latency = took.as_secs_f64(),
-            http.remote_ip = remote_ip.map(|ip| ip.to_string()).as_deref(),
+            http.remote_ip = remote_ip.as_deref(),
             http.user_agent = user_agent.as_deref(),
-            %route,
             "request"
         );
     });
