@@ -16,7 +16,6 @@
 //! **Colour** only when stderr is a terminal and `NO_COLOR` is not set, so
 //! `coditect-issuer audit 2>&1 | head` or a log file gets no escape codes.
 
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use serde_json::{Map, Value};

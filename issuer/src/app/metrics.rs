@@ -120,7 +120,8 @@ fn latency_histogram() -> Histogram {
 /// A gauge of seconds or timestamps.
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// The metrics of one server (see the module documentation).
+/// The metrics of one server (see the module documentation). Help texts
+/// are written without their final full stop, which the library adds.
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
@@ -160,98 +161,98 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
-            "HTTP requests answered, by route template, method and status class.",
+            "HTTP requests answered, by route template, method and status class",
             requests.clone(),
         );
         let request_seconds: HistogramFamily<RouteLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
             "http_request_duration_seconds",
-            "Time to answer an HTTP request, by route template and method.",
+            "Time to answer an HTTP request, by route template and method",
             request_seconds.clone(),
         );
         let grants = Family::<OperationLabels, Counter>::default();
         registry.register(
             "license_grants",
-            "Machines activated (operation=activate) and tokens renewed (operation=validate).",
+            "Machines activated (operation=activate) and tokens renewed (operation=validate)",
             grants.clone(),
         );
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "license_refusals",
-            "Activations and renewals refused, by refusal code.",
+            "Activations and renewals refused, by refusal code",
             refusals.clone(),
         );
         let webhook_events = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "webhook_events",
-            "Stripe webhook deliveries: applied, duplicate, stale, ignored or refused.",
+            "Stripe webhook deliveries: applied, duplicate, stale, ignored or refused",
             webhook_events.clone(),
         );
         let webhook_refusals = Family::<CodeLabels, Counter>::default();
         registry.register(
             "webhook_refusals",
-            "Stripe webhook deliveries refused, by code (bad_signature after a secret rotation).",
+            "Stripe webhook deliveries refused, by code (bad_signature after a secret rotation)",
             webhook_refusals.clone(),
         );
         let invoices = Family::<ResultLabels, Counter>::default();
         registry.register(
             "stripe_invoices",
-            "Subscription invoices Stripe reported, applied: result=paid or failed.",
+            "Subscription invoices Stripe reported, applied: result=paid or failed",
             invoices.clone(),
         );
         let rate_limited = Family::<LimitLabels, Counter>::default();
         registry.register(
             "rate_limit_refusals",
-            "Requests refused by a rate limit, by limit.",
+            "Requests refused by a rate limit, by limit",
             rate_limited.clone(),
         );
         let signing_seconds = Histogram::new(SIGNING_BUCKETS);
         registry.register(
             "token_signing_duration_seconds",
-            "Time to sign a license token.",
+            "Time to sign a license token",
             signing_seconds.clone(),
         );
         let outbox_unsent = Family::<StatusLabels, Gauge>::default();
         registry.register(
             "mail_outbox_unsent",
-            "Mails not sent yet: status=waiting (to be tried) or given_up (an operator decides).",
+            "Mails not sent yet: status=waiting (to be tried) or given_up (an operator decides)",
             outbox_unsent.clone(),
         );
         let outbox_oldest_age = FloatGauge::default();
         registry.register(
             "mail_outbox_oldest_unsent_age_seconds",
-            "Age of the oldest mail not sent yet (0 when none waits).",
+            "Age of the oldest mail not sent yet (0 when none waits)",
             outbox_oldest_age.clone(),
         );
         let pool_connections = Family::<StateLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
-            "Database connections of this process: state=in_use or idle.",
+            "Database connections of this process: state=in_use or idle",
             pool_connections.clone(),
         );
         let pool_max = Gauge::default();
         registry.register(
             "db_pool_max_connections",
-            "Most database connections this process opens.",
+            "Most database connections this process opens",
             pool_max.clone(),
         );
         let pool_waiting = Gauge::default();
         registry.register(
             "db_pool_waiting",
-            "Requests waiting for a database connection (PostgreSQL).",
+            "Requests waiting for a database connection (PostgreSQL)",
             pool_waiting.clone(),
         );
         let query_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "db_query_errors",
-            "Database errors: kind=unavailable (outage, busy, lost connection) or failed.",
+            "Database errors: kind=unavailable (outage, busy, lost connection) or failed",
             query_errors.clone(),
         );
         let signing_key_rotate_by = FloatGauge::default();
         registry.register(
             "build",
-            "The issuer's version.",
+            "The issuer's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         Metrics {
@@ -281,7 +282,8 @@ impl Metrics {
             .registry
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        registry.register(name, help, metric);
+        // The library ends every help text with a full stop.
+        registry.register(name, help.trim_end_matches('.'), metric);
     }
 
     /// A new integer gauge `coditect_NAME`, registered; keep it and set it.

@@ -126,7 +126,8 @@ mod tests {
             assert!(err.starts_with(var), "{err}");
             assert!(!err.contains(value), "{err}");
         }
-        let ok = metrics(&[("METRICS_TOKEN", &"x".repeat(32))]).unwrap();
+        let long = "x".repeat(32);
+        let ok = metrics(&[("METRICS_TOKEN", long.as_str())]).unwrap();
         assert!(ok.enabled());
     }
 }

@@ -16,8 +16,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use poem::PathPattern;
 use poem::http::StatusCode;
-use poem::route::PathPattern;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use tracing::Instrument as _;

@@ -93,7 +93,7 @@ pub async fn respond<E: Endpoint>(ep: Arc<E>, mut req: Request, state: &AppState
         Err(err) => {
             let mut resp = errors::from_framework(&err, method.as_str(), &path, &body, &request_id);
             // The route the error came from, for the request metrics.
-            if let Some(pattern) = err.data::<poem::route::PathPattern>() {
+            if let Some(pattern) = err.data::<poem::PathPattern>() {
                 resp.set_data(pattern.clone());
             }
             resp
