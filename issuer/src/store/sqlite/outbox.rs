@@ -167,6 +167,25 @@ pub(super) fn release(conn: &mut Connection, ids: &[String], now: i64) -> rusqli
     Ok(released)
 }
 
+/// How many mails are unsent (waiting, given up) and when the oldest was
+/// queued (the partial index `email_outbox_due` covers the unsent rows).
+pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<OutboxBacklog> {
+    conn.query_row(
+        "SELECT count(*) FILTER (WHERE next_attempt_at <> ?1),
+                count(*) FILTER (WHERE next_attempt_at = ?1),
+                min(created_at)
+         FROM email_outbox WHERE sent_at IS NULL",
+        [GAVE_UP],
+        |r| {
+            Ok(OutboxBacklog {
+                waiting: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                given_up: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                oldest_unsent_at: r.get(2)?,
+            })
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Db;
@@ -348,23 +367,4 @@ mod tests {
             (OutboxStatus::Waiting, 0, Some(400))
         );
     }
-}
-
-/// How many mails are unsent (waiting, given up) and when the oldest was
-/// queued (the partial index `email_outbox_due` covers the unsent rows).
-pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<OutboxBacklog> {
-    conn.query_row(
-        "SELECT count(*) FILTER (WHERE next_attempt_at <> ?1),
-                count(*) FILTER (WHERE next_attempt_at = ?1),
-                min(created_at)
-         FROM email_outbox WHERE sent_at IS NULL",
-        [GAVE_UP],
-        |r| {
-            Ok(OutboxBacklog {
-                waiting: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
-                given_up: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
-                oldest_unsent_at: r.get(2)?,
-            })
-        },
-    )
 }
