@@ -195,6 +195,8 @@ fn prometheus_scrapes_the_issuer_and_sees_what_happened() {
         &[
             ("METRICS_BIND", "127.0.0.1:0"),
             ("SIGNING_KEY_ROTATE_BY", "2027-03-31"),
+            // One activation per key: the second is refused by the limit.
+            ("RATE_LIMIT_ACTIVATE", "1/hour"),
             // Stripe's settings, for the webhook; its API is never reached
             // (an event the issuer does not act on needs no call).
             ("STRIPE_SECRET_KEY", "sk_test_metrics_e2e"),
@@ -224,8 +226,9 @@ fn prometheus_scrapes_the_issuer_and_sees_what_happened() {
     let prometheus = Prometheus::start(&bin, prom_dir.path(), &target);
     prometheus.expect(r#"up{job="coditect-issuer"}"#, 1.0);
 
-    // Traffic: one activation, two renewals, one refused renewal (another
-    // machine), an event the issuer ignores and one with a wrong secret.
+    // Traffic: one activation and one over the rate limit, two renewals,
+    // one refused renewal (another machine), an event the issuer ignores
+    // and one with a wrong secret.
     let hw = hardware_id("metrics-e2e-machine");
     let other = hardware_id("metrics-e2e-other");
     server
@@ -234,6 +237,12 @@ fn prometheus_scrapes_the_issuer_and_sees_what_happened() {
             &json!({ "license_key": license.key, "hardware_id": hw, "machine_name": "m" }),
         )
         .expect_status(201);
+    server
+        .post_json(
+            ACTIVATE,
+            &json!({ "license_key": license.key, "hardware_id": other, "machine_name": "o" }),
+        )
+        .expect_problem(429, "rate_limited");
     for _ in 0..2 {
         server
             .post_json(
@@ -286,6 +295,14 @@ fn prometheus_scrapes_the_issuer_and_sees_what_happened() {
     );
     p.expect(
         r#"coditect_http_requests_total{route="unmatched",method="GET",status="4xx"}"#,
+        1.0,
+    );
+    p.expect(
+        r#"coditect_rate_limit_refusals_total{limit="activate"}"#,
+        1.0,
+    );
+    p.expect(
+        r#"coditect_http_requests_total{route="/api/v1/licenses/activate",method="POST",status="4xx"}"#,
         1.0,
     );
     p.expect(r#"coditect_webhook_events_total{outcome="ignored"}"#, 1.0);

@@ -1410,7 +1410,8 @@ pub async fn mail_is_claimed_once_retried_and_given_up(store: SharedStore) {
 }
 
 /// The metrics' view of the outbox: unsent mail by status and when the
-/// oldest unsent one was queued; sent mail drops out of it.
+/// oldest unsent one was queued; sent mail drops out of it. And of the
+/// connection pool.
 pub async fn the_outbox_backlog_counts_unsent_mail_and_its_age(store: SharedStore) {
     assert_eq!(
         store.outbox_backlog().await.unwrap(),
@@ -1453,6 +1454,11 @@ pub async fn the_outbox_backlog_counts_unsent_mail_and_its_age(store: SharedStor
         },
         "the given-up mail is still unsent, and now the oldest"
     );
+    // The pool the metrics report: no connection lent out between calls.
+    let pool = store.pool_status();
+    assert!(pool.max > 0, "{pool:?}");
+    assert_eq!(pool.in_use, 0, "{pool:?}");
+    assert!(pool.idle >= 1 && pool.idle <= pool.max, "{pool:?}");
 }
 
 pub async fn two_senders_never_claim_the_same_mail(store: SharedStore) {
