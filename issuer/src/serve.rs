@@ -134,6 +134,17 @@ fn serve_metrics<A: Acceptor + 'static>(acceptor: A, state: AppState) {
         .and_then(|a| a.as_socket_addr().copied())
         .map_or_else(|| "?".to_owned(), |a| a.to_string());
     tracing::info!("serving metrics at http://{shown}/metrics");
+    if state.config.metrics.token.is_none()
+        && state
+            .config
+            .metrics
+            .bind
+            .is_some_and(|a| !a.ip().is_loopback())
+    {
+        tracing::warn!(
+            "METRICS_BIND listens on {shown}, reachable from other machines, and METRICS_TOKEN is not set: anyone who reaches that port reads the metrics"
+        );
+    }
     tokio::spawn(async move {
         if let Err(e) = poem::Server::new_with_acceptor(acceptor)
             .run(crate::http::middleware::metrics::endpoint(state))

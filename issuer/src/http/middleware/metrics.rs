@@ -1,17 +1,17 @@
 //! Request metrics and the `/metrics` endpoint.
 //!
 //! [`observe`] wraps the whole pipeline: when `/metrics` is served at all,
-//! every answer is counted by its
-//! route *template* (the router's pattern, `/api/v1/licenses/validate`;
-//! never the raw path, which a client chooses), its method and its status
-//! class, and its time goes into the latency histogram. A request no route
-//! matched is `unmatched`.
+//! every answer is counted by its route *template* (the router's pattern,
+//! `/api/v1/licenses/validate`; never the raw path, which a client
+//! chooses), its method and its status class, and its time goes into the
+//! latency histogram. A request no route matched is `unmatched`.
 //!
 //! `/metrics` itself is never public by accident: it is served either on a
-//! listener of its own (`METRICS_BIND`, [`endpoint`]) or on the main
-//! listener only to `Authorization: Bearer <METRICS_TOKEN>` ([`guarded`];
-//! 401 without it). With neither set the main listener has no `/metrics`
-//! (404).
+//! listener of its own (`METRICS_BIND`, [`endpoint`]; it needs the token
+//! too when one is set, and the server warns when that listener is
+//! reachable from other machines without one) or on the main listener only
+//! to `Authorization: Bearer <METRICS_TOKEN>` ([`guarded`]; 401 without
+//! it). With neither set the main listener has no `/metrics` (404).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -175,13 +175,20 @@ pub async fn guarded(req: &Request, state: &AppState) -> Response {
 }
 
 /// The whole application of the metrics listener (`METRICS_BIND`):
-/// `GET /metrics`, nothing else.
+/// `GET /metrics`, nothing else; with `METRICS_TOKEN` set, for the token
+/// only there too.
 pub fn endpoint(state: AppState) -> impl Endpoint {
     poem::Route::new().at(
         "/metrics",
-        poem::get(poem::endpoint::make(move |_req| {
+        poem::get(poem::endpoint::make(move |req| {
             let state = state.clone();
-            async move { scrape(&state).await }
+            async move {
+                if state.config.metrics.token.is_some() {
+                    guarded(&req, &state).await
+                } else {
+                    scrape(&state).await
+                }
+            }
         })),
     )
 }
