@@ -39,6 +39,10 @@ scripts/check-layers.sh
 # and agree with the Dockerfile and .env.example.
 python3 deploy/cloud-run/render.py --check
 
+# Prometheus (Debian package): the alert rules checked and unit-tested with
+# promtool; tests/tests/metrics_e2e.rs starts the server.
+scripts/prometheus.sh
+
 # PostgreSQL: the server CODITECT_TEST_POSTGRES names, else the one on
 # 127.0.0.1:5432, else a throwaway one (initdb into a temporary folder,
 # stopped when this script ends). Every test makes its own database.

@@ -11,7 +11,7 @@
 //! | [`app`] | the use cases and the process's workers (audit writer, mail sender) |
 //! | [`http`] | router, middleware, JSON API and web pages |
 //!
-//! [`config`], [`keys`] and [`fsutil`] are read by all of them; [`serve`]
+//! [`config`], [`keys`], [`logging`] and [`fsutil`] are read by all of them; [`serve`]
 //! and [`admin`] put the parts together for the `coditect-issuer` binary.
 
 // `ApiError` is the response enum of the HTTP API (a problem document per
@@ -25,5 +25,6 @@ pub mod domain;
 pub mod fsutil;
 pub mod http;
 pub mod keys;
+pub mod logging;
 pub mod serve;
 pub mod store;

@@ -13,25 +13,22 @@ use crate::app::AppState;
 use crate::config::{Config, DatabaseLocation, Environment, Overrides, ProcessEnv};
 use crate::store::{Migrations, SharedStore};
 
-/// Logs go to stderr; `LOG_FORMAT=json` for structured logs, `RUST_LOG` for
-/// the level (default `info`).
+/// Starts the log (`crate::logging`: JSON lines for Cloud Logging in
+/// production or with `LOG_FORMAT=json`, colour only on a terminal).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    crate::logging::init();
+}
+
+/// Loads the configuration, quietly: what it notes for the operator (the
+/// development key, a generated secret, mail written to the log) concerns
+/// a server, and `serve` logs it ([`load_config_for_serving`]).
+pub fn load_config(overrides: &Overrides) -> Result<Config, AdminError> {
+    let mut notices = Vec::new();
+    Ok(Config::load(&ProcessEnv, overrides, &mut notices)?)
 }
 
 /// Loads the configuration and logs its notices.
-pub fn load_config(overrides: &Overrides) -> Result<Config, AdminError> {
+fn load_config_for_serving(overrides: &Overrides) -> Result<Config, AdminError> {
     let mut notices = Vec::new();
     let config = Config::load(&ProcessEnv, overrides, &mut notices)?;
     for n in &notices {
@@ -68,7 +65,7 @@ pub fn migrations_for(config: &Config) -> Migrations {
 }
 
 pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
-    let config = load_config(&Overrides { bind })?;
+    let config = load_config_for_serving(&Overrides { bind })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,7 +95,16 @@ pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
             environment = ?config.environment,
             "listening on http://{local}"
         );
+        let metrics_acceptor = match config.metrics.bind {
+            Some(addr) => Some(TcpListener::bind(addr).into_acceptor().await.map_err(|e| {
+                AdminError::User(format!("cannot listen on {addr} (METRICS_BIND): {e}"))
+            })?),
+            None => None,
+        };
         let state = AppState::new(config, store);
+        if let Some(acceptor) = metrics_acceptor {
+            serve_metrics(acceptor, state.clone());
+        }
         let draining = state.clone();
         let served = poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
@@ -117,6 +123,36 @@ pub fn run(bind: Option<SocketAddr>) -> Result<(), AdminError> {
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves `/metrics` alone on the `METRICS_BIND` listener, until the
+/// process ends.
+fn serve_metrics<A: Acceptor + 'static>(acceptor: A, state: AppState) {
+    let shown = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .map_or_else(|| "?".to_owned(), |a| a.to_string());
+    tracing::info!("serving metrics at http://{shown}/metrics");
+    if state.config.metrics.token.is_none()
+        && state
+            .config
+            .metrics
+            .bind
+            .is_some_and(|a| !a.ip().is_loopback())
+    {
+        tracing::warn!(
+            "METRICS_BIND listens on {shown}, reachable from other machines, and METRICS_TOKEN is not set: anyone who reaches that port reads the metrics"
+        );
+    }
+    tokio::spawn(async move {
+        if let Err(e) = poem::Server::new_with_acceptor(acceptor)
+            .run(crate::http::middleware::metrics::endpoint(state))
+            .await
+        {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
 }
 
 /// After SIGTERM the platform (Cloud Run) allows 10 s before it kills the

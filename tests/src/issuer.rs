@@ -62,6 +62,11 @@ const ISSUER_VARS: &[&str] = &[
     "BILLING_GRACE",
     "PAST_DUE_GRACE",
     "TRUST_PROXY",
+    "METRICS_BIND",
+    "METRICS_TOKEN",
+    "METRICS_TOKEN_FILE",
+    "SIGNING_KEY_ROTATE_BY",
+    "GOOGLE_CLOUD_PROJECT",
 ];
 
 /// Rate limits set for every process the tests start, since the tests that

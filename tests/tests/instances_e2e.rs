@@ -267,6 +267,7 @@ fn the_cloud_run_container_runs_as_two_instances_after_the_migrate_job() {
             "coditect-stripe-secret-key" => "sk_test_container".into(),
             "coditect-stripe-webhook-secret" => "whsec_container".into(),
             "coditect-smtp-url" => smtp.clone(),
+            "coditect-metrics-token" => "container-test-metrics-token-0123456789abcdef".into(),
             other => panic!("container.json names a secret this test does not fill: {other}"),
         }
     };

@@ -24,12 +24,13 @@ pub struct Issued {
 async fn audited(
     state: &AppState,
     client: &Client,
-    event: &str,
+    event: &'static str,
     now: i64,
     result: Result<Grant, LicenseError>,
 ) -> Result<Grant, LicenseError> {
     match &result {
         Ok(grant) => {
+            state.metrics.license_granted(event);
             state
                 .audit
                 .log(
@@ -42,6 +43,7 @@ async fn audited(
         }
         Err(e) => {
             if let Some(code) = e.code() {
+                state.metrics.license_refused(event, code);
                 state
                     .audit
                     .log(Event::new(now, event, code).client(client))
@@ -53,8 +55,10 @@ async fn audited(
 }
 
 fn sign(state: &AppState, grant: Grant, now: i64) -> Result<Issued, LicenseError> {
+    let started = std::time::Instant::now();
     let token = tokens::issue(&state.config.signer, &grant, state.token_policy(), now)
         .map_err(|e| LicenseError::Signing(e.to_string()))?;
+    state.metrics.token_signed(started.elapsed());
     Ok(Issued { grant, token })
 }
 

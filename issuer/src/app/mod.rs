@@ -16,6 +16,7 @@ pub mod billing;
 pub mod licenses;
 pub mod limits;
 pub mod mail;
+pub mod metrics;
 pub mod passwords;
 pub mod stats;
 
@@ -43,6 +44,9 @@ pub struct AppState {
     /// Request rate limits: in the database on PostgreSQL, in this
     /// process on SQLite (see `app::limits`).
     pub limits: Arc<limits::Limiters>,
+    /// The process's metrics (`/metrics`); other modules add theirs with
+    /// [`metrics::Metrics::gauge`].
+    pub metrics: Arc<metrics::Metrics>,
     /// Set when the process has been asked to stop: `/readyz` answers 503
     /// from then on, so no new traffic is sent here.
     pub draining: Arc<AtomicBool>,
@@ -68,6 +72,10 @@ impl AppState {
             _ => None,
         };
         let config = Arc::new(config);
+        let metrics = Arc::new(metrics::Metrics::new());
+        if let Some(at) = config.metrics.signing_key_rotate_by {
+            metrics.set_signing_key_rotate_by(at);
+        }
         billing::start_housekeeping(Arc::clone(&store));
         audit::start_pruning(Arc::clone(&store), config.audit_retention_days);
         accounts::start_housekeeping(Arc::clone(&store), config.unverified_account_ttl);
@@ -76,6 +84,7 @@ impl AppState {
             mailer: mail::Mailer::start(Arc::clone(&store), Arc::clone(&config)),
             audit: audit::AuditLog::start(Arc::clone(&store)),
             draining: Arc::new(AtomicBool::new(false)),
+            metrics,
             config,
             stripe,
             prices,

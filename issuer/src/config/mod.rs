@@ -7,6 +7,7 @@
 
 mod audit;
 mod env;
+mod metrics;
 mod rate_limits;
 mod secrets;
 mod stripe;
@@ -22,6 +23,7 @@ use crate::store::postgres::PgUrl;
 
 pub use audit::{DEFAULT_AUDIT_RETENTION_DAYS, MIN_PRODUCTION_AUDIT_RETENTION_DAYS};
 pub use env::{Env, ProcessEnv};
+pub use metrics::{MIN_METRICS_TOKEN_BYTES, MetricsConfig};
 pub use rate_limits::{Per, Rate, RateLimits};
 pub use stripe::{Prices, StripeConfig};
 
@@ -127,6 +129,9 @@ pub struct Config {
     /// Audit rows older than this many days are deleted by the
     /// housekeeping (`AUDIT_RETENTION_DAYS`, 400).
     pub audit_retention_days: u32,
+    /// `/metrics` (`METRICS_BIND`, `METRICS_TOKEN`) and what the metrics
+    /// publish about the key (`SIGNING_KEY_ROTATE_BY`).
+    pub metrics: MetricsConfig,
 }
 
 /// Outgoing mail settings.
@@ -162,6 +167,7 @@ impl std::fmt::Debug for Config {
             .field("token_renew_after", &self.token_renew_after)
             .field("rate_limits", &self.rate_limits)
             .field("trust_proxy", &self.trust_proxy)
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }
@@ -320,6 +326,7 @@ impl Config {
         let license_key_pepper = license_key_pepper(env, production, &data_dir, notices)?;
 
         let audit_retention_days = audit_retention_days(env, production)?;
+        let metrics = metrics::metrics(env)?;
         if production {
             rate_limits.check_production_ceiling()?;
         }
@@ -349,6 +356,7 @@ impl Config {
             past_due_grace,
             mail,
             audit_retention_days,
+            metrics,
         })
     }
 }

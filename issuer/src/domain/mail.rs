@@ -174,6 +174,17 @@ impl OutboxStatus {
     }
 }
 
+/// How much mail waits in the outbox (for the metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    /// Unsent mails still to be tried.
+    pub waiting: u64,
+    /// Unsent mails given up on (an operator decides: `mail retry`).
+    pub given_up: u64,
+    /// When the oldest unsent mail (waiting or given up) was queued.
+    pub oldest_unsent_at: Option<i64>,
+}
+
 /// One outbox row as an operator sees it: never the body, which can hold
 /// a license key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -117,7 +117,21 @@ pub fn app(state: AppState) -> impl Endpoint {
             }
         }
     });
-    Route::new()
+    let mut routes = Route::new();
+    // `/metrics` on this listener only behind METRICS_TOKEN (see
+    // `middleware::metrics`); without it there is no such route (404).
+    if state.config.metrics.token.is_some() {
+        let metrics_state = state.clone();
+        routes = routes.at(
+            "/metrics",
+            poem::get(poem::endpoint::make(move |req| {
+                let state = metrics_state.clone();
+                async move { middleware::metrics::guarded(&req, &state).await }
+            })),
+        );
+    }
+    let metrics_state = state.clone();
+    routes
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", Route::new().at("/", docs))
@@ -154,6 +168,10 @@ pub fn app(state: AppState) -> impl Endpoint {
         .around(move |ep, req| {
             let state = state.clone();
             async move { Ok(middleware::respond(ep, req, &state).await) }
+        })
+        .around(move |ep, req| {
+            let state = metrics_state.clone();
+            async move { Ok(middleware::metrics::observe(ep, req, &state).await) }
         })
         .around(move |ep, req| {
             let state = site_state.clone();

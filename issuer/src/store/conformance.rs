@@ -33,7 +33,7 @@ use crate::domain::license::{
     LicenseError, LicenseStatus, NewLicense, Releaser, Seat, TRANSFER_WINDOW, transfers_allowed,
 };
 use crate::domain::license_key::LicenseKey;
-use crate::domain::mail::{CLAIM_SECS, Failure, Mail, Next, OutboxStatus};
+use crate::domain::mail::{CLAIM_SECS, Failure, Mail, Next, OutboxBacklog, OutboxStatus};
 use crate::domain::plans;
 
 mod rate_counters;
@@ -108,6 +108,7 @@ macro_rules! conformance_tests {
             pilot_facts_count_signups_activations_invoices_and_revenue_history,
             the_key_is_revealed_once_to_the_browser_that_paid,
             mail_is_claimed_once_retried_and_given_up,
+            the_outbox_backlog_counts_unsent_mail_and_its_age,
             two_senders_never_claim_the_same_mail,
             a_stopping_sender_gives_its_claims_back,
             the_audit_log_appends_and_filters,
@@ -1633,6 +1634,58 @@ pub async fn mail_is_claimed_once_retried_and_given_up(store: SharedStore) {
     assert!(!store.retry_mail("nope", NOW + 800).await.unwrap());
     let revived = store.claim_mail(NOW + 800, 10).await.unwrap();
     assert!(revived.iter().any(|d| d.id == later));
+}
+
+/// The metrics' view of the outbox: unsent mail by status and when the
+/// oldest unsent one was queued; sent mail drops out of it. And of the
+/// connection pool.
+pub async fn the_outbox_backlog_counts_unsent_mail_and_its_age(store: SharedStore) {
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        OutboxBacklog::default(),
+        "an empty outbox"
+    );
+    let oldest = store.enqueue_mail(&mail("a@x.io"), NOW).await.unwrap();
+    let doomed = store
+        .enqueue_mail(&mail("b@x.io"), NOW + 100)
+        .await
+        .unwrap();
+    store
+        .enqueue_mail(&mail("c@x.io"), NOW + 200)
+        .await
+        .unwrap();
+    store
+        .mail_failed(
+            &doomed,
+            NOW + 300,
+            &Failure::permanent("no such address"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        OutboxBacklog {
+            waiting: 2,
+            given_up: 1,
+            oldest_unsent_at: Some(NOW),
+        }
+    );
+    store.mail_sent(&oldest, NOW + 400).await.unwrap();
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        OutboxBacklog {
+            waiting: 1,
+            given_up: 1,
+            oldest_unsent_at: Some(NOW + 100),
+        },
+        "the given-up mail is still unsent, and now the oldest"
+    );
+    // The pool the metrics report: no connection lent out between calls.
+    let pool = store.pool_status();
+    assert!(pool.max > 0, "{pool:?}");
+    assert_eq!(pool.in_use, 0, "{pool:?}");
+    assert!(pool.idle >= 1 && pool.idle <= pool.max, "{pool:?}");
 }
 
 pub async fn two_senders_never_claim_the_same_mail(store: SharedStore) {

@@ -35,7 +35,7 @@ use crate::domain::license::{
     Activation, Freed, Grant, License, LicenseError, NewLicense, Releaser, Seat,
 };
 use crate::domain::license_key::{KeyPepper, LicenseKey};
-use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
+use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxBacklog, OutboxEntry};
 use crate::domain::rate_limit::{Gcra, GcraOutcome};
 use crate::domain::stats::PilotFacts;
 
@@ -121,6 +121,54 @@ pub trait Store:
     async fn schema_version(&self) -> Result<u32, StorageError>;
     /// Where the data is, for logs and admin output (never a password).
     fn location(&self) -> String;
+    /// The connection pool's state now (for the metrics).
+    fn pool_status(&self) -> PoolStatus;
+}
+
+/// A connection pool's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections lent out now.
+    pub in_use: u32,
+    /// Connections open and free.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+    /// Callers waiting for a connection (PostgreSQL; 0 on SQLite, whose
+    /// pool does not tell).
+    pub waiting: u32,
+}
+
+/// Database errors of this process since it started, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryErrors {
+    /// Outages: busy or locked (SQLite), lost or refused connections, no
+    /// connection free in time.
+    pub unavailable: u64,
+    /// Every other failure of a statement.
+    pub failed: u64,
+}
+
+static UNAVAILABLE_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FAILED_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a database error as it becomes a [`StorageError`] (both
+/// backends' conversions call this), for the metrics.
+pub(crate) fn counted(e: StorageError) -> StorageError {
+    let counter = match &e {
+        StorageError::Unavailable(_) => &UNAVAILABLE_ERRORS,
+        StorageError::Failed(_) => &FAILED_ERRORS,
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    e
+}
+
+/// The database errors counted so far in this process.
+pub fn query_errors() -> QueryErrors {
+    QueryErrors {
+        unavailable: UNAVAILABLE_ERRORS.load(std::sync::atomic::Ordering::Relaxed),
+        failed: FAILED_ERRORS.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 /// Organizations, users, failed sign-ins and login sessions.
@@ -391,6 +439,9 @@ pub trait Outbox {
     /// sender takes them at once instead of after the claim runs out.
     /// Returns how many were given back.
     async fn release_mail(&self, ids: &[String], now: i64) -> Result<usize, StorageError>;
+    /// How many mails are unsent (waiting, given up) and when the oldest
+    /// of them was queued.
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StorageError>;
 }
 
 /// Rate-limit counters kept in the database, for limits that hold across

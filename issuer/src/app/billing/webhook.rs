@@ -153,6 +153,19 @@ pub async fn receive(
     match process(state, event, now).await {
         Ok(outcome) => {
             tracing::info!(event = %id, %kind, outcome = outcome.as_str(), "Stripe event");
+            state.metrics.webhook_event(match &outcome {
+                Outcome::Applied => "applied",
+                Outcome::Duplicate => "duplicate",
+                Outcome::Stale => "stale",
+                Outcome::Ignored(_) => "ignored",
+            });
+            if matches!(outcome, Outcome::Applied) {
+                match kind.as_str() {
+                    "invoice.paid" => state.metrics.invoice(true),
+                    "invoice.payment_failed" => state.metrics.invoice(false),
+                    _ => {}
+                }
+            }
             let mut audit = Event::new(now, "stripe_webhook", outcome.as_str())
                 .actor("stripe")
                 .subject("stripe_event", id.clone())
@@ -192,6 +205,7 @@ pub async fn refused(
     error: WebhookError,
 ) -> WebhookError {
     if !error.is_unverified() {
+        state.metrics.webhook_refused(error.code());
         tracing::warn!(code = error.code(), detail = %error, "Stripe webhook refused");
         state
             .audit
@@ -205,13 +219,17 @@ pub async fn refused(
     }
     let ip = client.ip.as_deref().and_then(|ip| ip.parse().ok());
     let error = match state.limits.check_webhook_refusal(ip).await {
-        Ok(Decision::Refused(refusal)) => WebhookError::RateLimited(refusal),
+        Ok(Decision::Refused(refusal)) => {
+            state.metrics.rate_limited(refusal.report.limit.name());
+            WebhookError::RateLimited(refusal)
+        }
         Ok(Decision::Allowed(_)) => error,
         Err(e) => {
             tracing::warn!(error = %e, "cannot count a refused webhook delivery");
             error
         }
     };
+    state.metrics.webhook_refused(error.code());
     // Over the limit: not logged one by one either.
     if !matches!(error, WebhookError::RateLimited(_)) {
         tracing::warn!(code = error.code(), detail = %error, "Stripe webhook refused");

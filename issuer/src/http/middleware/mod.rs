@@ -13,10 +13,14 @@
 //!    (`errors`).
 //! 7. `security_headers`, the request id and the rate-limit headers on
 //!    every answer.
+//!
+//! Around all of it, `metrics` counts each answer by route template,
+//! method and status class, and times it.
 
 pub mod body_limit;
 pub mod errors;
 pub mod field_errors;
+pub mod metrics;
 pub mod rate_limit;
 pub mod request_id;
 pub mod security_headers;
@@ -55,6 +59,7 @@ pub async fn respond<E: Endpoint>(ep: Arc<E>, mut req: Request, state: &AppState
         match state.limits.check(route, client, key.as_ref()).await {
             Ok(rate_limit::Decision::Allowed(report)) => allowed = Some(report),
             Ok(rate_limit::Decision::Refused(refusal)) => {
+                state.metrics.rate_limited(refusal.report.limit.name());
                 let mut p = rate_limit::refusal_problem(&refusal);
                 p.request_id = Some(request_id.clone());
                 let client = client.map(|c| c.to_string()).unwrap_or_default();
@@ -79,13 +84,20 @@ pub async fn respond<E: Endpoint>(ep: Arc<E>, mut req: Request, state: &AppState
     let late_report = rate_limit::LateReport::default();
     req.extensions_mut().insert(late_report.clone());
     req.set_body(body.clone());
-    let span = tracing::info_span!("request", %request_id);
-    let mut resp = match tracing::Instrument::instrument(ep.call(req), span).await {
+    // The request's span and its closing log line are `metrics::observe`'s.
+    let mut resp = match ep.call(req).await {
         Ok(r) => r.into_response(),
         // Our own problem responses (ApiError) travel as errors made from a
         // response: keep them as they are.
         Err(err) if err.is_from_response() => err.into_response(),
-        Err(err) => errors::from_framework(&err, method.as_str(), &path, &body, &request_id),
+        Err(err) => {
+            let mut resp = errors::from_framework(&err, method.as_str(), &path, &body, &request_id);
+            // The route the error came from, for the request metrics.
+            if let Some(pattern) = err.data::<poem::PathPattern>() {
+                resp.set_data(pattern.clone());
+            }
+            resp
+        }
     };
     if resp.content_type() == Some("application/problem+json") {
         resp = request_id::into_problem(resp, &request_id).await;
@@ -99,7 +111,5 @@ pub async fn respond<E: Endpoint>(ep: Arc<E>, mut req: Request, state: &AppState
     {
         resp.headers_mut().insert(poem::http::header::ALLOW, v);
     }
-    let resp = finish(resp);
-    tracing::info!(%request_id, %method, %path, status = resp.status().as_u16(), "request");
-    resp
+    finish(resp)
 }

@@ -165,6 +165,7 @@ pub async fn check_billing(
             Ok(())
         }
         Ok(Decision::Refused(refusal)) => {
+            state.metrics.rate_limited(refusal.report.limit.name());
             tracing::warn!(user = %user.id, organization = %user.organization_id, limit = ?refusal.report.limit, retry_after = refusal.retry_after, "billing call rate limited");
             Err(refusal_error(&refusal, refusal_problem(&refusal)))
         }

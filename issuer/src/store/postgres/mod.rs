@@ -110,11 +110,11 @@ impl From<tokio_postgres::Error> for StorageError {
             Some(db) => format!("{}: {}", db.code().code(), db.message()),
             None => e.to_string(),
         };
-        if transient {
+        crate::store::counted(if transient {
             StorageError::Unavailable(text)
         } else {
             StorageError::Failed(text)
-        }
+        })
     }
 }
 
@@ -135,7 +135,7 @@ impl From<deadpool_postgres::PoolError> for StorageError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => StorageError::Unavailable(other.to_string()),
+            other => crate::store::counted(StorageError::Unavailable(other.to_string())),
         }
     }
 }

@@ -18,7 +18,8 @@ use zeroize::Zeroizing;
 use super::{PgStore, column};
 use crate::domain::StorageError;
 use crate::domain::mail::{
-    CLAIM_SECS, DueMail, Failure, Mail, Next, OutboxEntry, OutboxStatus, after_failure,
+    CLAIM_SECS, DueMail, Failure, GAVE_UP, Mail, Next, OutboxBacklog, OutboxEntry, OutboxStatus,
+    after_failure,
 };
 use crate::store::Outbox;
 
@@ -195,6 +196,24 @@ impl Outbox for PgStore {
             });
         }
         Ok(entries)
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE next_attempt_at <> $1),
+                        count(*) FILTER (WHERE next_attempt_at = $1),
+                        min(created_at)
+                 FROM email_outbox WHERE sent_at IS NULL",
+            )
+            .await?;
+        let row = conn.query_one(&stmt, &[&GAVE_UP]).await?;
+        Ok(OutboxBacklog {
+            waiting: column::<i64>(&row, 0)?.try_into().unwrap_or(0),
+            given_up: column::<i64>(&row, 1)?.try_into().unwrap_or(0),
+            oldest_unsent_at: column(&row, 2)?,
+        })
     }
 
     async fn retry_mail(&self, id: &str, now: i64) -> Result<bool, StorageError> {

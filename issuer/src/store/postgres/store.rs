@@ -70,4 +70,15 @@ impl Store for PgStore {
     fn location(&self) -> String {
         self.db.location().to_owned()
     }
+
+    fn pool_status(&self) -> crate::store::PoolStatus {
+        let status = self.db.pool.status();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        crate::store::PoolStatus {
+            in_use: count(status.size.saturating_sub(status.available)),
+            idle: count(status.available),
+            max: count(status.max_size),
+            waiting: count(status.waiting),
+        }
+    }
 }

@@ -83,7 +83,7 @@ pub fn latest_version() -> u32 {
 
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
-        match e {
+        super::counted(match e {
             rusqlite::Error::SqliteFailure(f, _)
                 if matches!(
                     f.code,
@@ -93,13 +93,13 @@ impl From<rusqlite::Error> for StorageError {
                 StorageError::Unavailable(e.to_string())
             }
             other => StorageError::Failed(other.to_string()),
-        }
+        })
     }
 }
 
 impl From<r2d2::Error> for StorageError {
     fn from(e: r2d2::Error) -> Self {
-        StorageError::Unavailable(e.to_string())
+        super::counted(StorageError::Unavailable(e.to_string()))
     }
 }
 
@@ -285,6 +285,17 @@ impl Db {
 }
 
 impl Db {
+    /// The pool's state.
+    pub(crate) fn pool_status(&self) -> crate::store::PoolStatus {
+        let state = self.pool.state();
+        crate::store::PoolStatus {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+            waiting: 0,
+        }
+    }
+
     /// A connection on this thread: for work at opening (before any
     /// request) and for tests that look at the SQL itself.
     pub(crate) fn conn(

@@ -9,7 +9,8 @@ use zeroize::Zeroizing;
 
 use super::scrub;
 use crate::domain::mail::{
-    CLAIM_SECS, DueMail, Failure, Mail, Next, OutboxEntry, OutboxStatus, after_failure,
+    CLAIM_SECS, DueMail, Failure, GAVE_UP, Mail, Next, OutboxBacklog, OutboxEntry, OutboxStatus,
+    after_failure,
 };
 
 /// Queues a mail inside the caller's transaction; returns its id.
@@ -164,6 +165,25 @@ pub(super) fn release(conn: &mut Connection, ids: &[String], now: i64) -> rusqli
     }
     tx.commit()?;
     Ok(released)
+}
+
+/// How many mails are unsent (waiting, given up) and when the oldest was
+/// queued (the partial index `email_outbox_due` covers the unsent rows).
+pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<OutboxBacklog> {
+    conn.query_row(
+        "SELECT count(*) FILTER (WHERE next_attempt_at <> ?1),
+                count(*) FILTER (WHERE next_attempt_at = ?1),
+                min(created_at)
+         FROM email_outbox WHERE sent_at IS NULL",
+        [GAVE_UP],
+        |r| {
+            Ok(OutboxBacklog {
+                waiting: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                given_up: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                oldest_unsent_at: r.get(2)?,
+            })
+        },
+    )
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::domain::license::{
     Activation, Freed, Grant, License, LicenseError, NewLicense, Releaser, Seat,
 };
 use crate::domain::license_key::{KeyPepper, LicenseKey};
-use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
+use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxBacklog, OutboxEntry};
 use crate::domain::stats::PilotFacts;
 use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, Store};
 
@@ -107,6 +107,10 @@ impl Store for SqliteStore {
 
     fn location(&self) -> String {
         self.db.path.display().to_string()
+    }
+
+    fn pool_status(&self) -> crate::store::PoolStatus {
+        self.db.pool_status()
     }
 }
 
@@ -623,6 +627,10 @@ impl Outbox for SqliteStore {
         self.db
             .run(move |c| outbox::list(c, unsent_only, limit).map_err(storage))
             .await
+    }
+
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StorageError> {
+        self.db.run(|c| outbox::backlog(c).map_err(storage)).await
     }
 
     async fn retry_mail(&self, id: &str, now: i64) -> Result<bool, StorageError> {
