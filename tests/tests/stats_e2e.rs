@@ -30,6 +30,9 @@ fn nth_key(env: &BillingEnv, n: usize) -> String {
     }
 }
 
+/// Lets the test read `/metrics` on the main port.
+const METRICS_TOKEN: &str = "stats-e2e-metrics-token-0123456789abcdef";
+
 fn activate(env: &BillingEnv, key: &str, machine: &str) {
     env.client()
         .post_json(
@@ -53,7 +56,7 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets(backend: Ba
     let Some(_db) = TestDatabase::create(backend, dir.path()) else {
         return;
     };
-    let env = BillingEnv::start(dir.path(), &[]);
+    let env = BillingEnv::start(dir.path(), &[("METRICS_TOKEN", METRICS_TOKEN)]);
     let a = env.buy("a@example.com", "pilot-starter", "month");
     let key_a = nth_key(&env, 1);
     let b = env.buy("b@example.com", "pilot-professional", "month");
@@ -129,6 +132,31 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets(backend: Ba
             ("mrr".to_owned(), "$68.00".to_owned(), false),
         ]
     );
+
+    // The same figures as gauges on /metrics, read by the server itself.
+    let metrics = env.client().with_bearer(METRICS_TOKEN).get("/metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    for series in [
+        r#"coditect_pilot_paid_signups{plan="pilot-starter"} 2"#,
+        r#"coditect_pilot_paid_signups{plan="pilot-professional"} 1"#,
+        "coditect_pilot_paid_licenses 3",
+        "coditect_pilot_activated_licenses 2",
+        "coditect_pilot_invoices_attempted 5",
+        "coditect_pilot_invoices_paid 4",
+        "coditect_pilot_mrr_minor_units 6800",
+        "coditect_pilot_mrr_unpriced_subscriptions 0",
+        "coditect_pilot_churn_base_subscriptions 3",
+        "coditect_pilot_churned_subscriptions 1",
+        "coditect_pilot_active_machines 2",
+        r#"coditect_pilot_target_met{target="paid_signups"} 0"#,
+        r#"coditect_pilot_target_met{target="mrr"} 0"#,
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == series),
+            "`{series}` missing from:\n{}",
+            metrics.body
+        );
+    }
 
     // The same figures for the operator's eyes.
     let out = admin_with_env(dir.path(), &["stats"], &env_refs(&vars));

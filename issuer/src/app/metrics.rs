@@ -18,9 +18,9 @@
 //!
 //! ```ignore
 //! # let metrics = coditect_issuer::app::metrics::Metrics::new();
-//! let paid = metrics.gauge("pilot_paid_signups", "Organizations that completed a checkout.");
-//! paid.set(42);
-//! assert!(metrics.encode().contains("coditect_pilot_paid_signups 42"));
+//! let open = metrics.gauge("open_checkouts", "Checkout sessions not completed yet");
+//! open.set(42);
+//! assert!(metrics.encode().contains("coditect_open_checkouts 42"));
 //! ```
 
 use std::sync::Mutex;
@@ -140,6 +140,7 @@ pub struct Metrics {
     pool_waiting: Gauge,
     query_errors: Family<KindLabels, Counter>,
     signing_key_rotate_by: FloatGauge,
+    pilot: super::pilot_gauges::PilotGauges,
 }
 
 impl Default for Metrics {
@@ -255,6 +256,7 @@ impl Metrics {
             "The issuer's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let pilot = super::pilot_gauges::PilotGauges::register(&mut registry);
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -273,7 +275,13 @@ impl Metrics {
             pool_waiting,
             query_errors,
             signing_key_rotate_by,
+            pilot,
         }
+    }
+
+    /// The pilot's figures as gauges (`app::pilot_gauges`).
+    pub fn pilot(&self) -> &super::pilot_gauges::PilotGauges {
+        &self.pilot
     }
 
     /// Registers any `prometheus_client` metric under `coditect_NAME`.
@@ -497,10 +505,11 @@ mod tests {
     #[test]
     fn another_module_adds_a_gauge_in_one_call() {
         let m = Metrics::new();
-        m.gauge("pilot_paid_signups", "Paid signups.").set(7);
-        m.float_gauge("pilot_mrr_dollars", "MRR.").set(1234.5);
+        m.gauge("open_checkouts", "Checkout sessions not completed yet.")
+            .set(7);
+        m.float_gauge("example_ratio", "A ratio.").set(1234.5);
         let text = m.encode();
-        assert!(text.contains("coditect_pilot_paid_signups 7"), "{text}");
-        assert!(text.contains("coditect_pilot_mrr_dollars 1234.5"), "{text}");
+        assert!(text.contains("coditect_open_checkouts 7"), "{text}");
+        assert!(text.contains("coditect_example_ratio 1234.5"), "{text}");
     }
 }

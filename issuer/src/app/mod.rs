@@ -18,6 +18,7 @@ pub mod limits;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;
+pub mod pilot_gauges;
 pub mod stats;
 
 use std::sync::Arc;

@@ -145,7 +145,9 @@ fn known_path(path: &str) -> Option<String> {
 
 /// The metrics as a response, refreshed from the database first.
 async fn scrape(state: &AppState) -> Response {
-    state.metrics.refresh(&state.store, crate::app::now()).await;
+    let now = crate::app::now();
+    state.metrics.refresh(&state.store, now).await;
+    crate::app::pilot_gauges::refresh(state, now).await;
     Response::builder()
         .status(StatusCode::OK)
         .content_type(CONTENT_TYPE)
