@@ -114,7 +114,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(&self) -> &str {
+    /// The outcome's name (a fixed list: also a metrics label).
+    pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
             Outcome::Duplicate => "duplicate",

@@ -153,12 +153,7 @@ pub async fn receive(
     match process(state, event, now).await {
         Ok(outcome) => {
             tracing::info!(event = %id, %kind, outcome = outcome.as_str(), "Stripe event");
-            state.metrics.webhook_event(match &outcome {
-                Outcome::Applied => "applied",
-                Outcome::Duplicate => "duplicate",
-                Outcome::Stale => "stale",
-                Outcome::Ignored(_) => "ignored",
-            });
+            state.metrics.webhook_event(outcome.as_str());
             if matches!(outcome, Outcome::Applied) {
                 match kind.as_str() {
                     "invoice.paid" => state.metrics.invoice(true),
