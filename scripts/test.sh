@@ -50,6 +50,10 @@ cargo test --locked -p coditect-cli
 # tests, so only that crate is rebuilt with the feature.
 cargo test --locked -p coditect-cli --features dev-keys --lib trust::
 
+# npm packages of the CLI: generated versions, the release workflow's lint,
+# the shim's Node tests and the offline npm install end to end.
+scripts/test-npm.sh
+
 # Property-based test of the running API against its spec, on each
 # backend.
 scripts/schemathesis.sh sqlite

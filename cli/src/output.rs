@@ -35,7 +35,12 @@ impl Printer {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Printer {
             mode,
-            colour: !no_color && std::io::stdout().is_terminal(),
+            // The Windows console shows colours only once asked to
+            // (virtual terminal processing); where it refuses, none.
+            // Elsewhere the answer is "not Windows", and colour is on.
+            colour: !no_color
+                && std::io::stdout().is_terminal()
+                && anstyle_query::windows::enable_ansi_colors().unwrap_or(true),
             stderr_tty: std::io::stderr().is_terminal(),
         }
     }

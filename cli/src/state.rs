@@ -4,6 +4,14 @@
 //! Files are written atomically (temporary file + rename) and readable by
 //! the user only (0600, in a 0700 directory). A corrupt or foreign file gives
 //! a clear error and a way out, never a panic.
+//!
+//! On Windows the state lives in the user's local (not roaming) application
+//! data, `%LOCALAPPDATA%\CODITECT\coditect\config`: the license is bound to
+//! this machine, and a roaming profile would carry it to others. Its
+//! access list is the one it inherits from the user's profile (the user,
+//! SYSTEM and Administrators), Windows' counterpart of the 0700 folder; the
+//! rename replaces the file in one step (`MoveFileExW` with
+//! `MOVEFILE_REPLACE_EXISTING`, through the standard library).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,9 +36,11 @@ impl Paths {
         if let Some(home) = std::env::var_os("CODITECT_HOME").filter(|v| !v.is_empty()) {
             return Ok(Paths { home: home.into() });
         }
+        // The local configuration folder: the same as the configuration
+        // folder on Linux and macOS; on Windows the non-roaming one.
         directories::ProjectDirs::from("ai", "CODITECT", "coditect")
             .map(|d| Paths {
-                home: d.config_dir().to_path_buf(),
+                home: d.config_local_dir().to_path_buf(),
             })
             .ok_or_else(|| {
                 CliError::user(
@@ -305,8 +315,21 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.write_all(bytes)?;
     tmp.write_all(b"\n")?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    // Windows refuses to replace a file another program holds open without
+    // sharing its deletion (a virus scanner, an indexer, briefly): try a
+    // few more times before giving up. Elsewhere the rename never waits.
+    let mut retries = if cfg!(windows) { 20 } else { 0 };
+    loop {
+        match tmp.persist(path) {
+            Ok(_) => return Ok(()),
+            Err(e) if retries > 0 && e.error.kind() == std::io::ErrorKind::PermissionDenied => {
+                retries -= 1;
+                tmp = e.file;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.error),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,21 +36,27 @@ pub fn hardware_id() -> CliResult<HardwareId> {
         CliError::user(
             "no_machine_id",
             format!("cannot read this machine's id: {e}"),
-            Some(
-                "on Linux, /etc/machine-id must exist: run `systemd-machine-id-setup` (or mount the host's /etc/machine-id into the container)"
-                    .to_owned(),
-            ),
+            Some(MACHINE_ID_HINT.to_owned()),
         )
     })?;
     hardware_id_from(&id)
 }
+
+/// Where the machine id comes from on this platform, and how to fix it.
+const MACHINE_ID_HINT: &str = if cfg!(target_os = "windows") {
+    "coditect reads the registry value HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Cryptography\\MachineGuid, which Windows sets when it is installed; check that it exists and that this account may read it"
+} else if cfg!(target_os = "macos") {
+    "coditect reads this Mac's hardware UUID (as `ioreg -rd1 -c IOPlatformExpertDevice` shows it); check that it is readable from this account"
+} else {
+    "on Linux, /etc/machine-id must exist: run `systemd-machine-id-setup` (or mount the host's /etc/machine-id into the container)"
+};
 
 fn hardware_id_from(machine_id: &str) -> CliResult<HardwareId> {
     HardwareId::try_from_machine_id(machine_id).map_err(|_| {
         CliError::user(
             "no_machine_id",
             "this machine's id is empty",
-            Some("on Linux, run `systemd-machine-id-setup` to create /etc/machine-id".to_owned()),
+            Some(MACHINE_ID_HINT.to_owned()),
         )
     })
 }
