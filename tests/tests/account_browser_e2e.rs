@@ -45,7 +45,12 @@ where
             .capabilities(chromium_capabilities(&tools, profile.path()))
             .connect(&driver.url())
             .await
-            .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}\n{}", driver.log()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "chromedriver could not start Chromium: {e}\n{}",
+                    driver.log()
+                )
+            })
     });
     let outcome =
         std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(flow(client.clone()))));
@@ -75,14 +80,22 @@ async fn wait_for_url(c: &Client, what: &str, ok: impl Fn(&str) -> bool) -> Stri
             return url.to_string();
         }
         if Instant::now() > deadline {
-            panic!("the browser did not get to {what}, {}", where_we_are(c).await);
+            panic!(
+                "the browser did not get to {what}, {}",
+                where_we_are(c).await
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
-    match c.wait().at_most(PATIENCE).for_element(Locator::Css(css)).await {
+    match c
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(css))
+        .await
+    {
         Ok(e) => e,
         Err(e) => panic!("no `{css}` ({e}), {}", where_we_are(c).await),
     }
@@ -140,13 +153,21 @@ fn the_account_page_shows_the_license_frees_a_seat_opens_billing_and_signs_out()
     let env_ref = &env;
     let old_key = key.clone();
     with_browser("account page", |c| async move {
-        c.set_window_size(1280, 900).await.expect("a desktop window");
-        c.goto(&format!("{base}/account")).await.expect("open /account");
+        c.set_window_size(1280, 900)
+            .await
+            .expect("a desktop window");
+        c.goto(&format!("{base}/account"))
+            .await
+            .expect("open /account");
         wait_for_url(&c, "the sign-in page", |u| u.ends_with("/signin")).await;
         // Labels name the fields; the form is sent with the keyboard.
         wait_for(&c, "label[for=email]").await;
         wait_for(&c, "label[for=password]").await;
-        wait_for(&c, "#email").await.send_keys(email).await.expect("type");
+        wait_for(&c, "#email")
+            .await
+            .send_keys(email)
+            .await
+            .expect("type");
         let password = wait_for(&c, "#password").await;
         password.send_keys("not the password").await.expect("type");
         password.send_keys("\u{E007}").await.expect("Enter");
@@ -162,15 +183,23 @@ fn the_account_page_shows_the_license_frees_a_seat_opens_billing_and_signs_out()
         assert!(page.contains("Pilot Professional"), "{page}");
         assert!(page.contains("2 of 3 in use"), "{page}");
         assert!(page.contains("6 of 6 left in the last 30 days"), "{page}");
-        assert_eq!(text_of(&c, "code.key-end").await, &old_key[old_key.len() - 4..]);
-        assert!(!page.contains(&old_key), "the whole key is never on the page");
+        assert_eq!(
+            text_of(&c, "code.key-end").await,
+            &old_key[old_key.len() - 4..]
+        );
+        assert!(
+            !page.contains(&old_key),
+            "the whole key is never on the page"
+        );
         assert!(page.contains("Lost your license key?"), "{page}");
         for machine in ["work-laptop", "build-server"] {
             assert!(page.contains(machine), "{page}");
         }
         screenshot(&c, 1280, 900, "account-desktop.png").await;
         screenshot(&c, 390, 844, "account-phone.png").await;
-        c.set_window_size(1280, 900).await.expect("a desktop window");
+        c.set_window_size(1280, 900)
+            .await
+            .expect("a desktop window");
 
         // Free the build server's seat.
         wait_for(&c, "button[aria-label='Free the seat of build-server']")
@@ -183,7 +212,11 @@ fn the_account_page_shows_the_license_frees_a_seat_opens_billing_and_signs_out()
         })
         .await;
         let page = where_we_are(&c).await;
-        assert!(page.contains("The machine&#x27;s seat is free") || page.contains("The machine's seat is free"), "{page}");
+        assert!(
+            page.contains("The machine&#x27;s seat is free")
+                || page.contains("The machine's seat is free"),
+            "{page}"
+        );
         assert!(page.contains("1 of 3 in use"), "{page}");
         assert!(page.contains("5 of 6 left in the last 30 days"), "{page}");
         assert!(!page.contains("build-server"), "{page}");
@@ -198,7 +231,11 @@ fn the_account_page_shows_the_license_frees_a_seat_opens_billing_and_signs_out()
         validate("work-laptop").expect_status(200);
 
         // The billing portal, at Stripe.
-        wait_for(&c, "#portal").await.click().await.expect("click portal");
+        wait_for(&c, "#portal")
+            .await
+            .click()
+            .await
+            .expect("click portal");
         wait_for_url(&c, "the billing portal", |u| u.starts_with(&stripe_base)).await;
 
         // A lost key: replaced after the box is ticked (by keyboard).
@@ -208,7 +245,11 @@ fn the_account_page_shows_the_license_frees_a_seat_opens_billing_and_signs_out()
             .send_keys(" ")
             .await
             .expect("tick the box");
-        wait_for(&c, "form.new-key button").await.click().await.expect("new key");
+        wait_for(&c, "form.new-key button")
+            .await
+            .click()
+            .await
+            .expect("new key");
         wait_for_url(&c, "the account page after the new key", |u| {
             u.ends_with("/account?done=new_key")
         })
@@ -216,8 +257,15 @@ fn the_account_page_shows_the_license_frees_a_seat_opens_billing_and_signs_out()
         assert!(where_we_are(&c).await.contains("A new key is on its way"));
 
         // Sign out: the session ends; /account asks to sign in again.
-        wait_for(&c, "form[action='/signout'] button").await.click().await.expect("sign out");
-        wait_for_url(&c, "the signed-out page", |u| u.ends_with("/signin?done=signed_out")).await;
+        wait_for(&c, "form[action='/signout'] button")
+            .await
+            .click()
+            .await
+            .expect("sign out");
+        wait_for_url(&c, "the signed-out page", |u| {
+            u.ends_with("/signin?done=signed_out")
+        })
+        .await;
         assert!(where_we_are(&c).await.contains("You are signed out"));
         c.goto(&format!("{base}/account")).await.expect("again");
         wait_for_url(&c, "the sign-in page", |u| u.ends_with("/signin")).await;
@@ -275,7 +323,9 @@ fn the_account_page_shows_the_license_frees_a_seat_opens_billing_and_signs_out()
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
     assert_eq!(rows[0]["outcome"], "ok");
     // The portal returns to the account page.
-    let portals = env.stripe.requests_to("POST", "/v1/billing_portal/sessions");
+    let portals = env
+        .stripe
+        .requests_to("POST", "/v1/billing_portal/sessions");
     assert_eq!(portals.len(), 1);
     let return_url = portals[0]
         .params

@@ -269,8 +269,14 @@ fn error_canceled_names_the_account_page() {
         "The subscription of this license was canceled.",
     );
     let out = error_transcript(&u, &["license", "status"]);
-    assert!(out.contains("open: http://127.0.0.1:[PORT]/account"), "{out}");
-    assert!(out.contains("\"url\": \"http://127.0.0.1:[PORT]/account\""), "{out}");
+    assert!(
+        out.contains("open: http://127.0.0.1:[PORT]/account"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"url\": \"http://127.0.0.1:[PORT]/account\""),
+        "{out}"
+    );
     insta::assert_snapshot!(out);
 }
 

@@ -59,9 +59,13 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets() {
     env.stripe.fail_next_payment(&b.subscription_id);
     env.stripe.recover_payment(&b.subscription_id);
     env.stripe.fail_next_payment(&a.subscription_id);
-    let mut ended = env.stripe.subscription(&c.subscription_id).expect("c's subscription");
+    let mut ended = env
+        .stripe
+        .subscription(&c.subscription_id)
+        .expect("c's subscription");
     ended["status"] = json!("canceled");
-    env.stripe.send_event("customer.subscription.deleted", ended);
+    env.stripe
+        .send_event("customer.subscription.deleted", ended);
 
     let vars = stripe_env(&env.stripe);
     let out = admin_with_env(dir.path(), &["stats", "--json"], &env_refs(&vars));
@@ -73,11 +77,17 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets() {
         s["signups_by_plan"],
         json!({"pilot-professional": 1, "pilot-starter": 2})
     );
-    assert_eq!((s["paid_licenses"].clone(), s["activated_licenses"].clone()), (json!(3), json!(2)));
+    assert_eq!(
+        (s["paid_licenses"].clone(), s["activated_licenses"].clone()),
+        (json!(3), json!(2))
+    );
     assert!((s["activation_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
     // Five invoices: three first payments, Professional's renewal (paid on
     // the retry) and the first Starter's renewal (failed).
-    assert_eq!((s["invoices_attempted"].clone(), s["invoices_paid"].clone()), (json!(5), json!(4)));
+    assert_eq!(
+        (s["invoices_attempted"].clone(), s["invoices_paid"].clone()),
+        (json!(5), json!(4))
+    );
     assert!((s["payment_success"].as_f64().unwrap() - 0.8).abs() < 1e-9);
     // $19 (past due, still collected) + $49; the canceled yearly plan no more.
     assert_eq!(
@@ -86,7 +96,10 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets() {
     );
     assert_eq!(s["mrr_at_since"]["minor"], 0);
     assert_eq!(s["mrr_change_minor"], 6_800);
-    assert_eq!((s["churned"].clone(), s["churn_base"].clone()), (json!(1), json!(3)));
+    assert_eq!(
+        (s["churned"].clone(), s["churn_base"].clone()),
+        (json!(1), json!(3))
+    );
     assert_eq!(s["active_machines"], 2);
     let targets: Vec<(String, String, bool)> = s["targets"]
         .as_array()
@@ -130,7 +143,11 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets() {
     // A period that starts after everything: nothing new in it, and the
     // revenue it started with is today's.
     std::thread::sleep(Duration::from_millis(2100));
-    let out = admin_with_env(dir.path(), &["stats", "--since", "1s", "--json"], &env_refs(&vars));
+    let out = admin_with_env(
+        dir.path(),
+        &["stats", "--since", "1s", "--json"],
+        &env_refs(&vars),
+    );
     out.assert_success();
     let later = out.json();
     assert_eq!(later["paid_signups"], 0);
@@ -141,7 +158,11 @@ fn stats_reports_every_figure_of_a_known_history_against_the_targets() {
     assert_eq!(later["active_machines"], 2);
 
     // Bad input is a clear refusal.
-    let out = admin_with_env(dir.path(), &["stats", "--since", "last tuesday"], &env_refs(&vars));
+    let out = admin_with_env(
+        dir.path(),
+        &["stats", "--since", "last tuesday"],
+        &env_refs(&vars),
+    );
     assert!(!out.success());
     assert!(out.stderr.contains("--since"), "{}", out.stderr);
 }

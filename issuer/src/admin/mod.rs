@@ -16,10 +16,10 @@ pub use self::licenses::{
     parse_expiry,
 };
 pub use self::mail::{mail_list, mail_retry};
-pub use self::stats::stats;
 pub use self::offline::{
     OFFLINE_REQUEST_FORMAT, OFFLINE_TOKEN_FORMAT, OfflineRequest, OfflineToken, issue_offline,
 };
+pub use self::stats::stats;
 
 use crate::config::{ConfigError, DatabaseLocation, Overrides};
 use crate::domain::StorageError;

@@ -44,8 +44,13 @@ pub fn stats(since: Option<&str>, json: bool) -> Result<(), AdminError> {
         eprintln!("warning: {w}; revenue is shown without those prices");
     }
     if json {
-        let mut v = serde_json::to_value(&stats).map_err(|e| AdminError::Unexpected(e.to_string()))?;
-        v["since"] = if since > 0 { json!(rfc3339(since)) } else { json!(null) };
+        let mut v =
+            serde_json::to_value(&stats).map_err(|e| AdminError::Unexpected(e.to_string()))?;
+        v["since"] = if since > 0 {
+            json!(rfc3339(since))
+        } else {
+            json!(null)
+        };
         v["until"] = json!(rfc3339(now));
         return print_json(&v);
     }

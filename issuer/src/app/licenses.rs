@@ -274,12 +274,8 @@ pub async fn replace_key(
         )))
     })?;
     let plan = crate::domain::plans::find(&license.tier).map_or(license.tier.as_str(), |p| p.name);
-    let mail = super::mail::templates::replaced_key_mail(
-        &state.config,
-        &user.email,
-        key.expose(),
-        plan,
-    );
+    let mail =
+        super::mail::templates::replaced_key_mail(&state.config, &user.email, key.expose(), plan);
     let result = state
         .store
         .replace_key(license_id, &user.organization_id, &key, &mail, now)

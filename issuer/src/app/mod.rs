@@ -17,6 +17,7 @@ pub mod licenses;
 pub mod limits;
 pub mod mail;
 pub mod passwords;
+pub mod providers;
 pub mod stats;
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@
 
 mod audit;
 mod env;
+mod providers;
 mod rate_limits;
 mod secrets;
 mod stripe;
@@ -22,6 +23,7 @@ use crate::store::postgres::PgUrl;
 
 pub use audit::{DEFAULT_AUDIT_RETENTION_DAYS, MIN_PRODUCTION_AUDIT_RETENTION_DAYS};
 pub use env::{Env, ProcessEnv};
+pub use providers::{GitHubConfig, GoogleConfig, ProviderClient, Providers};
 pub use rate_limits::{Per, Rate, RateLimits};
 pub use stripe::{Prices, StripeConfig};
 
@@ -116,6 +118,9 @@ pub struct Config {
     pub trust_proxy: usize,
     /// Stripe; `None` in development when `STRIPE_SECRET_KEY` is unset.
     pub stripe: Option<StripeConfig>,
+    /// Sign-in providers (`GOOGLE_*`, `GITHUB_*`); one without a client
+    /// id and secret is not offered.
+    pub providers: Providers,
     /// How long after a paid period ends its license still renews
     /// (`BILLING_GRACE`, 2 days): room for Stripe's renewal to arrive.
     pub billing_grace: Duration,
@@ -296,6 +301,7 @@ impl Config {
         let rate_limits = RateLimits::load(env)?;
         let trust_proxy = trust_proxy(env)?;
         let stripe = stripe(env, production)?;
+        let providers = providers::providers(env, production)?;
         let billing_grace = duration(env, "BILLING_GRACE", "2days")?;
         let past_due_grace = duration(env, "PAST_DUE_GRACE", "7days")?;
         let mail = MailConfig {
@@ -345,6 +351,7 @@ impl Config {
             rate_limits,
             trust_proxy,
             stripe,
+            providers,
             billing_grace,
             past_due_grace,
             mail,

@@ -262,10 +262,7 @@ pub fn pilot_stats(
         },
         TargetCheck {
             metric: "mrr",
-            target: format!(
-                "{} a month",
-                show_money(TARGET_MRR_MINOR, TARGET_CURRENCY)
-            ),
+            target: format!("{} a month", show_money(TARGET_MRR_MINOR, TARGET_CURRENCY)),
             actual: show_money(mrr.minor, &mrr.currency),
             met: mrr.minor >= TARGET_MRR_MINOR,
         },

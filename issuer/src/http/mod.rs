@@ -167,9 +167,17 @@ pub fn app(state: AppState) -> impl Endpoint {
             poem::get(web::signin::signin_page).post(web::signin::signin_submit),
         )
         .at("/signout", poem::post(web::signin::signout))
+        .at("/auth/:provider/start", poem::get(web::providers::start))
+        .at(
+            "/auth/:provider/callback",
+            poem::get(web::providers::callback),
+        )
         .at("/account", poem::get(web::account_page::account))
         .at("/account/free", poem::post(web::account_page::free))
-        .at("/account/portal", poem::post(web::account_page::open_portal))
+        .at(
+            "/account/portal",
+            poem::post(web::account_page::open_portal),
+        )
         .at("/account/new-key", poem::post(web::account_page::new_key))
         .at(web::html::STYLESHEET_PATH, poem::get(web::stylesheet))
         .with(AddData::new(state.clone()))

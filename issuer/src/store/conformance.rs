@@ -36,7 +36,9 @@ use crate::domain::license_key::LicenseKey;
 use crate::domain::mail::{CLAIM_SECS, Failure, Mail, Next, OutboxStatus};
 use crate::domain::plans;
 
+mod identities;
 mod rate_counters;
+pub use identities::*;
 pub use rate_counters::*;
 
 /// A moment in 2026, the suite's "now".
@@ -117,6 +119,9 @@ macro_rules! conformance_tests {
             rate_counter_buckets_are_independent,
             expired_rate_counters_are_pruned_in_bounded_batches,
             concurrent_checks_of_one_bucket_never_allow_more_than_the_burst,
+            provider_logins_are_taken_once_and_expire,
+            identities_are_tied_to_one_user_one_per_provider,
+            a_provider_signup_is_verified_and_tied_to_its_identity,
         );
     };
     (@each $fresh:expr; $($name:ident),* $(,)?) => {
@@ -747,18 +752,30 @@ pub async fn offline_seats_and_other_machines_seats_are_protected(store: SharedS
     };
     assert!(matches!(
         store
-            .free_seat(&member(&other_org), Seat::Activation(&again.activation.id), NOW + 40)
+            .free_seat(
+                &member(&other_org),
+                Seat::Activation(&again.activation.id),
+                NOW + 40
+            )
             .await,
         Err(LicenseError::NotAllowedToFree)
     ));
     assert!(matches!(
         store
-            .free_seat(&member(&org), Seat::Activation(&offline.activation.id), NOW + 40)
+            .free_seat(
+                &member(&org),
+                Seat::Activation(&offline.activation.id),
+                NOW + 40
+            )
             .await,
         Err(LicenseError::OfflineSeat { .. })
     ));
     let freed = store
-        .free_seat(&member(&org), Seat::Activation(&again.activation.id), NOW + 40)
+        .free_seat(
+            &member(&org),
+            Seat::Activation(&again.activation.id),
+            NOW + 40,
+        )
         .await
         .unwrap();
     assert!(freed.counted && !freed.activation.active);
@@ -1090,7 +1107,13 @@ pub async fn a_lost_key_is_replaced_for_its_organization_only(store: SharedStore
     store.revoke_license(&lic.id, None, NOW + 40).await.unwrap();
     assert!(matches!(
         store
-            .replace_key(&lic.id, &org, &LicenseKey::generate().unwrap(), &mail, NOW + 50)
+            .replace_key(
+                &lic.id,
+                &org,
+                &LicenseKey::generate().unwrap(),
+                &mail,
+                NOW + 50
+            )
             .await,
         Err(LicenseError::NotFound)
     ));

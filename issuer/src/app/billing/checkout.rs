@@ -132,7 +132,10 @@ pub async fn portal(state: &AppState, user: &User) -> Result<String, BillingErro
         .stripe_customer(&user.organization_id)
         .await?
         .ok_or(BillingError::NoCustomer)?;
-    let return_url = format!("{}/account", state.config.public_base_url.trim_end_matches('/'));
+    let return_url = format!(
+        "{}/account",
+        state.config.public_base_url.trim_end_matches('/')
+    );
     Ok(stripe.create_portal(&customer, &return_url).await?)
 }
 

@@ -489,10 +489,14 @@ mod tests {
         assert_eq!(invoice_subscription(&invoice).as_deref(), Some("sub_9"));
         assert_eq!(invoice_period_end(&invoice), Some(30));
         assert_eq!(invoice_facts(&invoice), None, "an invoice without an id");
-        let facts = invoice_facts(&json!({"id": "in_1", "amount_due": 1900, "currency": "USD"}))
-            .unwrap();
+        let facts =
+            invoice_facts(&json!({"id": "in_1", "amount_due": 1900, "currency": "USD"})).unwrap();
         assert_eq!(
-            (facts.id.as_str(), facts.amount_minor, facts.currency.as_deref()),
+            (
+                facts.id.as_str(),
+                facts.amount_minor,
+                facts.currency.as_deref()
+            ),
             ("in_1", Some(1900), Some("usd"))
         );
         let old_style = json!({"subscription": "sub_8", "period_end": 7, "lines": {"data": []}});

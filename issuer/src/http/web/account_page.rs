@@ -138,8 +138,13 @@ pub(super) fn checked(
 
 fn notice_of(done: &str) -> Option<&'static str> {
     match done {
-        "freed" => Some("The machine's seat is free. That machine stops working at its next renewal; activate another one with your key."),
-        "new_key" => Some("A new key is on its way to your email. The old key no longer works: run `coditect activate NEW-KEY` on each of your machines (they keep their seats)."),
+        "linked" => Some("The sign-in provider is linked: you can sign in with it from now on."),
+        "freed" => Some(
+            "The machine's seat is free. That machine stops working at its next renewal; activate another one with your key.",
+        ),
+        "new_key" => Some(
+            "A new key is on its way to your email. The old key no longer works: run `coditect activate NEW-KEY` on each of your machines (they keep their seats).",
+        ),
         _ => None,
     }
 }
@@ -307,7 +312,10 @@ pub async fn account(req: &Request, state: Data<&AppState>, done: Query<Done>) -
         ));
     }
     let mut reissue = String::new();
-    for (license, _, _) in rows.iter().filter(|(l, _, _)| l.status.as_str() != "revoked") {
+    for (license, _, _) in rows
+        .iter()
+        .filter(|(l, _, _)| l.status.as_str() != "revoked")
+    {
         let plan = plans::find(&license.tier).map_or(license.tier.as_str(), |p| p.name);
         reissue.push_str(&format!(
             "<form method=\"post\" action=\"/account/new-key\" class=\"new-key\">\n{csrf}\n\
@@ -329,6 +337,7 @@ pub async fn account(req: &Request, state: Data<&AppState>, done: Query<Done>) -
          Questions: {support}.</p>\n{reissue}</section>\n",
         email = escape(&user.email),
     ));
+    body.push_str(&super::providers::link_buttons(&state));
     let site = Site::of(&state.config);
     respond(
         &state,
@@ -379,7 +388,14 @@ pub async fn free(
         .respond(&state)
     };
     let now = now();
-    match licenses::deactivate(&state, &client, &by, Seat::Activation(&form.activation), now).await
+    match licenses::deactivate(
+        &state,
+        &client,
+        &by,
+        Seat::Activation(&form.activation),
+        now,
+    )
+    .await
     {
         Ok(_) => redirect("/account?done=freed"),
         Err(LicenseError::TransferLimit { allowed, next_at }) => refused(

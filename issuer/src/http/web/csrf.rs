@@ -38,7 +38,11 @@ impl FormToken {
         Self::of(req, ACCOUNT_COOKIE, "/")
     }
 
-    fn of(req: &Request, cookie: &'static str, path: &'static str) -> Result<Self, getrandom::Error> {
+    fn of(
+        req: &Request,
+        cookie: &'static str,
+        path: &'static str,
+    ) -> Result<Self, getrandom::Error> {
         let (value, new) = match cookies::read(req, cookie) {
             Some(value) => (value, false),
             None => (cookies::random_value()?, true),

@@ -17,8 +17,9 @@ pub mod csrf;
 pub mod html;
 pub mod landing;
 pub mod offers;
-pub mod signup;
+pub mod providers;
 pub mod signin;
+pub mod signup;
 pub mod signup_form;
 pub mod success;
 
@@ -112,6 +113,7 @@ fn is_page_path(path: &str) -> bool {
         || path == "/signout"
         || path == "/account"
         || path.starts_with("/account/")
+        || path.starts_with("/auth/")
 }
 
 /// Paths of the API and the machine-facing endpoints (always JSON).

@@ -412,8 +412,9 @@ pub fn deactivate(
     let license = match (by, key) {
         (Releaser::Holder { .. }, Some(hash)) => find_by_key(&tx, hash)?,
         (Releaser::Holder { .. }, None) => None,
-        (Releaser::Operator { license_id }, _)
-        | (Releaser::Organization { license_id, .. }, _) => get(&tx, license_id)?,
+        (Releaser::Operator { license_id }, _) | (Releaser::Organization { license_id, .. }, _) => {
+            get(&tx, license_id)?
+        }
     }
     .ok_or(LicenseError::NotFound)?;
     let target = match seat {

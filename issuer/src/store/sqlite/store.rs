@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use verifier::HardwareId;
 
 use super::{Db, accounts, audit, billing, checkouts, licenses, outbox, stats};
-use crate::domain::stats::PilotFacts;
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, LinkPurpose, SignInRecord, User};
 use crate::domain::audit::Event;
@@ -27,6 +26,7 @@ use crate::domain::license::{
 };
 use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
+use crate::domain::stats::PilotFacts;
 use crate::store::{Accounts, AuditTrail, Billing, Licenses, OpenError, Outbox, Store};
 
 /// The embedded backend.

@@ -1,0 +1,199 @@
+//! Provider identities and started provider sign-ins on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::SqliteStore;
+use super::accounts::{USER_COLUMNS, signup_in, user_from_row};
+use crate::domain::StorageError;
+use crate::domain::account::{AccountError, User};
+use crate::domain::provider::ProviderLogin;
+use crate::store::Identities;
+
+/// The password hash of an account made by a provider sign-in: not a
+/// PHC string, so no password ever matches it (a password can be set
+/// with a reset link).
+pub const NO_PASSWORD: &str = "!provider";
+
+fn begin(conn: &Connection, l: &ProviderLogin, now: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM provider_logins WHERE expires_at <= ?1", [now])?;
+    conn.execute(
+        "INSERT INTO provider_logins (state_hash, provider, nonce, pkce_verifier,
+             link_user_id, then_go, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            l.state_hash,
+            l.provider,
+            l.nonce,
+            l.pkce_verifier,
+            l.link_user_id,
+            l.then_go,
+            l.created_at,
+            l.expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+fn take(conn: &Connection, state_hash: &str, now: i64) -> rusqlite::Result<Option<ProviderLogin>> {
+    let found = conn
+        .query_row(
+            "DELETE FROM provider_logins WHERE state_hash = ?1
+             RETURNING state_hash, provider, nonce, pkce_verifier, link_user_id, then_go,
+                       created_at, expires_at",
+            [state_hash],
+            |r| {
+                Ok(ProviderLogin {
+                    state_hash: r.get(0)?,
+                    provider: r.get(1)?,
+                    nonce: r.get(2)?,
+                    pkce_verifier: r.get(3)?,
+                    link_user_id: r.get(4)?,
+                    then_go: r.get(5)?,
+                    created_at: r.get(6)?,
+                    expires_at: r.get(7)?,
+                })
+            },
+        )
+        .optional()?;
+    Ok(found.filter(|l| l.expires_at > now))
+}
+
+fn user_where(conn: &Connection, condition: &str, args: &[&str]) -> rusqlite::Result<Option<User>> {
+    conn.query_row(
+        &format!(
+            "SELECT {USER_COLUMNS} FROM users u
+             JOIN organizations o ON o.id = u.organization_id WHERE {condition}"
+        ),
+        rusqlite::params_from_iter(args),
+        user_from_row,
+    )
+    .optional()
+}
+
+fn link(
+    conn: &Connection,
+    user_id: &str,
+    provider: &str,
+    subject: &str,
+    email: &str,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "INSERT INTO provider_identities (provider, subject, user_id, email, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        params![provider, subject, user_id, email, now],
+    )? == 1)
+}
+
+fn provider_signup(
+    conn: &mut Connection,
+    email: &str,
+    company_name: &str,
+    pilot_limit: Option<u32>,
+    provider: &str,
+    subject: &str,
+    now: i64,
+) -> Result<User, AccountError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let user = signup_in(&tx, email, NO_PASSWORD, company_name, pilot_limit, now)?;
+    tx.execute(
+        "UPDATE users SET email_verified_at = ?2 WHERE id = ?1",
+        params![user.id, now],
+    )?;
+    if !link(&tx, &user.id, provider, subject, email, now)? {
+        return Err(AccountError::EmailTaken);
+    }
+    tx.commit()?;
+    Ok(user)
+}
+
+#[async_trait]
+impl Identities for SqliteStore {
+    async fn begin_provider_login(
+        &self,
+        login: &ProviderLogin,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let login = login.clone();
+        self.db
+            .run_write(move |c| begin(c, &login, now).map_err(StorageError::from))
+            .await
+    }
+
+    async fn take_provider_login(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> Result<Option<ProviderLogin>, StorageError> {
+        let state_hash = state_hash.to_owned();
+        self.db
+            .run_write(move |c| take(c, &state_hash, now).map_err(StorageError::from))
+            .await
+    }
+
+    async fn identity_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<User>, StorageError> {
+        let (provider, subject) = (provider.to_owned(), subject.to_owned());
+        self.db
+            .run(move |c| {
+                user_where(
+                    c,
+                    "u.id = (SELECT user_id FROM provider_identities
+                             WHERE provider = ?1 AND subject = ?2)",
+                    &[&provider, &subject],
+                )
+                .map_err(StorageError::from)
+            })
+            .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StorageError> {
+        let email = email.to_owned();
+        self.db
+            .run(move |c| user_where(c, "u.email = ?1", &[&email]).map_err(StorageError::from))
+            .await
+    }
+
+    async fn link_identity(
+        &self,
+        user_id: &str,
+        provider: &str,
+        subject: &str,
+        email: &str,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let (u, p, s, e) = (
+            user_id.to_owned(),
+            provider.to_owned(),
+            subject.to_owned(),
+            email.to_owned(),
+        );
+        self.db
+            .run_write(move |c| link(c, &u, &p, &s, &e, now).map_err(StorageError::from))
+            .await
+    }
+
+    async fn provider_signup(
+        &self,
+        email: &str,
+        company_name: &str,
+        pilot_limit: Option<u32>,
+        provider: &str,
+        subject: &str,
+        now: i64,
+    ) -> Result<User, AccountError> {
+        let (e, c, p, s) = (
+            email.to_owned(),
+            company_name.to_owned(),
+            provider.to_owned(),
+            subject.to_owned(),
+        );
+        self.db
+            .run_write(move |conn| provider_signup(conn, &e, &c, pilot_limit, &p, &s, now))
+            .await
+    }
+}

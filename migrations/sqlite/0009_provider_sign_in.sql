@@ -1,0 +1,33 @@
+-- Schema 9: sign in with Google and GitHub (issue 16).
+--
+-- Provider identities: the provider's stable subject id (Google's `sub`,
+-- GitHub's numeric user id), never just the email, tied to one user. One
+-- identity of each provider per user.
+CREATE TABLE provider_identities (
+    provider   TEXT NOT NULL CHECK (provider IN ('google', 'github')),
+    subject    TEXT NOT NULL CHECK (length(subject) BETWEEN 1 AND 255),
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    -- The verified email the provider gave when the identity was linked.
+    email      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (provider, subject)
+);
+CREATE UNIQUE INDEX provider_identities_user ON provider_identities (user_id, provider);
+
+-- Sign-ins started at a provider and not yet back: the SHA-256 of the
+-- `state` (the browser holds the state itself in a short-lived HttpOnly
+-- cookie), the OpenID nonce and the PKCE verifier. A callback takes its
+-- row by deleting it, so a state works once; rows live ten minutes.
+CREATE TABLE provider_logins (
+    state_hash    TEXT PRIMARY KEY CHECK (length(state_hash) = 64),
+    provider      TEXT NOT NULL,
+    nonce         TEXT NOT NULL,
+    pkce_verifier TEXT NOT NULL,
+    -- The signed-in user who asked to link this provider, if any.
+    link_user_id  TEXT REFERENCES users (id) ON DELETE CASCADE,
+    -- Where to go after: `checkout:<plan>:<interval>`, or NULL (the account).
+    then_go       TEXT,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL
+);
+CREATE INDEX provider_logins_expiry ON provider_logins (expires_at);
