@@ -30,6 +30,8 @@ function build(issuer) {
     clients,
     findAccount: (ctx, id) => account(id),
     claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+    // As Google does: the email claims are in the ID token itself.
+    conformIdTokenClaims: false,
     features: { devInteractions: { enabled: false } },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     pkce: { required: () => true },

@@ -12,7 +12,9 @@
 //! the audit log records sign-ins, links and refusals; a provider without
 //! configuration is not offered.
 
+use coditect_tests::billing::stripe_env;
 use coditect_tests::fake_github::{FakeGitHub, GitHubUser};
+use coditect_tests::fake_stripe::{self, FakeStripe};
 use coditect_tests::issuer::{IssuerServer, TEST_RATE_LIMITS, admin};
 use coditect_tests::oidc::OidcProvider;
 use coditect_tests::web_browser::{Answer, WebBrowser};
@@ -22,6 +24,7 @@ struct Bed {
     dir: tempfile::TempDir,
     oidc: OidcProvider,
     github: FakeGitHub,
+    stripe: FakeStripe,
     issuer: IssuerServer,
 }
 
@@ -45,6 +48,8 @@ fn bed(test: &str) -> Option<Bed> {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut env: Vec<(String, String)> = oidc.issuer_env();
     env.extend(github.issuer_env());
+    let stripe = FakeStripe::start(fake_stripe::Config::default());
+    env.extend(stripe_env(&stripe));
     let mut refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     refs.extend_from_slice(TEST_RATE_LIMITS);
     let issuer = IssuerServer::start_with_env(dir.path(), &refs);
@@ -53,6 +58,7 @@ fn bed(test: &str) -> Option<Bed> {
         dir,
         oidc,
         github,
+        stripe,
         issuer,
     })
 }
@@ -81,7 +87,10 @@ impl Bed {
         let a = browser.follow_until(&format!("{provider_url}{extra}"), |next| {
             next.starts_with(&base)
         });
-        let callback = a.location.unwrap_or_else(|| panic!("back to us: {a:?}"));
+        let callback = a
+            .location
+            .clone()
+            .unwrap_or_else(|| panic!("back to us: {a:?}"));
         assert!(callback.contains("/callback?"), "{callback}");
         callback
     }
@@ -136,7 +145,7 @@ fn signed_in_as(bed: &Bed, browser: &mut WebBrowser, email: &str) {
 }
 
 fn hint(email: &str) -> String {
-    format!("&login_hint={email}")
+    format!("&login_hint={}", email.replace('+', "%2B"))
 }
 
 #[test]
@@ -160,6 +169,20 @@ fn a_new_person_signs_up_and_in_with_google() {
         "{}",
         signup.body
     );
+
+    // From the signup page with a plan: the new account goes on to Stripe
+    // Checkout for that plan, as the signup form does.
+    let mut buyer = WebBrowser::new();
+    let to_stripe = bed.sign_in(
+        &mut buyer,
+        "google",
+        "?plan=pilot-professional&interval=year",
+        &hint("buyer@example.com"),
+    );
+    assert_eq!(to_stripe.status, 303, "{}", to_stripe.body);
+    let checkout = to_stripe.location.unwrap();
+    assert!(checkout.starts_with(&bed.stripe.base_url()), "{checkout}");
+    signed_in_as(&bed, &mut buyer, "buyer@example.com");
 
     let mut browser = WebBrowser::new();
     let url = bed.start(&mut browser, "google", "");
@@ -199,7 +222,7 @@ fn a_new_person_signs_up_and_in_with_google() {
     // but no password matches it.
     let login = bed.issuer.post_json(
         "/api/v1/auth/login",
-        &json!({"email": "ann@example.com", "password": "!provider"}),
+        &json!({"email": "ann@example.com", "password": "not anyone's password"}),
     );
     assert_eq!(login.status, 401);
 }
