@@ -21,3 +21,13 @@ CREATE TABLE provider_logins (
     expires_at    BIGINT NOT NULL
 );
 CREATE INDEX provider_logins_expiry ON provider_logins (expires_at);
+
+CREATE TABLE cli_codes (
+    code_hash      TEXT PRIMARY KEY CHECK (length(code_hash) = 64),
+    user_id        TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    code_challenge TEXT NOT NULL,
+    redirect_uri   TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    expires_at     BIGINT NOT NULL
+);
+CREATE INDEX cli_codes_expiry ON cli_codes (expires_at);

@@ -31,3 +31,16 @@ CREATE TABLE provider_logins (
     expires_at    INTEGER NOT NULL
 );
 CREATE INDEX provider_logins_expiry ON provider_logins (expires_at);
+
+-- One-time codes handing a browser sign-in to the CLI (`coditect login`):
+-- the SHA-256 of the code, the user, the PKCE challenge of the CLI and its
+-- loopback redirect URI. Used once (deleted as read), two minutes.
+CREATE TABLE cli_codes (
+    code_hash      TEXT PRIMARY KEY CHECK (length(code_hash) = 64),
+    user_id        TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    code_challenge TEXT NOT NULL,
+    redirect_uri   TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL
+);
+CREATE INDEX cli_codes_expiry ON cli_codes (expires_at);

@@ -19,8 +19,8 @@ pub mod licenses;
 pub mod problem;
 
 pub use auth::{
-    AccountAnswer, LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest,
-    SignupRequest, SignupResponse, VerifyEmailRequest,
+    AccountAnswer, CliTokenRequest, CliTokenResponse, LoginRequest, LoginResponse,
+    NewPasswordRequest, PasswordResetRequest, SignupRequest, SignupResponse, VerifyEmailRequest,
 };
 pub use licenses::{
     ActivateRequest, ActivationView, DeactivateRequest, DeactivateResponse, EntitlementsView,

@@ -417,3 +417,109 @@ fn unconfigured_providers_are_not_offered() {
     assert_eq!(a.status, 404);
     assert!(a.body.contains("not offered"), "{}", a.body);
 }
+
+/// `coditect login` through the browser: the CLI prints the page (no
+/// terminal here, so it opens no browser), the test plays the browser
+/// (GitHub through the fake), the CLI gets its session from the loopback
+/// redirect, and `coditect license machines` works with it. The code works
+/// once; a redirect that is not loopback is refused.
+#[test]
+fn coditect_login_signs_in_through_the_browser() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    use coditect_tests::cli::Cli;
+
+    let Some(bed) = bed("coditect_login_signs_in_through_the_browser") else {
+        return;
+    };
+    let cli = Cli::new();
+    let mut child = cli
+        .command(&["--json", "login", "--server", bed.issuer.base_url()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run coditect login");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let url = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("coditect login prints the page to open");
+        if let Some(i) = line.find("http")
+            && line.contains("/cli/login?")
+        {
+            break line[i..].trim().to_owned();
+        }
+    };
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    assert!(
+        url.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A"),
+        "{url}"
+    );
+
+    let mut browser = WebBrowser::new();
+    let page = browser.get(&url);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Sign in with GitHub"), "{}", page.body);
+    let href = page
+        .body
+        .split("id=\"with-github\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the GitHub button")
+        .replace("&amp;", "&");
+    let a = browser.get(&bed.url(&href));
+    assert_eq!(a.status, 303, "{}", a.body);
+    let callback = bed.through_provider(&mut browser, &a.location.unwrap(), "&login=octo");
+    let back = browser.get(&callback);
+    assert_eq!(back.status, 303, "{}", back.body);
+    let loopback = back.location.expect("to the CLI's loopback");
+    assert!(loopback.starts_with("http://127.0.0.1:"), "{loopback}");
+    let done = browser.get(&loopback);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("Signed in"), "{}", done.body);
+
+    let out = child.wait_with_output().expect("coditect login ends");
+    assert!(out.status.success(), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["signed_in"], true, "{doc}");
+    assert_eq!(doc["email"], "octo@example.com", "{doc}");
+
+    let machines = cli.run(&["--json", "license", "machines"]);
+    machines.assert_success();
+    assert_eq!(machines.json()["licenses"], json!([]), "{machines}");
+
+    // The code is spent: a second exchange is refused.
+    let code = loopback
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let redirect_uri = loopback.split('?').next().unwrap();
+    bed.issuer
+        .post_json(
+            "/api/v1/auth/cli/token",
+            &json!({
+                "code": code,
+                "code_verifier": "dBjftJeZ4CVP-mJ0wTdCJ8ka2h-xMyS-_pq9NdDBFHg",
+                "redirect_uri": redirect_uri,
+            }),
+        )
+        .expect_problem(404, "code_invalid");
+
+    // Only loopback redirects.
+    let bad = WebBrowser::new().get(&bed.url(
+        "/cli/login?redirect_uri=https%3A%2F%2Fevil.example%2Fcb&state=abcdefgh&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+    ));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("not valid"), "{}", bad.body);
+}

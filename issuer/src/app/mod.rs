@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod billing;
+pub mod cli_login;
 pub mod licenses;
 pub mod limits;
 pub mod mail;

@@ -27,6 +27,10 @@ pub enum AccountError {
     /// expired or for something else.
     #[error("the link is invalid, used or expired")]
     LinkInvalid,
+    /// A code handed to the CLI that is unknown, used, expired, or whose
+    /// PKCE verifier or redirect URI does not match.
+    #[error("the sign-in code is invalid, used or expired")]
+    CodeInvalid,
     #[error("internal: {0}")]
     Internal(String),
     #[error(transparent)]

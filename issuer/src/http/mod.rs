@@ -167,6 +167,10 @@ pub fn app(state: AppState) -> impl Endpoint {
             poem::get(web::signin::signin_page).post(web::signin::signin_submit),
         )
         .at("/signout", poem::post(web::signin::signout))
+        .at(
+            "/cli/login",
+            poem::get(web::cli_login::page).post(web::cli_login::confirm),
+        )
         .at("/auth/:provider/start", poem::get(web::providers::start))
         .at(
             "/auth/:provider/callback",

@@ -331,6 +331,13 @@ impl From<AccountError> for ApiError {
                 "Link invalid or expired",
                 "This link is unknown, was used already or has expired. Ask for a new one.",
             ),
+            // Like a link: a resource that is gone (or never was).
+            AccountError::CodeInvalid => Problem::new(
+                S::NOT_FOUND,
+                "code_invalid",
+                "Sign-in code invalid or expired",
+                "This sign-in code is unknown, was used already, has expired, or does not match the verifier and redirect URI. Run `coditect login` again.",
+            ),
             AccountError::Internal(cause) => return ApiError::internal(&cause),
             AccountError::Storage(e) => return ApiError::from(e),
         };

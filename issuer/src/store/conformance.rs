@@ -122,6 +122,7 @@ macro_rules! conformance_tests {
             provider_logins_are_taken_once_and_expire,
             identities_are_tied_to_one_user_one_per_provider,
             a_provider_signup_is_verified_and_tied_to_its_identity,
+            cli_codes_are_taken_once_with_their_user_and_expire,
         );
     };
     (@each $fresh:expr; $($name:ident),* $(,)?) => {

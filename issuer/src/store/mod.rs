@@ -36,7 +36,7 @@ use crate::domain::license::{
 };
 use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
-use crate::domain::provider::ProviderLogin;
+use crate::domain::provider::{CliCode, ProviderLogin};
 use crate::domain::rate_limit::{Gcra, GcraOutcome};
 use crate::domain::stats::PilotFacts;
 
@@ -274,6 +274,15 @@ pub trait Identities {
     /// (no usable password), tied to the identity, in one transaction:
     /// `EmailTaken` and `SignupFull` as [`Accounts::signup`], `EmailTaken`
     /// too when the identity is tied already.
+    /// Keeps a code for the CLI (and drops those expired at `now`).
+    async fn issue_cli_code(&self, code: &CliCode, now: i64) -> Result<(), StorageError>;
+    /// Takes a CLI code once, with its user: deleted as it is read, `None`
+    /// when unknown, used or expired.
+    async fn take_cli_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<Option<(CliCode, User)>, StorageError>;
     #[allow(clippy::too_many_arguments)]
     async fn provider_signup(
         &self,

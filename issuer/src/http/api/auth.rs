@@ -7,12 +7,12 @@ use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
 pub use proto::auth::{
-    AccountAnswer, LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest,
-    SignupRequest, SignupResponse, VerifyEmailRequest,
+    AccountAnswer, CliTokenRequest, CliTokenResponse, LoginRequest, LoginResponse,
+    NewPasswordRequest, PasswordResetRequest, SignupRequest, SignupResponse, VerifyEmailRequest,
 };
 
 use super::body::JsonBody;
-use crate::app::{AppState, accounts, now};
+use crate::app::{AppState, accounts, cli_login, now};
 use crate::domain::account::{AccountError, User};
 use crate::domain::{input, rfc3339};
 use crate::http::{ApiResult, ApiTags, client};
@@ -135,6 +135,37 @@ impl AuthApi {
             token_type: "Bearer".into(),
             expires_in: u64::try_from(session.lifetime).unwrap_or(0),
             expires_at: rfc3339(session.expires_at),
+        }))
+    }
+
+    /// The CLI's sign-in through the browser (`coditect login`): exchanges
+    /// the one-time code the browser brought to the CLI's loopback
+    /// redirect, with the PKCE verifier of the challenge the CLI sent to
+    /// `/cli/login` and the same redirect URI, for a session (single use;
+    /// `code_invalid` when unknown, used, expired or not matching).
+    #[oai(path = "/auth/cli/token", method = "post", operation_id = "cli_token")]
+    async fn cli_token(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<CliTokenRequest>,
+    ) -> ApiResult<Json<CliTokenResponse>> {
+        let client = client(req, &state);
+        let (session, user) = cli_login::exchange(
+            &state,
+            &body.code,
+            &body.code_verifier,
+            &body.redirect_uri,
+            &client,
+            now(),
+        )
+        .await?;
+        Ok(Json(CliTokenResponse {
+            access_token: session.access_token,
+            token_type: "Bearer".into(),
+            expires_in: u64::try_from(session.lifetime).unwrap_or(0),
+            expires_at: rfc3339(session.expires_at),
+            email: user.email,
         }))
     }
 

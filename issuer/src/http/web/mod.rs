@@ -12,6 +12,7 @@
 
 pub mod account;
 pub mod account_page;
+pub mod cli_login;
 pub mod cookies;
 pub mod csrf;
 pub mod html;
@@ -114,6 +115,7 @@ fn is_page_path(path: &str) -> bool {
         || path == "/account"
         || path.starts_with("/account/")
         || path.starts_with("/auth/")
+        || path == "/cli/login"
 }
 
 /// Paths of the API and the machine-facing endpoints (always JSON).

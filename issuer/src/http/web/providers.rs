@@ -22,9 +22,9 @@ use super::html::escape;
 use super::signup::{full_page, internal_error, notice_page, start_checkout};
 use super::signup_form::Values;
 use crate::app::providers::{self, Finished, ProviderError};
-use crate::app::{AppState, now};
+use crate::app::{AppState, cli_login, now};
 use crate::domain::plans;
-use crate::domain::provider::{LOGIN_LIFETIME_SECONDS, Provider};
+use crate::domain::provider::{CliRequest, LOGIN_LIFETIME_SECONDS, Provider};
 use crate::http::client;
 
 /// The cookie holding the `state` of this browser's provider sign-in.
@@ -80,6 +80,10 @@ pub struct StartQuery {
     plan: String,
     interval: String,
     link: String,
+    /// From `/cli/login`: the sign-in ends at the CLI's loopback.
+    cli_redirect_uri: String,
+    cli_state: String,
+    cli_challenge: String,
 }
 
 fn unknown_provider(state: &AppState) -> Response {
@@ -118,9 +122,27 @@ pub async fn start(
     } else {
         None
     };
-    let then_go = (plans::find(&query.plan).is_some()
-        && matches!(query.interval.as_str(), "month" | "year"))
-    .then(|| format!("checkout:{}:{}", query.plan, query.interval));
+    let then_go = if query.cli_redirect_uri.is_empty() {
+        (plans::find(&query.plan).is_some() && matches!(query.interval.as_str(), "month" | "year"))
+            .then(|| format!("checkout:{}:{}", query.plan, query.interval))
+    } else {
+        match CliRequest::check(
+            &query.cli_redirect_uri,
+            &query.cli_state,
+            &query.cli_challenge,
+            "S256",
+        ) {
+            Ok(request) => Some(request.to_line()),
+            Err(why) => {
+                return notice_page(
+                    state,
+                    "This sign-in link is not valid",
+                    &[format!("{why}. Run `coditect login` again.")],
+                    StatusCode::BAD_REQUEST,
+                );
+            }
+        }
+    };
     match providers::start(state, provider, link_user.as_ref(), then_go, now()).await {
         Ok(started) => {
             let mut resp = redirect(&started.url);
@@ -279,6 +301,17 @@ pub async fn callback(
             then_go,
             ..
         }) => {
+            if let Some(request) = then_go.as_deref().and_then(CliRequest::from_line) {
+                let mut resp =
+                    match cli_login::hand_over(state, &user, &request, &client, now()).await {
+                        Ok(url) => redirect(&url),
+                        Err(e) => return internal_error(state, &e),
+                    };
+                let max_age = u32::try_from(signed.lifetime).unwrap_or(86_400);
+                session_cookie(&mut resp, &signed.access_token, max_age, site.secure);
+                clear_state_cookie(&mut resp, state);
+                return resp;
+            }
             let checkout = then_go.as_deref().and_then(|t| {
                 let mut parts = t.strip_prefix("checkout:")?.splitn(2, ':');
                 Some((parts.next()?.to_owned(), parts.next()?.to_owned()))

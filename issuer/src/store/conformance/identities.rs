@@ -6,7 +6,7 @@
 
 use super::NOW;
 use crate::domain::account::AccountError;
-use crate::domain::provider::ProviderLogin;
+use crate::domain::provider::{CliCode, ProviderLogin};
 use crate::store::SharedStore;
 
 fn login(n: u8, expires_at: i64) -> ProviderLogin {
@@ -171,4 +171,39 @@ pub async fn a_provider_signup_is_verified_and_tied_to_its_identity(store: Share
         .await
         .unwrap();
     assert!(found.is_some());
+}
+
+pub async fn cli_codes_are_taken_once_with_their_user_and_expire(store: SharedStore) {
+    let user = store
+        .signup("cli@example.com", "hash", "Acme", None, NOW)
+        .await
+        .unwrap();
+    let code = |n: u8, expires_at: i64| CliCode {
+        code_hash: format!("{n:02x}").repeat(32),
+        user_id: user.id.clone(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        redirect_uri: "http://127.0.0.1:5555/callback".into(),
+        created_at: NOW,
+        expires_at,
+    };
+    let a = code(1, NOW + 120);
+    let b = code(2, NOW + 5);
+    store.issue_cli_code(&a, NOW).await.unwrap();
+    store.issue_cli_code(&b, NOW).await.unwrap();
+    assert_eq!(
+        store.take_cli_code(&a.code_hash, NOW + 1).await.unwrap(),
+        Some((a.clone(), user.clone()))
+    );
+    assert_eq!(
+        store.take_cli_code(&a.code_hash, NOW + 1).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.take_cli_code(&b.code_hash, NOW + 5).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.take_cli_code(&"ee".repeat(32), NOW).await.unwrap(),
+        None
+    );
 }

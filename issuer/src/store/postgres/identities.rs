@@ -7,7 +7,7 @@ use super::accounts::{USER_COLUMNS, signup_in, user_from_row};
 use super::{PgStore, column};
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, User};
-use crate::domain::provider::ProviderLogin;
+use crate::domain::provider::{CliCode, ProviderLogin};
 use crate::store::Identities;
 
 /// The password hash of an account made by a provider sign-in (no
@@ -39,6 +39,66 @@ impl PgStore {
 
 #[async_trait]
 impl Identities for PgStore {
+    async fn issue_cli_code(&self, c: &CliCode, now: i64) -> Result<(), StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached("DELETE FROM cli_codes WHERE expires_at <= $1")
+            .await?;
+        conn.execute(&stmt, &[&now]).await?;
+        let stmt = conn
+            .prepare_cached(
+                "INSERT INTO cli_codes (code_hash, user_id, code_challenge, redirect_uri,
+                     created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .await?;
+        conn.execute(
+            &stmt,
+            &[
+                &c.code_hash,
+                &c.user_id,
+                &c.code_challenge,
+                &c.redirect_uri,
+                &c.created_at,
+                &c.expires_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_cli_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<Option<(CliCode, User)>, StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "DELETE FROM cli_codes WHERE code_hash = $1
+                 RETURNING code_hash, user_id, code_challenge, redirect_uri, created_at,
+                           expires_at",
+            )
+            .await?;
+        let Some(r) = conn.query_opt(&stmt, &[&code_hash]).await? else {
+            return Ok(None);
+        };
+        let code = CliCode {
+            code_hash: column(&r, 0)?,
+            user_id: column(&r, 1)?,
+            code_challenge: column(&r, 2)?,
+            redirect_uri: column(&r, 3)?,
+            created_at: column(&r, 4)?,
+            expires_at: column(&r, 5)?,
+        };
+        drop(conn);
+        if code.expires_at <= now {
+            return Ok(None);
+        }
+        let user = self.user_where("u.id = $1", &[&code.user_id]).await?;
+        Ok(user.map(|u| (code, u)))
+    }
+
     async fn begin_provider_login(&self, l: &ProviderLogin, now: i64) -> Result<(), StorageError> {
         let conn = self.db.conn().await?;
         let stmt = conn

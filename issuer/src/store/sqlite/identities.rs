@@ -7,7 +7,7 @@ use super::SqliteStore;
 use super::accounts::{USER_COLUMNS, signup_in, user_from_row};
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, User};
-use crate::domain::provider::ProviderLogin;
+use crate::domain::provider::{CliCode, ProviderLogin};
 use crate::store::Identities;
 
 /// The password hash of an account made by a provider sign-in: not a
@@ -108,8 +108,75 @@ fn provider_signup(
     Ok(user)
 }
 
+fn issue_code(conn: &Connection, c: &CliCode, now: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM cli_codes WHERE expires_at <= ?1", [now])?;
+    conn.execute(
+        "INSERT INTO cli_codes (code_hash, user_id, code_challenge, redirect_uri, created_at,
+             expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            c.code_hash,
+            c.user_id,
+            c.code_challenge,
+            c.redirect_uri,
+            c.created_at,
+            c.expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+fn take_code(
+    conn: &mut Connection,
+    code_hash: &str,
+    now: i64,
+) -> rusqlite::Result<Option<(CliCode, User)>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let code = tx
+        .query_row(
+            "DELETE FROM cli_codes WHERE code_hash = ?1
+             RETURNING code_hash, user_id, code_challenge, redirect_uri, created_at, expires_at",
+            [code_hash],
+            |r| {
+                Ok(CliCode {
+                    code_hash: r.get(0)?,
+                    user_id: r.get(1)?,
+                    code_challenge: r.get(2)?,
+                    redirect_uri: r.get(3)?,
+                    created_at: r.get(4)?,
+                    expires_at: r.get(5)?,
+                })
+            },
+        )
+        .optional()?;
+    let found = match code.filter(|c| c.expires_at > now) {
+        Some(c) => user_where(&tx, "u.id = ?1", &[&c.user_id])?.map(|u| (c, u)),
+        None => None,
+    };
+    tx.commit()?;
+    Ok(found)
+}
+
 #[async_trait]
 impl Identities for SqliteStore {
+    async fn issue_cli_code(&self, code: &CliCode, now: i64) -> Result<(), StorageError> {
+        let code = code.clone();
+        self.db
+            .run_write(move |c| issue_code(c, &code, now).map_err(StorageError::from))
+            .await
+    }
+
+    async fn take_cli_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<Option<(CliCode, User)>, StorageError> {
+        let code_hash = code_hash.to_owned();
+        self.db
+            .run_write(move |c| take_code(c, &code_hash, now).map_err(StorageError::from))
+            .await
+    }
+
     async fn begin_provider_login(
         &self,
         login: &ProviderLogin,

@@ -1,0 +1,85 @@
+//! `coditect login` through the browser (RFC 8252): the CLI listens on a
+//! loopback port and opens `/cli/login` with its redirect URI, a `state`
+//! and a PKCE (S256) challenge. Once the person is signed in in the
+//! browser (with a provider, or already), [`hand_over`] keeps a one-time
+//! code for that user and sends the browser to the CLI's loopback with it;
+//! the CLI exchanges the code with its verifier ([`exchange`],
+//! `POST /api/v1/auth/cli/token`) for a session of its own. A code works
+//! once, for two minutes, only with the verifier of its challenge and the
+//! same redirect URI.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::AppState;
+use super::accounts::{SignedIn, open_session};
+use crate::domain::account::{AccountError, User, link_token_hash};
+use crate::domain::audit::{Client, Event};
+use crate::domain::provider::{CLI_CODE_LIFETIME_SECONDS, CliCode, CliRequest, pkce_matches};
+
+/// Keeps a code for `user` and answers the loopback URL to send the
+/// browser to (with the code and the CLI's state).
+pub async fn hand_over(
+    state: &AppState,
+    user: &User,
+    request: &CliRequest,
+    client: &Client,
+    now: i64,
+) -> Result<String, AccountError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| AccountError::Internal(e.to_string()))?;
+    let code = URL_SAFE_NO_PAD.encode(bytes);
+    state
+        .store
+        .issue_cli_code(
+            &CliCode {
+                code_hash: link_token_hash(&code),
+                user_id: user.id.clone(),
+                code_challenge: request.code_challenge.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                created_at: now,
+                expires_at: now.saturating_add(CLI_CODE_LIFETIME_SECONDS),
+            },
+            now,
+        )
+        .await?;
+    state
+        .audit
+        .log(
+            Event::new(now, "cli_login", "code_issued")
+                .actor(format!("user:{}", user.id))
+                .client(client),
+        )
+        .await;
+    Ok(format!(
+        "{}?code={code}&state={}",
+        request.redirect_uri, request.state
+    ))
+}
+
+/// Exchanges a code for a session of the CLI.
+pub async fn exchange(
+    state: &AppState,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+    client: &Client,
+    now: i64,
+) -> Result<(SignedIn, User), AccountError> {
+    let found = state
+        .store
+        .take_cli_code(&link_token_hash(code), now)
+        .await?
+        .filter(|(c, _)| {
+            c.redirect_uri == redirect_uri && pkce_matches(verifier, &c.code_challenge)
+        });
+    let Some((_, user)) = found else {
+        state
+            .audit
+            .log(Event::new(now, "cli_login", "code_invalid").client(client))
+            .await;
+        return Err(AccountError::CodeInvalid);
+    };
+    let signed = open_session(state, client, user.clone(), Some("the browser (CLI)"), now).await?;
+    Ok((signed, user))
+}
