@@ -93,6 +93,10 @@ pub enum Command {
         /// Sign in with email and password instead of the browser.
         #[arg(long)]
         password: bool,
+        /// On a machine without a browser: approve a code in a browser
+        /// elsewhere (device authorization).
+        #[arg(long, conflicts_with_all = ["password", "email", "password_stdin"])]
+        device: bool,
         /// Account email (asked for when missing); implies --password.
         #[arg(long)]
         email: Option<String>,

@@ -31,3 +31,14 @@ CREATE TABLE cli_codes (
     expires_at     BIGINT NOT NULL
 );
 CREATE INDEX cli_codes_expiry ON cli_codes (expires_at);
+
+CREATE TABLE device_codes (
+    device_code_hash TEXT PRIMARY KEY CHECK (length(device_code_hash) = 64),
+    user_code        TEXT NOT NULL UNIQUE,
+    user_id          TEXT REFERENCES users (id) ON DELETE CASCADE,
+    interval_seconds BIGINT NOT NULL,
+    last_poll_at     BIGINT,
+    created_at       BIGINT NOT NULL,
+    expires_at       BIGINT NOT NULL
+);
+CREATE INDEX device_codes_expiry ON device_codes (expires_at);

@@ -44,3 +44,19 @@ CREATE TABLE cli_codes (
     expires_at     INTEGER NOT NULL
 );
 CREATE INDEX cli_codes_expiry ON cli_codes (expires_at);
+
+-- Device authorization (RFC 8628, `coditect login --device`): the SHA-256
+-- of the device code the CLI polls with, the user code a person approves
+-- at /device, the user once approved. Polled no faster than
+-- interval_seconds (last_poll_at); taken (deleted) by the poll that finds
+-- it approved; ten minutes.
+CREATE TABLE device_codes (
+    device_code_hash TEXT PRIMARY KEY CHECK (length(device_code_hash) = 64),
+    user_code        TEXT NOT NULL UNIQUE,
+    user_id          TEXT REFERENCES users (id) ON DELETE CASCADE,
+    interval_seconds INTEGER NOT NULL,
+    last_poll_at     INTEGER,
+    created_at       INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL
+);
+CREATE INDEX device_codes_expiry ON device_codes (expires_at);

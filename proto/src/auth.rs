@@ -147,3 +147,29 @@ pub struct CliTokenResponse {
     /// The signed-in account's email.
     pub email: String,
 }
+
+/// A device authorization (RFC 8628) for `coditect login --device`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct DeviceCodeResponse {
+    /// What the CLI polls `auth/device/token` with (secret).
+    pub device_code: String,
+    /// What the person types at `verification_uri`: `XXXX-XXXX`.
+    pub user_code: String,
+    /// The page where the person signs in and approves.
+    pub verification_uri: String,
+    /// The same page with the user code filled in.
+    pub verification_uri_complete: String,
+    /// Seconds until the codes expire.
+    pub expires_in: u64,
+    /// Seconds to wait between polls.
+    pub interval: u64,
+}
+
+/// A poll of a device authorization.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct DeviceTokenRequest {
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 1, max_length = 128)))]
+    pub device_code: String,
+}

@@ -108,18 +108,30 @@ impl WebBrowser {
         self.cookies.clear();
     }
 
-    /// `GET url` (absolute), one step: no redirect followed.
-    pub fn get(&mut self, url: &str) -> Answer {
+    /// `POST url` with a form body (`a=b&c=d`, encoded), one step.
+    pub fn post_form(&mut self, url: &str, body: &str) -> Answer {
         let (_, path) = split_url(url);
-        let mut req = self.agent.get(url);
+        let mut req = self
+            .agent
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded");
         let cookies = self.cookie_header(&path);
         if !cookies.is_empty() {
             req = req.header("Cookie", &cookies);
         }
-        let mut resp = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let resp = req.send(body).unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        self.answer(url, &path, resp)
+    }
+
+    fn answer(
+        &mut self,
+        url: &str,
+        path: &str,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Answer {
         for v in resp.headers().get_all("set-cookie") {
             if let Ok(v) = v.to_str() {
-                self.keep(v, &path);
+                self.keep(v, path);
             }
         }
         let status = resp.status().as_u16();
@@ -142,6 +154,18 @@ impl WebBrowser {
             location,
             body,
         }
+    }
+
+    /// `GET url` (absolute), one step: no redirect followed.
+    pub fn get(&mut self, url: &str) -> Answer {
+        let (_, path) = split_url(url);
+        let mut req = self.agent.get(url);
+        let cookies = self.cookie_header(&path);
+        if !cookies.is_empty() {
+            req = req.header("Cookie", &cookies);
+        }
+        let resp = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        self.answer(url, &path, resp)
     }
 
     /// `GET url`, then every redirect while `stop` says no to its URL;

@@ -523,3 +523,112 @@ fn coditect_login_signs_in_through_the_browser() {
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(bad.body.contains("not valid"), "{}", bad.body);
 }
+
+/// `coditect login --device` (RFC 8628): the CLI shows a code and polls;
+/// the test, as the person on another device, signs in with GitHub at the
+/// page, approves the code, and the CLI gets its session. Polling sooner
+/// than the interval is answered `slow_down`; an unknown device code
+/// `code_invalid`.
+#[test]
+fn coditect_login_device_is_approved_in_a_browser() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    use coditect_tests::cli::Cli;
+
+    let Some(bed) = bed("coditect_login_device_is_approved_in_a_browser") else {
+        return;
+    };
+    // The polling rules, through the API.
+    let api = bed.issuer.client();
+    let start = api
+        .post_json("/api/v1/auth/device/code", &json!({}))
+        .expect_status(200);
+    assert_eq!(start["interval"], 5, "{start}");
+    let poll = json!({"device_code": start["device_code"]});
+    api.post_json("/api/v1/auth/device/token", &poll)
+        .expect_problem(400, "authorization_pending");
+    api.post_json("/api/v1/auth/device/token", &poll)
+        .expect_problem(400, "slow_down");
+    api.post_json(
+        "/api/v1/auth/device/token",
+        &json!({"device_code": "not-a-device-code"}),
+    )
+    .expect_problem(404, "code_invalid");
+
+    let cli = Cli::new();
+    let mut child = cli
+        .command(&[
+            "--json",
+            "login",
+            "--device",
+            "--server",
+            bed.issuer.base_url(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run coditect login --device");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let url = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("coditect login --device prints the page and the code");
+        if let Some(i) = line.find("or open http") {
+            break line[i + "or open ".len()..].trim().to_owned();
+        }
+    };
+    assert!(url.contains("/device?user_code="), "{url}");
+    let code = url.split("user_code=").nth(1).unwrap().to_owned();
+
+    let mut browser = WebBrowser::new();
+    let page = browser.get(&url);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let href = page
+        .body
+        .split("id=\"with-github\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the GitHub button")
+        .replace("&amp;", "&");
+    let a = browser.get(&bed.url(&href));
+    let callback = bed.through_provider(&mut browser, &a.location.unwrap(), "&login=octo");
+    let back = browser.get(&callback);
+    assert_eq!(back.status, 303, "{}", back.body);
+    let device_page = back.location.unwrap();
+    assert!(
+        device_page.ends_with(&format!("/device?user_code={code}")),
+        "{device_page}"
+    );
+    let form = browser.get(&device_page);
+    assert!(form.body.contains(&code), "{}", form.body);
+    let csrf = form
+        .body
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the form's CSRF token")
+        .to_owned();
+    let done = browser.post_form(
+        &bed.url("/device"),
+        &format!("csrf_token={csrf}&user_code={}", code.to_lowercase()),
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("Device signed in"), "{}", done.body);
+
+    let out = child
+        .wait_with_output()
+        .expect("coditect login --device ends");
+    assert!(out.status.success(), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["email"], "octo@example.com", "{doc}");
+    cli.run(&["--json", "license", "machines"]).assert_success();
+    bed.wait_for_audit("device_login", "approved");
+}

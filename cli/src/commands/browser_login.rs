@@ -155,6 +155,73 @@ fn wait_for_code(listener: &TcpListener, state: &str) -> CliResult<String> {
     }
 }
 
+/// Stores the session the server gave and says so.
+fn signed_in(ctx: &Context<'_>, server: String, body: proto::CliTokenResponse) -> CliResult<()> {
+    let email = body.email;
+    let expires = body.expires_at;
+    state::save_session(
+        ctx.paths,
+        &Session::new(server, email.clone(), body.access_token, expires.clone()),
+    )?;
+    ctx.printer.success(&format!("Signed in as {email}"));
+    ctx.printer
+        .json(&json!({ "signed_in": true, "email": email, "expires_at": expires }));
+    Ok(())
+}
+
+/// `coditect login --device` (RFC 8628): shows a code to approve in a
+/// browser anywhere, and polls until it is (waiting longer after each
+/// `slow_down`).
+pub fn device(ctx: &Context<'_>) -> CliResult<()> {
+    let server = server_or_default(ctx.server);
+    let client = Client::new(&server, api::FOREGROUND_TIMEOUT);
+    let start = match ctx
+        .printer
+        .spin("Asking for a code…", || client.device_code())?
+    {
+        Reply::Ok(body) => body,
+        Reply::Refused { problem, .. } => {
+            return Err(api::refusal_error(&problem.code, &problem.detail, &server));
+        }
+    };
+    eprintln!(
+        "To sign in, open {} in a browser (on any device) and enter the code {}
+  or open {}",
+        start.verification_uri, start.user_code, start.verification_uri_complete
+    );
+    let deadline = Instant::now() + Duration::from_secs(start.expires_in);
+    let mut interval = Duration::from_secs(start.interval.max(1));
+    let request = proto::DeviceTokenRequest {
+        device_code: start.device_code,
+    };
+    ctx.printer.spin("Waiting for the approval…", || {
+        loop {
+            std::thread::sleep(interval);
+            if Instant::now() >= deadline {
+                return Err(CliError::user(
+                    "timeout",
+                    "the code was not approved in time",
+                    Some("run `coditect login --device` again".to_owned()),
+                ));
+            }
+            match client.device_token(&request)? {
+                Reply::Ok(body) => return signed_in(ctx, server.clone(), body),
+                Reply::Refused { problem, .. } => match problem.code.as_str() {
+                    "authorization_pending" => {}
+                    "slow_down" => interval += Duration::from_secs(5),
+                    _ => {
+                        return Err(CliError::user(
+                            &problem.code,
+                            problem.detail,
+                            Some("run `coditect login --device` again".to_owned()),
+                        ));
+                    }
+                },
+            }
+        }
+    })
+}
+
 pub fn run(ctx: &Context<'_>) -> CliResult<()> {
     let server = server_or_default(ctx.server);
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -200,18 +267,7 @@ pub fn run(ctx: &Context<'_>) -> CliResult<()> {
         .printer
         .spin("Signing in…", || client.cli_token(&request))?
     {
-        Reply::Ok(body) => {
-            let email = body.email;
-            let expires = body.expires_at;
-            state::save_session(
-                ctx.paths,
-                &Session::new(server, email.clone(), body.access_token, expires.clone()),
-            )?;
-            ctx.printer.success(&format!("Signed in as {email}"));
-            ctx.printer
-                .json(&json!({ "signed_in": true, "email": email, "expires_at": expires }));
-            Ok(())
-        }
+        Reply::Ok(body) => signed_in(ctx, server, body),
         Reply::Refused { problem, .. } => Err(CliError::user(
             &problem.code,
             problem.detail,

@@ -41,6 +41,7 @@ pub fn dispatch(cli: &Cli, printer: &Printer) -> CliResult<()> {
                 Command::Login {
                     email, reset: true, ..
                 } => session::reset(&ctx, email.as_deref()),
+                Command::Login { device: true, .. } => browser_login::device(&ctx),
                 Command::Login {
                     password: false,
                     email: None,

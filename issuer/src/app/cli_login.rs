@@ -15,7 +15,10 @@ use super::AppState;
 use super::accounts::{SignedIn, open_session};
 use crate::domain::account::{AccountError, User, link_token_hash};
 use crate::domain::audit::{Client, Event};
-use crate::domain::provider::{CLI_CODE_LIFETIME_SECONDS, CliCode, CliRequest, pkce_matches};
+use crate::domain::provider::{
+    CLI_CODE_LIFETIME_SECONDS, CliCode, CliRequest, DEVICE_CODE_LIFETIME_SECONDS,
+    DEVICE_POLL_INTERVAL_SECONDS, DeviceCode, DevicePoll, pkce_matches, user_code,
+};
 
 /// Keeps a code for `user` and answers the loopback URL to send the
 /// browser to (with the code and the CLI's state).
@@ -82,4 +85,81 @@ pub async fn exchange(
     };
     let signed = open_session(state, client, user.clone(), Some("the browser (CLI)"), now).await?;
     Ok((signed, user))
+}
+
+/// `coditect login --device` (RFC 8628): a new device authorization; the
+/// device code (secret, for the CLI's polls) and the stored record with
+/// its user code.
+pub async fn start_device(
+    state: &AppState,
+    now: i64,
+) -> Result<(String, DeviceCode), AccountError> {
+    let mut bytes = [0u8; 32];
+    let mut letters = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| AccountError::Internal(e.to_string()))?;
+    getrandom::fill(&mut letters).map_err(|e| AccountError::Internal(e.to_string()))?;
+    let device_code = URL_SAFE_NO_PAD.encode(bytes);
+    let record = DeviceCode {
+        device_code_hash: link_token_hash(&device_code),
+        user_code: user_code(letters),
+        interval_seconds: DEVICE_POLL_INTERVAL_SECONDS,
+        created_at: now,
+        expires_at: now.saturating_add(DEVICE_CODE_LIFETIME_SECONDS),
+    };
+    state.store.begin_device(&record, now).await?;
+    Ok((device_code, record))
+}
+
+/// The signed-in `user` approves the device authorization of `user_code`
+/// (normalized); `false` when unknown, expired or approved already.
+pub async fn approve_device(
+    state: &AppState,
+    user: &User,
+    user_code: &str,
+    client: &Client,
+    now: i64,
+) -> Result<bool, AccountError> {
+    let approved = state.store.approve_device(user_code, &user.id, now).await?;
+    state
+        .audit
+        .log(
+            Event::new(
+                now,
+                "device_login",
+                if approved { "approved" } else { "code_invalid" },
+            )
+            .actor(format!("user:{}", user.id))
+            .client(client),
+        )
+        .await;
+    Ok(approved)
+}
+
+/// One poll of the CLI: a session once approved (once), or why not yet.
+pub async fn poll_device(
+    state: &AppState,
+    device_code: &str,
+    client: &Client,
+    now: i64,
+) -> Result<(SignedIn, User), AccountError> {
+    match state
+        .store
+        .poll_device(&link_token_hash(device_code), now)
+        .await?
+    {
+        DevicePoll::Pending => Err(AccountError::AuthorizationPending),
+        DevicePoll::SlowDown => Err(AccountError::SlowDown),
+        DevicePoll::Expired => Err(AccountError::CodeInvalid),
+        DevicePoll::Approved(user) => {
+            let signed = open_session(
+                state,
+                client,
+                user.clone(),
+                Some("a device code (CLI)"),
+                now,
+            )
+            .await?;
+            Ok((signed, user))
+        }
+    }
 }

@@ -229,3 +229,72 @@ mod tests {
         assert!(!pkce_matches("short", CHALLENGE));
     }
 }
+
+/// How long a device code lives (s).
+pub const DEVICE_CODE_LIFETIME_SECONDS: i64 = 600;
+/// The least time between two polls of a device code (s).
+pub const DEVICE_POLL_INTERVAL_SECONDS: i64 = 5;
+
+/// A device authorization (RFC 8628) waiting for its approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCode {
+    /// SHA-256 (hex) of the device code.
+    pub device_code_hash: String,
+    /// What the person types at `/device`: `XXXX-XXXX`.
+    pub user_code: String,
+    pub interval_seconds: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What a poll of a device code finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicePoll {
+    /// Not approved yet.
+    Pending,
+    /// Polled sooner than the interval after the last poll.
+    SlowDown,
+    /// Approved by this user (the code is used up).
+    Approved(super::account::User),
+    /// Unknown, expired or used.
+    Expired,
+}
+
+/// The letters of user codes: no vowels (no words), none that look alike.
+const USER_CODE_LETTERS: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// A user code `XXXX-XXXX` from 8 random bytes.
+pub fn user_code(random: [u8; 8]) -> String {
+    let letters: String = random
+        .iter()
+        .map(|b| USER_CODE_LETTERS[usize::from(*b) % USER_CODE_LETTERS.len()] as char)
+        .collect();
+    format!("{}-{}", &letters[..4], &letters[4..])
+}
+
+/// A typed user code as stored (upper case, the dash in place, spaces and
+/// dashes typed anywhere ignored), or `None` when it cannot be one.
+pub fn normalize_user_code(typed: &str) -> Option<String> {
+    let letters: String = typed
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (letters.len() == 8 && letters.bytes().all(|b| USER_CODE_LETTERS.contains(&b)))
+        .then(|| format!("{}-{}", &letters[..4], &letters[4..]))
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_are_typed_loosely_and_stored_one_way() {
+        let code = user_code([0, 1, 2, 3, 4, 5, 6, 20]);
+        assert_eq!(code, "BCDF-GHJB");
+        assert_eq!(normalize_user_code(" bcdf ghjb "), Some(code.clone()));
+        assert_eq!(normalize_user_code("BCDF-GHJB"), Some(code));
+        assert_eq!(normalize_user_code("BCDF-GHJ"), None);
+        assert_eq!(normalize_user_code("ABCD-EFGH"), None, "vowels");
+    }
+}

@@ -168,6 +168,10 @@ pub fn app(state: AppState) -> impl Endpoint {
         )
         .at("/signout", poem::post(web::signin::signout))
         .at(
+            "/device",
+            poem::get(web::device::page).post(web::device::approve),
+        )
+        .at(
             "/cli/login",
             poem::get(web::cli_login::page).post(web::cli_login::confirm),
         )

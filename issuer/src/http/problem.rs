@@ -338,6 +338,18 @@ impl From<AccountError> for ApiError {
                 "Sign-in code invalid or expired",
                 "This sign-in code is unknown, was used already, has expired, or does not match the verifier and redirect URI. Run `coditect login` again.",
             ),
+            AccountError::AuthorizationPending => Problem::new(
+                S::BAD_REQUEST,
+                "authorization_pending",
+                "Not approved yet",
+                "The sign-in has not been approved at the verification page yet. Poll again after the interval.",
+            ),
+            AccountError::SlowDown => Problem::new(
+                S::BAD_REQUEST,
+                "slow_down",
+                "Polled too soon",
+                "Wait the interval between polls, and 5 seconds more from now on.",
+            ),
             AccountError::Internal(cause) => return ApiError::internal(&cause),
             AccountError::Storage(e) => return ApiError::from(e),
         };

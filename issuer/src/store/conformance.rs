@@ -123,6 +123,7 @@ macro_rules! conformance_tests {
             identities_are_tied_to_one_user_one_per_provider,
             a_provider_signup_is_verified_and_tied_to_its_identity,
             cli_codes_are_taken_once_with_their_user_and_expire,
+            device_codes_wait_for_approval_are_polled_slowly_and_used_once,
         );
     };
     (@each $fresh:expr; $($name:ident),* $(,)?) => {

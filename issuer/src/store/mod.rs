@@ -36,7 +36,7 @@ use crate::domain::license::{
 };
 use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxEntry};
-use crate::domain::provider::{CliCode, ProviderLogin};
+use crate::domain::provider::{CliCode, DeviceCode, DevicePoll, ProviderLogin};
 use crate::domain::rate_limit::{Gcra, GcraOutcome};
 use crate::domain::stats::PilotFacts;
 
@@ -274,6 +274,23 @@ pub trait Identities {
     /// (no usable password), tied to the identity, in one transaction:
     /// `EmailTaken` and `SignupFull` as [`Accounts::signup`], `EmailTaken`
     /// too when the identity is tied already.
+    /// Keeps a device authorization (and drops those expired at `now`).
+    async fn begin_device(&self, code: &DeviceCode, now: i64) -> Result<(), StorageError>;
+    /// Approves the device authorization of `user_code` for `user_id`:
+    /// `false` when unknown, expired or approved already.
+    async fn approve_device(
+        &self,
+        user_code: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<bool, StorageError>;
+    /// One poll of a device code (see [`DevicePoll`]); an approved code is
+    /// deleted as it is answered.
+    async fn poll_device(
+        &self,
+        device_code_hash: &str,
+        now: i64,
+    ) -> Result<DevicePoll, StorageError>;
     /// Keeps a code for the CLI (and drops those expired at `now`).
     async fn issue_cli_code(&self, code: &CliCode, now: i64) -> Result<(), StorageError>;
     /// Takes a CLI code once, with its user: deleted as it is read, `None`

@@ -52,9 +52,12 @@ pub fn route_of(method: &Method, path: &str) -> Option<LimitedRoute> {
     }
     let route = match normal.as_str() {
         // The web sign-in form signs in too: one quota for both.
-        "/api/v1/auth/login" | "/signin" | "/api/v1/auth/cli/token" | "/cli/login" => {
-            LimitedRoute::Login
-        }
+        "/api/v1/auth/login"
+        | "/signin"
+        | "/api/v1/auth/cli/token"
+        | "/cli/login"
+        | "/api/v1/auth/device/code"
+        | "/device" => LimitedRoute::Login,
         // The web form creates accounts too: one quota for both.
         "/api/v1/auth/signup" | "/signup" => LimitedRoute::Signup,
         // So do the password resets (a mail, or an Argon2 hash, each): the

@@ -15,6 +15,7 @@ pub mod account_page;
 pub mod cli_login;
 pub mod cookies;
 pub mod csrf;
+pub mod device;
 pub mod html;
 pub mod landing;
 pub mod offers;
@@ -116,6 +117,7 @@ fn is_page_path(path: &str) -> bool {
         || path.starts_with("/account/")
         || path.starts_with("/auth/")
         || path == "/cli/login"
+        || path == "/device"
 }
 
 /// Paths of the API and the machine-facing endpoints (always JSON).

@@ -24,7 +24,7 @@ use super::signup_form::Values;
 use crate::app::providers::{self, Finished, ProviderError};
 use crate::app::{AppState, cli_login, now};
 use crate::domain::plans;
-use crate::domain::provider::{CliRequest, LOGIN_LIFETIME_SECONDS, Provider};
+use crate::domain::provider::{CliRequest, LOGIN_LIFETIME_SECONDS, Provider, normalize_user_code};
 use crate::http::client;
 
 /// The cookie holding the `state` of this browser's provider sign-in.
@@ -84,6 +84,8 @@ pub struct StartQuery {
     cli_redirect_uri: String,
     cli_state: String,
     cli_challenge: String,
+    /// From `/device`: the sign-in comes back there with this user code.
+    device: String,
 }
 
 fn unknown_provider(state: &AppState) -> Response {
@@ -122,7 +124,9 @@ pub async fn start(
     } else {
         None
     };
-    let then_go = if query.cli_redirect_uri.is_empty() {
+    let then_go = if let Some(code) = normalize_user_code(&query.device) {
+        Some(format!("device:{code}"))
+    } else if query.cli_redirect_uri.is_empty() {
         (plans::find(&query.plan).is_some() && matches!(query.interval.as_str(), "month" | "year"))
             .then(|| format!("checkout:{}:{}", query.plan, query.interval))
     } else {
@@ -301,6 +305,17 @@ pub async fn callback(
             then_go,
             ..
         }) => {
+            if let Some(code) = then_go
+                .as_deref()
+                .and_then(|t| t.strip_prefix("device:"))
+                .and_then(normalize_user_code)
+            {
+                let mut resp = redirect(&format!("/device?user_code={code}"));
+                let max_age = u32::try_from(signed.lifetime).unwrap_or(86_400);
+                session_cookie(&mut resp, &signed.access_token, max_age, site.secure);
+                clear_state_cookie(&mut resp, state);
+                return resp;
+            }
             if let Some(request) = then_go.as_deref().and_then(CliRequest::from_line) {
                 let mut resp =
                     match cli_login::hand_over(state, &user, &request, &client, now()).await {

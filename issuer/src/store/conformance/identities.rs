@@ -6,7 +6,7 @@
 
 use super::NOW;
 use crate::domain::account::AccountError;
-use crate::domain::provider::{CliCode, ProviderLogin};
+use crate::domain::provider::{CliCode, DeviceCode, DevicePoll, ProviderLogin};
 use crate::store::SharedStore;
 
 fn login(n: u8, expires_at: i64) -> ProviderLogin {
@@ -205,5 +205,75 @@ pub async fn cli_codes_are_taken_once_with_their_user_and_expire(store: SharedSt
     assert_eq!(
         store.take_cli_code(&"ee".repeat(32), NOW).await.unwrap(),
         None
+    );
+}
+
+pub async fn device_codes_wait_for_approval_are_polled_slowly_and_used_once(store: SharedStore) {
+    let user = store
+        .signup("device@example.com", "hash", "Acme", None, NOW)
+        .await
+        .unwrap();
+    let code = DeviceCode {
+        device_code_hash: "d1".repeat(32),
+        user_code: "BCDF-GHJK".into(),
+        interval_seconds: 5,
+        created_at: NOW,
+        expires_at: NOW + 600,
+    };
+    store.begin_device(&code, NOW).await.unwrap();
+    let poll = |at: i64| {
+        let store = store.clone();
+        let hash = code.device_code_hash.clone();
+        async move { store.poll_device(&hash, at).await.unwrap() }
+    };
+    assert_eq!(poll(NOW).await, DevicePoll::Pending);
+    assert_eq!(poll(NOW + 2).await, DevicePoll::SlowDown);
+    // The slow poll counts: the interval runs from it.
+    assert_eq!(poll(NOW + 6).await, DevicePoll::SlowDown);
+    assert_eq!(poll(NOW + 11).await, DevicePoll::Pending);
+    assert!(
+        !store
+            .approve_device("ZZZZ-ZZZZ", &user.id, NOW + 12)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .approve_device("BCDF-GHJK", &user.id, NOW + 12)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .approve_device("BCDF-GHJK", &user.id, NOW + 12)
+            .await
+            .unwrap(),
+        "approved once"
+    );
+    assert_eq!(poll(NOW + 20).await, DevicePoll::Approved(user.clone()));
+    assert_eq!(poll(NOW + 30).await, DevicePoll::Expired, "used up");
+    assert_eq!(
+        store.poll_device(&"ee".repeat(32), NOW).await.unwrap(),
+        DevicePoll::Expired
+    );
+    // Expired codes are neither approved nor answered.
+    let late = DeviceCode {
+        device_code_hash: "d2".repeat(32),
+        user_code: "BCDF-GHJL".into(),
+        ..code.clone()
+    };
+    store.begin_device(&late, NOW).await.unwrap();
+    assert!(
+        !store
+            .approve_device("BCDF-GHJL", &user.id, NOW + 600)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .poll_device(&late.device_code_hash, NOW + 600)
+            .await
+            .unwrap(),
+        DevicePoll::Expired
     );
 }

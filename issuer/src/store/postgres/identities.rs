@@ -7,7 +7,7 @@ use super::accounts::{USER_COLUMNS, signup_in, user_from_row};
 use super::{PgStore, column};
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, User};
-use crate::domain::provider::{CliCode, ProviderLogin};
+use crate::domain::provider::{CliCode, DeviceCode, DevicePoll, ProviderLogin};
 use crate::store::Identities;
 
 /// The password hash of an account made by a provider sign-in (no
@@ -39,6 +39,95 @@ impl PgStore {
 
 #[async_trait]
 impl Identities for PgStore {
+    async fn begin_device(&self, d: &DeviceCode, now: i64) -> Result<(), StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached("DELETE FROM device_codes WHERE expires_at <= $1")
+            .await?;
+        conn.execute(&stmt, &[&now]).await?;
+        let stmt = conn
+            .prepare_cached(
+                "INSERT INTO device_codes (device_code_hash, user_code, interval_seconds,
+                     created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?;
+        conn.execute(
+            &stmt,
+            &[
+                &d.device_code_hash,
+                &d.user_code,
+                &d.interval_seconds,
+                &d.created_at,
+                &d.expires_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn approve_device(
+        &self,
+        user_code: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "UPDATE device_codes SET user_id = $2
+                 WHERE user_code = $1 AND user_id IS NULL AND expires_at > $3",
+            )
+            .await?;
+        Ok(conn.execute(&stmt, &[&user_code, &user_id, &now]).await? == 1)
+    }
+
+    async fn poll_device(
+        &self,
+        device_code_hash: &str,
+        now: i64,
+    ) -> Result<DevicePoll, StorageError> {
+        let mut conn = self.db.conn().await?;
+        let tx = conn.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "SELECT user_id, interval_seconds, last_poll_at, expires_at FROM device_codes
+                 WHERE device_code_hash = $1 FOR UPDATE",
+            )
+            .await?;
+        let Some(r) = tx.query_opt(&stmt, &[&device_code_hash]).await? else {
+            return Ok(DevicePoll::Expired);
+        };
+        let user_id: Option<String> = column(&r, 0)?;
+        let interval: i64 = column(&r, 1)?;
+        let last: Option<i64> = column(&r, 2)?;
+        let expires_at: i64 = column(&r, 3)?;
+        if expires_at <= now {
+            return Ok(DevicePoll::Expired);
+        }
+        let poll = match (user_id, last) {
+            (_, Some(last)) if now - last < interval => DevicePoll::SlowDown,
+            (None, _) => DevicePoll::Pending,
+            (Some(user_id), _) => {
+                let stmt = tx
+                    .prepare_cached("DELETE FROM device_codes WHERE device_code_hash = $1")
+                    .await?;
+                tx.execute(&stmt, &[&device_code_hash]).await?;
+                tx.commit().await?;
+                return Ok(self
+                    .user_where("u.id = $1", &[&user_id])
+                    .await?
+                    .map_or(DevicePoll::Expired, DevicePoll::Approved));
+            }
+        };
+        let stmt = tx
+            .prepare_cached("UPDATE device_codes SET last_poll_at = $2 WHERE device_code_hash = $1")
+            .await?;
+        tx.execute(&stmt, &[&device_code_hash, &now]).await?;
+        tx.commit().await?;
+        Ok(poll)
+    }
+
     async fn issue_cli_code(&self, c: &CliCode, now: i64) -> Result<(), StorageError> {
         let conn = self.db.conn().await?;
         let stmt = conn

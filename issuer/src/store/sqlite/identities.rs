@@ -7,7 +7,7 @@ use super::SqliteStore;
 use super::accounts::{USER_COLUMNS, signup_in, user_from_row};
 use crate::domain::StorageError;
 use crate::domain::account::{AccountError, User};
-use crate::domain::provider::{CliCode, ProviderLogin};
+use crate::domain::provider::{CliCode, DeviceCode, DevicePoll, ProviderLogin};
 use crate::store::Identities;
 
 /// The password hash of an account made by a provider sign-in: not a
@@ -157,8 +157,105 @@ fn take_code(
     Ok(found)
 }
 
+fn begin_device(conn: &Connection, d: &DeviceCode, now: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM device_codes WHERE expires_at <= ?1", [now])?;
+    conn.execute(
+        "INSERT INTO device_codes (device_code_hash, user_code, interval_seconds, created_at,
+             expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            d.device_code_hash,
+            d.user_code,
+            d.interval_seconds,
+            d.created_at,
+            d.expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+fn poll_device(conn: &mut Connection, hash: &str, now: i64) -> rusqlite::Result<DevicePoll> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(Option<String>, i64, Option<i64>, i64)> = tx
+        .query_row(
+            "SELECT user_id, interval_seconds, last_poll_at, expires_at FROM device_codes
+             WHERE device_code_hash = ?1",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let poll = match row {
+        None => DevicePoll::Expired,
+        Some((_, _, _, expires_at)) if expires_at <= now => DevicePoll::Expired,
+        Some((_, interval, Some(last), _)) if now - last < interval => {
+            tx.execute(
+                "UPDATE device_codes SET last_poll_at = ?2 WHERE device_code_hash = ?1",
+                params![hash, now],
+            )?;
+            DevicePoll::SlowDown
+        }
+        Some((None, ..)) => {
+            tx.execute(
+                "UPDATE device_codes SET last_poll_at = ?2 WHERE device_code_hash = ?1",
+                params![hash, now],
+            )?;
+            DevicePoll::Pending
+        }
+        Some((Some(user_id), ..)) => {
+            tx.execute(
+                "DELETE FROM device_codes WHERE device_code_hash = ?1",
+                [hash],
+            )?;
+            match user_where(&tx, "u.id = ?1", &[&user_id])? {
+                Some(user) => DevicePoll::Approved(user),
+                None => DevicePoll::Expired,
+            }
+        }
+    };
+    tx.commit()?;
+    Ok(poll)
+}
+
 #[async_trait]
 impl Identities for SqliteStore {
+    async fn begin_device(&self, code: &DeviceCode, now: i64) -> Result<(), StorageError> {
+        let code = code.clone();
+        self.db
+            .run_write(move |c| begin_device(c, &code, now).map_err(StorageError::from))
+            .await
+    }
+
+    async fn approve_device(
+        &self,
+        user_code: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let (code, user) = (user_code.to_owned(), user_id.to_owned());
+        self.db
+            .run_write(move |c| {
+                c.execute(
+                    "UPDATE device_codes SET user_id = ?2
+                     WHERE user_code = ?1 AND user_id IS NULL AND expires_at > ?3",
+                    params![code, user, now],
+                )
+                .map(|n| n == 1)
+                .map_err(StorageError::from)
+            })
+            .await
+    }
+
+    async fn poll_device(
+        &self,
+        device_code_hash: &str,
+        now: i64,
+    ) -> Result<DevicePoll, StorageError> {
+        let hash = device_code_hash.to_owned();
+        self.db
+            .run_write(move |c| poll_device(c, &hash, now).map_err(StorageError::from))
+            .await
+    }
+
     async fn issue_cli_code(&self, code: &CliCode, now: i64) -> Result<(), StorageError> {
         let code = code.clone();
         self.db
