@@ -547,9 +547,9 @@ fn coditect_login_device_is_approved_in_a_browser() {
     assert_eq!(start["interval"], 5, "{start}");
     let poll = json!({"device_code": start["device_code"]});
     api.post_json("/api/v1/auth/device/token", &poll)
-        .expect_problem(400, "authorization_pending");
+        .expect_problem(409, "authorization_pending");
     api.post_json("/api/v1/auth/device/token", &poll)
-        .expect_problem(400, "slow_down");
+        .expect_problem(409, "slow_down");
     api.post_json(
         "/api/v1/auth/device/token",
         &json!({"device_code": "not-a-device-code"}),

@@ -338,14 +338,15 @@ impl From<AccountError> for ApiError {
                 "Sign-in code invalid or expired",
                 "This sign-in code is unknown, was used already, has expired, or does not match the verifier and redirect URI. Run `coditect login` again.",
             ),
+            // Not yet in the state asked for: a conflict, to ask again.
             AccountError::AuthorizationPending => Problem::new(
-                S::BAD_REQUEST,
+                S::CONFLICT,
                 "authorization_pending",
                 "Not approved yet",
                 "The sign-in has not been approved at the verification page yet. Poll again after the interval.",
             ),
             AccountError::SlowDown => Problem::new(
-                S::BAD_REQUEST,
+                S::CONFLICT,
                 "slow_down",
                 "Polled too soon",
                 "Wait the interval between polls, and 5 seconds more from now on.",
