@@ -15,6 +15,8 @@ use crate::{missing_tool, repo_file};
 
 pub const CLIENT_ID: &str = "coditect-web";
 pub const CLIENT_SECRET: &str = "coditect-web-secret-for-tests";
+/// Another application registered at the provider.
+pub const OTHER_CLIENT_ID: &str = "another-application";
 
 /// The running provider; dropping it stops node.
 pub struct OidcProvider {
@@ -98,15 +100,27 @@ impl OidcProvider {
     }
 
     /// Registers the issuer at `issuer_base` as the client (before the
-    /// provider's first request).
+    /// provider's first request), and [`OTHER_CLIENT_ID`], another
+    /// application with the same redirect URI (codes issued to it must not
+    /// sign anyone in to ours).
     pub fn register(&self, issuer_base: &str) {
-        let clients = json!([{
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "redirect_uris": [format!("{}/auth/google/callback", issuer_base.trim_end_matches('/'))],
-            "grant_types": ["authorization_code"],
-            "response_types": ["code"],
-        }]);
+        let redirect = format!("{}/auth/google/callback", issuer_base.trim_end_matches('/'));
+        let clients = json!([
+            {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "redirect_uris": [redirect],
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+            },
+            {
+                "client_id": OTHER_CLIENT_ID,
+                "client_secret": "another-application-secret",
+                "redirect_uris": [redirect],
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+            },
+        ]);
         std::fs::write(&self.clients_file, clients.to_string()).expect("write the clients file");
     }
 

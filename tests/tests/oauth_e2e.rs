@@ -373,6 +373,22 @@ fn forged_replayed_and_mixed_up_answers_are_refused() {
     assert!(a.body.contains("Sign-in refused"), "{}", a.body);
     bed.wait_for_audit("provider_login", "provider_refused");
 
+    // A code issued to another application (its audience): the browser's
+    // authorization request was changed to name that client; the code
+    // does not sign anyone in here.
+    let mut browser = WebBrowser::new();
+    let url = bed.start(&mut browser, "google", "");
+    let other = url.replace(
+        &format!("client_id={}", coditect_tests::oidc::CLIENT_ID),
+        &format!("client_id={}", coditect_tests::oidc::OTHER_CLIENT_ID),
+    );
+    assert_ne!(other, url);
+    let callback = bed.through_provider(&mut browser, &other, &hint("frank@example.com"));
+    let a = browser.get(&callback);
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("Sign-in refused"), "{}", a.body);
+    assert_eq!(bed.account_page(&mut browser).status, 303, "not signed in");
+
     // An ID token issued for another sign-in's nonce: the authorization
     // request was changed on the way (as an attacker would), the ID token
     // carries that other nonce, and our check refuses it.
