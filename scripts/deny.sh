@@ -38,7 +38,7 @@ cargo-deny --offline --color never --metadata-path target/deny/metadata.json che
 cargo metadata --locked --format-version 1 \
     --manifest-path deny/fixtures/known-advisory/Cargo.toml >target/deny/fixture-metadata.json
 if cargo-deny --offline --color never --metadata-path target/deny/fixture-metadata.json \
-    check advisories >target/deny/fixture.log 2>&1; then
+    --config deny/fixtures/known-advisory/deny.toml check advisories >target/deny/fixture.log 2>&1; then
     cat target/deny/fixture.log >&2
     echo "deny.sh: the fixture with RUSTSEC-2023-0071 passed: the advisory check finds nothing" >&2
     exit 1

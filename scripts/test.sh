@@ -50,6 +50,10 @@ scripts/prometheus.sh
 . scripts/postgres.sh
 postgres_for_tests
 
+# Sign in with Google/GitHub (tests/tests/oauth_e2e.rs): a real OpenID
+# provider (oidc-provider on node, tests/oidc).
+scripts/oidc-provider.sh
+
 cargo test --workspace --locked "$@"
 
 # The distribution build of the CLI (no dev-keys) on its own: it must refuse

@@ -190,6 +190,27 @@ impl Client {
         self.post("/auth/login", request)
     }
 
+    /// `POST /auth/cli/token`: the code of a browser sign-in for a session.
+    pub fn cli_token(
+        &self,
+        request: &proto::CliTokenRequest,
+    ) -> CliResult<Reply<proto::CliTokenResponse>> {
+        self.post("/auth/cli/token", request)
+    }
+
+    /// `POST /auth/device/code`: a device authorization.
+    pub fn device_code(&self) -> CliResult<Reply<proto::DeviceCodeResponse>> {
+        self.post("/auth/device/code", &serde_json::json!({}))
+    }
+
+    /// `POST /auth/device/token`: one poll of a device authorization.
+    pub fn device_token(
+        &self,
+        request: &proto::DeviceTokenRequest,
+    ) -> CliResult<Reply<proto::CliTokenResponse>> {
+        self.post("/auth/device/token", request)
+    }
+
     /// `POST /auth/password-reset`: mails a reset link if the email has an
     /// account (the answer is the same when it has none).
     pub fn request_password_reset(

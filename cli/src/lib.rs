@@ -87,12 +87,21 @@ pub enum Command {
         #[arg(long, value_name = "ACTIVATION_ID")]
         machine: Option<String>,
     },
-    /// Sign in to your CODITECT account.
+    /// Sign in to your CODITECT account: in the browser (Google, GitHub, or
+    /// an existing browser session), or with --password.
     Login {
-        /// Account email (asked for when missing).
+        /// Sign in with email and password instead of the browser.
+        #[arg(long)]
+        password: bool,
+        /// On a machine without a browser: approve a code in a browser
+        /// elsewhere (device authorization).
+        #[arg(long, conflicts_with_all = ["password", "email", "password_stdin"])]
+        device: bool,
+        /// Account email (asked for when missing); implies --password.
         #[arg(long)]
         email: Option<String>,
-        /// Read the password from standard input instead of prompting.
+        /// Read the password from standard input instead of prompting;
+        /// implies --password.
         #[arg(long)]
         password_stdin: bool,
         /// Forgot the password: mail a link to choose a new one (opened in a browser).

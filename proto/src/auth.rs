@@ -115,3 +115,61 @@ mod tests {
         assert_eq!(resp.expires_in, 3600);
     }
 }
+
+/// The one-time code a browser sign-in handed to the CLI's loopback
+/// redirect (`coditect login`), with the CLI's PKCE verifier.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct CliTokenRequest {
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 1, max_length = 128)))]
+    pub code: String,
+    /// The PKCE verifier (RFC 7636) whose S256 challenge the CLI sent to
+    /// `/cli/login`.
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 43, max_length = 128)))]
+    pub code_verifier: String,
+    /// The loopback redirect URI the CLI sent to `/cli/login`.
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 1, max_length = 200)))]
+    pub redirect_uri: String,
+}
+
+/// A session for the CLI, as `auth/login` gives, with the account's email.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct CliTokenResponse {
+    /// JWT (HS256); send as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+    /// When the token expires (RFC 3339).
+    pub expires_at: String,
+    /// The signed-in account's email.
+    pub email: String,
+}
+
+/// A device authorization (RFC 8628) for `coditect login --device`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct DeviceCodeResponse {
+    /// What the CLI polls `auth/device/token` with (secret).
+    pub device_code: String,
+    /// What the person types at `verification_uri`: `XXXX-XXXX`.
+    pub user_code: String,
+    /// The page where the person signs in and approves.
+    pub verification_uri: String,
+    /// The same page with the user code filled in.
+    pub verification_uri_complete: String,
+    /// Seconds until the codes expire.
+    pub expires_in: u64,
+    /// Seconds to wait between polls.
+    pub interval: u64,
+}
+
+/// A poll of a device authorization.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+pub struct DeviceTokenRequest {
+    #[cfg_attr(feature = "openapi", oai(validator(min_length = 1, max_length = 128)))]
+    pub device_code: String,
+}

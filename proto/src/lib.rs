@@ -19,8 +19,9 @@ pub mod licenses;
 pub mod problem;
 
 pub use auth::{
-    AccountAnswer, LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest,
-    SignupRequest, SignupResponse, VerifyEmailRequest,
+    AccountAnswer, CliTokenRequest, CliTokenResponse, DeviceCodeResponse, DeviceTokenRequest,
+    LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest, SignupRequest,
+    SignupResponse, VerifyEmailRequest,
 };
 pub use licenses::{
     ActivateRequest, ActivationView, DeactivateRequest, DeactivateResponse, EntitlementsView,

@@ -9,10 +9,13 @@ pub mod binaries;
 pub mod browser;
 pub mod cli;
 pub mod database;
+pub mod fake_github;
 pub mod fake_stripe;
 pub mod issuer;
+pub mod oidc;
 pub mod smtp;
 pub mod tcp_proxy;
+pub mod web_browser;
 
 use std::path::{Path, PathBuf};
 

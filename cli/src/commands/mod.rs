@@ -1,6 +1,7 @@
 //! One module per command; this one dispatches and holds what they share.
 
 mod activate;
+mod browser_login;
 mod deactivate;
 mod project;
 mod session;
@@ -40,6 +41,13 @@ pub fn dispatch(cli: &Cli, printer: &Printer) -> CliResult<()> {
                 Command::Login {
                     email, reset: true, ..
                 } => session::reset(&ctx, email.as_deref()),
+                Command::Login { device: true, .. } => browser_login::device(&ctx),
+                Command::Login {
+                    password: false,
+                    email: None,
+                    password_stdin: false,
+                    ..
+                } => browser_login::run(&ctx),
                 Command::Login {
                     email,
                     password_stdin,

@@ -439,21 +439,33 @@ pub async fn sign_in(
             return Err(AccountError::InvalidCredentials);
         }
     };
+    open_session(state, client, user, None, now).await
+}
+
+/// A new session for `user` and its access token, audited as a `login`
+/// (`via`: how, when not with the password, e.g. `google`).
+pub async fn open_session(
+    state: &AppState,
+    client: &Client,
+    user: User,
+    via: Option<&str>,
+    now: i64,
+) -> Result<SignedIn, AccountError> {
     let lifetime = i64::try_from(state.config.jwt_expiry.as_secs()).unwrap_or(86_400);
     let expires_at = now.saturating_add(lifetime);
     let sid = state
         .store
         .create_session(&user.id, now, expires_at)
         .await?;
-    state
-        .audit
-        .log(
-            Event::new(now, "login", "ok")
-                .actor(format!("user:{}", user.id))
-                .subject("session", sid.clone())
-                .client(client),
-        )
-        .await;
+    let event = Event::new(now, "login", "ok")
+        .actor(format!("user:{}", user.id))
+        .subject("session", sid.clone())
+        .client(client);
+    let event = match via {
+        Some(via) => event.detail(format!("with {via}")),
+        None => event,
+    };
+    state.audit.log(event).await;
     let access_token = account::encode_jwt(
         &state.config.jwt_secret,
         &AccessClaims {

@@ -13,12 +13,14 @@
 pub mod accounts;
 pub mod audit;
 pub mod billing;
+pub mod cli_login;
 pub mod licenses;
 pub mod limits;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;
 pub mod pilot_gauges;
+pub mod providers;
 pub mod stats;
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 mod audit;
 mod env;
 mod metrics;
+mod providers;
 mod rate_limits;
 mod secrets;
 mod stripe;
@@ -24,6 +25,7 @@ use crate::store::postgres::PgUrl;
 pub use audit::{DEFAULT_AUDIT_RETENTION_DAYS, MIN_PRODUCTION_AUDIT_RETENTION_DAYS};
 pub use env::{Env, ProcessEnv};
 pub use metrics::{MIN_METRICS_TOKEN_BYTES, MetricsConfig};
+pub use providers::{GitHubConfig, GoogleConfig, ProviderClient, Providers};
 pub use rate_limits::{Per, Rate, RateLimits};
 pub use stripe::{Prices, StripeConfig};
 
@@ -118,6 +120,9 @@ pub struct Config {
     pub trust_proxy: usize,
     /// Stripe; `None` in development when `STRIPE_SECRET_KEY` is unset.
     pub stripe: Option<StripeConfig>,
+    /// Sign-in providers (`GOOGLE_*`, `GITHUB_*`); one without a client
+    /// id and secret is not offered.
+    pub providers: Providers,
     /// How long after a paid period ends its license still renews
     /// (`BILLING_GRACE`, 2 days): room for Stripe's renewal to arrive.
     pub billing_grace: Duration,
@@ -302,6 +307,7 @@ impl Config {
         let rate_limits = RateLimits::load(env)?;
         let trust_proxy = trust_proxy(env)?;
         let stripe = stripe(env, production)?;
+        let providers = providers::providers(env, production)?;
         let billing_grace = duration(env, "BILLING_GRACE", "2days")?;
         let past_due_grace = duration(env, "PAST_DUE_GRACE", "7days")?;
         let mail = MailConfig {
@@ -352,6 +358,7 @@ impl Config {
             rate_limits,
             trust_proxy,
             stripe,
+            providers,
             billing_grace,
             past_due_grace,
             mail,

@@ -149,7 +149,32 @@ fn production_refuses_missing_or_weak_secrets_and_the_dev_key() {
             ..
         }
     ));
+    for var in ["GOOGLE_ISSUER_URL", "GITHUB_BASE_URL", "GITHUB_API_URL"] {
+        let mut redirected = full.clone();
+        redirected.push((var, "http://127.0.0.1:9"));
+        assert!(
+            matches!(load(&VecEnv(redirected)).unwrap_err(), ConfigError::Invalid { var: v, .. } if v == var),
+            "{var}"
+        );
+    }
+    let mut half = full.clone();
+    half.push(("GITHUB_CLIENT_ID", "Iv1.abc"));
+    assert!(matches!(
+        load(&VecEnv(half)).unwrap_err(),
+        ConfigError::Invalid {
+            var: "GITHUB_CLIENT_SECRET",
+            ..
+        }
+    ));
+    let mut with_google = full.clone();
+    with_google.push(("GOOGLE_CLIENT_ID", "id.apps.googleusercontent.com"));
+    with_google.push(("GOOGLE_CLIENT_SECRET", "google-secret"));
+    let cfg = load(&VecEnv(with_google)).unwrap();
+    let google = cfg.providers.google.as_ref().unwrap();
+    assert_eq!(google.issuer_url, "https://accounts.google.com");
+    assert!(cfg.providers.github.is_none(), "GitHub is not configured");
     let cfg = load(&VecEnv(full)).unwrap();
+    assert!(cfg.providers.google.is_none() && cfg.providers.github.is_none());
     assert_eq!(cfg.signer.kid(), "prod-2026");
     assert!(!cfg.signing_key_is_development);
     let stripe = cfg.stripe.as_ref().unwrap();

@@ -27,6 +27,16 @@ pub enum AccountError {
     /// expired or for something else.
     #[error("the link is invalid, used or expired")]
     LinkInvalid,
+    /// A code handed to the CLI that is unknown, used, expired, or whose
+    /// PKCE verifier or redirect URI does not match.
+    #[error("the sign-in code is invalid, used or expired")]
+    CodeInvalid,
+    /// A device authorization not approved yet (RFC 8628).
+    #[error("the sign-in is not approved yet")]
+    AuthorizationPending,
+    /// A device code polled sooner than its interval (RFC 8628).
+    #[error("polled too soon")]
+    SlowDown,
     #[error("internal: {0}")]
     Internal(String),
     #[error(transparent)]

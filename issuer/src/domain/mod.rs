@@ -15,6 +15,7 @@ pub mod license;
 pub mod license_key;
 pub mod mail;
 pub mod plans;
+pub mod provider;
 pub mod rate_limit;
 pub mod stats;
 pub mod tokens;

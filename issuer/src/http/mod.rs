@@ -156,6 +156,19 @@ pub fn app(state: AppState) -> impl Endpoint {
             poem::get(web::signin::signin_page).post(web::signin::signin_submit),
         )
         .at("/signout", poem::post(web::signin::signout))
+        .at(
+            "/device",
+            poem::get(web::device::page).post(web::device::approve),
+        )
+        .at(
+            "/cli/login",
+            poem::get(web::cli_login::page).post(web::cli_login::confirm),
+        )
+        .at("/auth/:provider/start", poem::get(web::providers::start))
+        .at(
+            "/auth/:provider/callback",
+            poem::get(web::providers::callback),
+        )
         .at("/account", poem::get(web::account_page::account))
         .at("/account/free", poem::post(web::account_page::free))
         .at(

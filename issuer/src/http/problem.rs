@@ -336,6 +336,26 @@ impl From<AccountError> for ApiError {
                 "Link invalid or expired",
                 "This link is unknown, was used already or has expired. Ask for a new one.",
             ),
+            // Like a link: a resource that is gone (or never was).
+            AccountError::CodeInvalid => Problem::new(
+                S::NOT_FOUND,
+                "code_invalid",
+                "Sign-in code invalid or expired",
+                "This sign-in code is unknown, was used already, has expired, or does not match the verifier and redirect URI. Run `coditect login` again.",
+            ),
+            // Not yet in the state asked for: a conflict, to ask again.
+            AccountError::AuthorizationPending => Problem::new(
+                S::CONFLICT,
+                "authorization_pending",
+                "Not approved yet",
+                "The sign-in has not been approved at the verification page yet. Poll again after the interval.",
+            ),
+            AccountError::SlowDown => Problem::new(
+                S::CONFLICT,
+                "slow_down",
+                "Polled too soon",
+                "Wait the interval between polls, and 5 seconds more from now on.",
+            ),
             AccountError::Internal(cause) => return ApiError::internal(&cause),
             AccountError::Storage(e) => return ApiError::from(e),
         };

@@ -36,7 +36,9 @@ use crate::domain::license_key::LicenseKey;
 use crate::domain::mail::{CLAIM_SECS, Failure, Mail, Next, OutboxBacklog, OutboxStatus};
 use crate::domain::plans;
 
+mod identities;
 mod rate_counters;
+pub use identities::*;
 pub use rate_counters::*;
 
 /// A moment in 2026, the suite's "now".
@@ -118,6 +120,11 @@ macro_rules! conformance_tests {
             rate_counter_buckets_are_independent,
             expired_rate_counters_are_pruned_in_bounded_batches,
             concurrent_checks_of_one_bucket_never_allow_more_than_the_burst,
+            provider_logins_are_taken_once_and_expire,
+            identities_are_tied_to_one_user_one_per_provider,
+            a_provider_signup_is_verified_and_tied_to_its_identity,
+            cli_codes_are_taken_once_with_their_user_and_expire,
+            device_codes_wait_for_approval_are_polled_slowly_and_used_once,
         );
     };
     (@each $fresh:expr; $($name:ident),* $(,)?) => {

@@ -36,6 +36,7 @@ use crate::domain::license::{
 };
 use crate::domain::license_key::{KeyPepper, LicenseKey};
 use crate::domain::mail::{DueMail, Failure, Mail, Next, OutboxBacklog, OutboxEntry};
+use crate::domain::provider::{CliCode, DeviceCode, DevicePoll, ProviderLogin};
 use crate::domain::rate_limit::{Gcra, GcraOutcome};
 use crate::domain::stats::PilotFacts;
 
@@ -109,7 +110,16 @@ pub(crate) fn test_pepper() -> KeyPepper {
 /// All of the issuer's storage.
 #[async_trait]
 pub trait Store:
-    Accounts + Licenses + Billing + Outbox + AuditTrail + RateCounters + Send + Sync + 'static
+    Accounts
+    + Identities
+    + Licenses
+    + Billing
+    + Outbox
+    + AuditTrail
+    + RateCounters
+    + Send
+    + Sync
+    + 'static
 {
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StorageError>;
@@ -270,6 +280,84 @@ pub trait Accounts {
     async fn session_user(&self, session_id: &str, now: i64) -> Result<Option<User>, StorageError>;
     /// Ends a session.
     async fn end_session(&self, session_id: &str, now: i64) -> Result<(), StorageError>;
+}
+
+/// Sign-ins with a provider: the identities tied to users and the
+/// sign-ins started and not yet back.
+#[async_trait]
+pub trait Identities {
+    /// Keeps a started sign-in (and drops those expired at `now`).
+    async fn begin_provider_login(
+        &self,
+        login: &ProviderLogin,
+        now: i64,
+    ) -> Result<(), StorageError>;
+    /// Takes the started sign-in of `state_hash` once: deleted as it is
+    /// read, `None` when unknown, taken already or expired.
+    async fn take_provider_login(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> Result<Option<ProviderLogin>, StorageError>;
+    /// The user an identity of `provider` is tied to.
+    async fn identity_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<User>, StorageError>;
+    /// The user with this email (any case).
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StorageError>;
+    /// Ties an identity to a user: `false` (nothing changed) when the
+    /// identity is tied to someone already or the user has another
+    /// identity of this provider.
+    async fn link_identity(
+        &self,
+        user_id: &str,
+        provider: &str,
+        subject: &str,
+        email: &str,
+        now: i64,
+    ) -> Result<bool, StorageError>;
+    /// A new organization and its owner whose email the provider verified
+    /// (no usable password), tied to the identity, in one transaction:
+    /// `EmailTaken` and `SignupFull` as [`Accounts::signup`], `EmailTaken`
+    /// too when the identity is tied already.
+    /// Keeps a device authorization (and drops those expired at `now`).
+    async fn begin_device(&self, code: &DeviceCode, now: i64) -> Result<(), StorageError>;
+    /// Approves the device authorization of `user_code` for `user_id`:
+    /// `false` when unknown, expired or approved already.
+    async fn approve_device(
+        &self,
+        user_code: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<bool, StorageError>;
+    /// One poll of a device code (see [`DevicePoll`]); an approved code is
+    /// deleted as it is answered.
+    async fn poll_device(
+        &self,
+        device_code_hash: &str,
+        now: i64,
+    ) -> Result<DevicePoll, StorageError>;
+    /// Keeps a code for the CLI (and drops those expired at `now`).
+    async fn issue_cli_code(&self, code: &CliCode, now: i64) -> Result<(), StorageError>;
+    /// Takes a CLI code once, with its user: deleted as it is read, `None`
+    /// when unknown, used or expired.
+    async fn take_cli_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<Option<(CliCode, User)>, StorageError>;
+    #[allow(clippy::too_many_arguments)]
+    async fn provider_signup(
+        &self,
+        email: &str,
+        company_name: &str,
+        pilot_limit: Option<u32>,
+        provider: &str,
+        subject: &str,
+        now: i64,
+    ) -> Result<User, AccountError>;
 }
 
 /// Licenses and their seats (activations).

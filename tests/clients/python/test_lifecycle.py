@@ -20,6 +20,9 @@ from http import HTTPStatus
 
 from coditect_api import AuthenticatedClient, Client
 from coditect_api.api.auth import (
+    cli_token,
+    device_code,
+    device_token,
     login,
     logout,
     new_password,
@@ -35,7 +38,9 @@ from coditect_api.models import (
     ActivateRequest,
     BillingInterval,
     CheckoutRequest,
+    CliTokenRequest,
     DeactivateRequest,
+    DeviceTokenRequest,
     LoginRequest,
     NewPasswordRequest,
     PasswordResetRequest,
@@ -235,6 +240,34 @@ class Lifecycle(unittest.TestCase):
         r = billing_portal.sync_detailed(client=s)
         self.assertEqual(r.status_code, HTTPStatus.OK)
         self.assertTrue(r.parsed.url.startswith("http"))
+
+    def test_4_cli_sign_ins(self):
+        c = public()
+        r = device_code.sync_detailed(client=c)
+        self.assertEqual(r.status_code, HTTPStatus.OK)
+        self.assertTrue(r.parsed.verification_uri.endswith("/device"))
+        self.assertIn(r.parsed.user_code, r.parsed.verification_uri_complete)
+        poll = DeviceTokenRequest(device_code=r.parsed.device_code)
+        # Nobody approved it yet; polling again at once is too soon.
+        problem_of(device_token.sync_detailed(client=c, body=poll), HTTPStatus.CONFLICT, "authorization_pending")
+        problem_of(device_token.sync_detailed(client=c, body=poll), HTTPStatus.CONFLICT, "slow_down")
+        problem_of(
+            device_token.sync_detailed(client=c, body=DeviceTokenRequest(device_code="no-such-code")),
+            HTTPStatus.NOT_FOUND,
+            "code_invalid",
+        )
+        problem_of(
+            cli_token.sync_detailed(
+                client=c,
+                body=CliTokenRequest(
+                    code="no-such-code",
+                    code_verifier="v" * 43,
+                    redirect_uri="http://127.0.0.1:49152/callback",
+                ),
+            ),
+            HTTPStatus.NOT_FOUND,
+            "code_invalid",
+        )
 
     def test_9_every_operation_was_called(self):
         with open(os.environ["SPEC"], encoding="utf-8") as f:

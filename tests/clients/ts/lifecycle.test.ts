@@ -175,6 +175,34 @@ describe("the TypeScript client", () => {
     assert.match(portal.data!.url, /^http/);
   });
 
+  it("starts the CLI's sign-ins and reads why a code is not accepted", async () => {
+    const c = client();
+    const device = await c.POST("/api/v1/auth/device/code");
+    assert.equal(device.response.status, 200);
+    assert.match(device.data!.verification_uri, /\/device$/);
+    assert.ok(device.data!.verification_uri_complete.includes(device.data!.user_code));
+    const poll = { body: { device_code: device.data!.device_code } };
+    // Nobody approved it yet; polling again at once is too soon.
+    problem(await c.POST("/api/v1/auth/device/token", poll), 409, "authorization_pending");
+    problem(await c.POST("/api/v1/auth/device/token", poll), 409, "slow_down");
+    problem(
+      await c.POST("/api/v1/auth/device/token", { body: { device_code: "no-such-code" } }),
+      404,
+      "code_invalid",
+    );
+    problem(
+      await c.POST("/api/v1/auth/cli/token", {
+        body: {
+          code: "no-such-code",
+          code_verifier: "v".repeat(43),
+          redirect_uri: "http://127.0.0.1:49152/callback",
+        },
+      }),
+      404,
+      "code_invalid",
+    );
+  });
+
   it("called every operation of the spec", () => {
     const spec = JSON.parse(readFileSync(env("SPEC"), "utf8"));
     const missing: string[] = [];

@@ -7,12 +7,13 @@ use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
 pub use proto::auth::{
-    AccountAnswer, LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest,
-    SignupRequest, SignupResponse, VerifyEmailRequest,
+    AccountAnswer, CliTokenRequest, CliTokenResponse, DeviceCodeResponse, DeviceTokenRequest,
+    LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest, SignupRequest,
+    SignupResponse, VerifyEmailRequest,
 };
 
 use super::body::JsonBody;
-use crate::app::{AppState, accounts, now};
+use crate::app::{AppState, accounts, cli_login, now};
 use crate::domain::account::{AccountError, User};
 use crate::domain::{input, rfc3339};
 use crate::http::{ApiResult, ApiTags, client};
@@ -135,6 +136,86 @@ impl AuthApi {
             token_type: "Bearer".into(),
             expires_in: u64::try_from(session.lifetime).unwrap_or(0),
             expires_at: rfc3339(session.expires_at),
+        }))
+    }
+
+    /// The CLI's sign-in through the browser (`coditect login`): exchanges
+    /// the one-time code the browser brought to the CLI's loopback
+    /// redirect, with the PKCE verifier of the challenge the CLI sent to
+    /// `/cli/login` and the same redirect URI, for a session (single use;
+    /// `code_invalid` when unknown, used, expired or not matching).
+    #[oai(path = "/auth/cli/token", method = "post", operation_id = "cliToken")]
+    async fn cli_token(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<CliTokenRequest>,
+    ) -> ApiResult<Json<CliTokenResponse>> {
+        let client = client(req, &state);
+        let (session, user) = cli_login::exchange(
+            &state,
+            &body.code,
+            &body.code_verifier,
+            &body.redirect_uri,
+            &client,
+            now(),
+        )
+        .await?;
+        Ok(Json(CliTokenResponse {
+            access_token: session.access_token,
+            token_type: "Bearer".into(),
+            expires_in: u64::try_from(session.lifetime).unwrap_or(0),
+            expires_at: rfc3339(session.expires_at),
+            email: user.email,
+        }))
+    }
+
+    /// Start a device authorization (RFC 8628) for a CLI without a browser
+    /// (`coditect login --device`): the person opens `verification_uri`,
+    /// signs in and approves `user_code`; the CLI polls `auth/device/token`.
+    #[oai(
+        path = "/auth/device/code",
+        method = "post",
+        operation_id = "deviceCode"
+    )]
+    async fn device_code(&self, state: Data<&AppState>) -> ApiResult<Json<DeviceCodeResponse>> {
+        let now = now();
+        let (device_code, record) = cli_login::start_device(&state, now).await?;
+        let base = state.config.public_base_url.trim_end_matches('/');
+        Ok(Json(DeviceCodeResponse {
+            device_code,
+            verification_uri: format!("{base}/device"),
+            verification_uri_complete: format!("{base}/device?user_code={}", record.user_code),
+            user_code: record.user_code,
+            expires_in: u64::try_from(record.expires_at - now).unwrap_or(0),
+            interval: u64::try_from(record.interval_seconds).unwrap_or(5),
+        }))
+    }
+
+    /// Poll a device authorization: a session once it is approved (single
+    /// use), else `authorization_pending`, `slow_down` (polled sooner than
+    /// the interval: wait 5 seconds more from then on) or `code_invalid`
+    /// (unknown, used or expired).
+    #[oai(
+        path = "/auth/device/token",
+        method = "post",
+        operation_id = "deviceToken"
+    )]
+    async fn device_token(
+        &self,
+        req: &poem::Request,
+        state: Data<&AppState>,
+        body: JsonBody<DeviceTokenRequest>,
+    ) -> ApiResult<Json<CliTokenResponse>> {
+        let client = client(req, &state);
+        let (session, user) =
+            cli_login::poll_device(&state, &body.device_code, &client, now()).await?;
+        Ok(Json(CliTokenResponse {
+            access_token: session.access_token,
+            token_type: "Bearer".into(),
+            expires_in: u64::try_from(session.lifetime).unwrap_or(0),
+            expires_at: rfc3339(session.expires_at),
+            email: user.email,
         }))
     }
 

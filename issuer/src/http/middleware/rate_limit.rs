@@ -42,9 +42,22 @@ pub fn route_of(method: &Method, path: &str) -> Option<LimitedRoute> {
         normal.push('/');
         normal.push_str(part);
     }
+    // Sign-ins with a provider (their start and the browser's return) take
+    // from the sign-in quota too.
+    if method == Method::GET
+        && normal.starts_with("/auth/")
+        && (normal.ends_with("/start") || normal.ends_with("/callback"))
+    {
+        return Some(LimitedRoute::Login);
+    }
     let route = match normal.as_str() {
         // The web sign-in form signs in too: one quota for both.
-        "/api/v1/auth/login" | "/signin" => LimitedRoute::Login,
+        "/api/v1/auth/login"
+        | "/signin"
+        | "/api/v1/auth/cli/token"
+        | "/cli/login"
+        | "/api/v1/auth/device/code"
+        | "/device" => LimitedRoute::Login,
         // The web form creates accounts too: one quota for both.
         "/api/v1/auth/signup" | "/signup" => LimitedRoute::Signup,
         // So do the password resets (a mail, or an Argon2 hash, each): the
@@ -297,6 +310,14 @@ mod tests {
         );
         assert_eq!(route_of(post, "/signup"), Some(LimitedRoute::Signup));
         assert_eq!(route_of(post, "/signin"), Some(LimitedRoute::Login));
+        assert_eq!(
+            route_of(&Method::GET, "/auth/google/callback"),
+            Some(LimitedRoute::Login)
+        );
+        assert_eq!(
+            route_of(&Method::GET, "//auth/github/start/"),
+            Some(LimitedRoute::Login)
+        );
         assert_eq!(route_of(&Method::GET, "/signup"), None);
         assert_eq!(route_of(post, "/signup/cancel"), None);
         assert_eq!(route_of(post, "/signup/reset"), Some(LimitedRoute::Signup));

@@ -7,8 +7,9 @@ use poem_openapi::types::ToJSON;
 use serde_json::Value;
 
 use crate::http::api::auth::{
-    AccountAnswer, LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest,
-    SignupRequest, SignupResponse, VerifyEmailRequest,
+    AccountAnswer, CliTokenRequest, CliTokenResponse, DeviceCodeResponse, DeviceTokenRequest,
+    LoginRequest, LoginResponse, NewPasswordRequest, PasswordResetRequest, SignupRequest,
+    SignupResponse, VerifyEmailRequest,
 };
 use crate::http::api::billing::{
     BillingInterval, CheckoutRequest, CheckoutResponse, PlanId, PortalResponse,
@@ -87,6 +88,17 @@ fn example_grant() -> GrantResponse {
     }
 }
 
+fn example_cli_session() -> CliTokenResponse {
+    CliTokenResponse {
+        access_token: "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c3JfMDEifQ.c2lnbmF0dXJl"
+            .into(),
+        token_type: "Bearer".into(),
+        expires_in: 3600,
+        expires_at: "2026-01-05T10:30:00Z".into(),
+        email: EXAMPLE_EMAIL.into(),
+    }
+}
+
 pub(super) fn examples() -> BTreeMap<&'static str, Examples> {
     let j = |v: &dyn ToJSONValue| v.value();
     let answer = |status: &str, next: &str| AccountAnswer {
@@ -147,6 +159,38 @@ pub(super) fn examples() -> BTreeMap<&'static str, Examples> {
                     expires_at: "2026-01-05T10:30:00Z".into(),
                 }),
             )],
+        ),
+        (
+            "cliToken",
+            Some(j(&CliTokenRequest {
+                code: "Yk2Vb7Qn4Lx9Tc1Rm6Wd3Hs8Jf5Gp0Za".into(),
+                code_verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
+                redirect_uri: "http://127.0.0.1:49152/callback".into(),
+            })),
+            vec![("200", j(&example_cli_session()))],
+        ),
+        (
+            "deviceCode",
+            None,
+            vec![(
+                "200",
+                j(&DeviceCodeResponse {
+                    device_code: "Gm8Rt2Kx5Vb9Nq3Lw7Hc1Jd4Fs6Py0Ta".into(),
+                    user_code: "WDJB-MJHT".into(),
+                    verification_uri: "https://licenses.example.com/device".into(),
+                    verification_uri_complete:
+                        "https://licenses.example.com/device?user_code=WDJB-MJHT".into(),
+                    expires_in: 600,
+                    interval: 5,
+                }),
+            )],
+        ),
+        (
+            "deviceToken",
+            Some(j(&DeviceTokenRequest {
+                device_code: "Gm8Rt2Kx5Vb9Nq3Lw7Hc1Jd4Fs6Py0Ta".into(),
+            })),
+            vec![("200", j(&example_cli_session()))],
         ),
         (
             "verifyEmail",

@@ -106,6 +106,36 @@ pub const OPERATIONS: &[Operation] = &[
         },
     },
     Operation {
+        id: "cliToken",
+        access: Access::Public,
+        body: true,
+        limited: true,
+        storage: true,
+        refusals: || vec![account(AccountError::CodeInvalid)],
+    },
+    Operation {
+        id: "deviceCode",
+        access: Access::Public,
+        body: false,
+        limited: true,
+        storage: true,
+        refusals: Vec::new,
+    },
+    Operation {
+        id: "deviceToken",
+        access: Access::Public,
+        body: true,
+        limited: false,
+        storage: true,
+        refusals: || {
+            vec![
+                account(AccountError::AuthorizationPending),
+                account(AccountError::SlowDown),
+                account(AccountError::CodeInvalid),
+            ]
+        },
+    },
+    Operation {
         id: "verifyEmail",
         access: Access::Public,
         body: true,
@@ -323,6 +353,8 @@ fn common_refusals(op: &Operation) -> Vec<Problem> {
                 FieldError::new("email", "must be an email address such as name@example.com")
             }
             "verifyEmail" | "newPassword" => FieldError::new("token", "is required"),
+            "cliToken" => FieldError::new("code", "is required"),
+            "deviceToken" => FieldError::new("device_code", "is required"),
             "billingCheckout" => {
                 FieldError::new("plan", "must be one of: pilot-starter, pilot-professional")
             }

@@ -138,6 +138,7 @@ pub(super) fn checked(
 
 fn notice_of(done: &str) -> Option<&'static str> {
     match done {
+        "linked" => Some("The sign-in provider is linked: you can sign in with it from now on."),
         "freed" => Some(
             "The machine's seat is free. That machine stops working at its next renewal; activate another one with your key.",
         ),
@@ -336,6 +337,7 @@ pub async fn account(req: &Request, state: Data<&AppState>, done: Query<Done>) -
          Questions: {support}.</p>\n{reissue}</section>\n",
         email = escape(&user.email),
     ));
+    body.push_str(&super::providers::link_buttons(&state));
     let site = Site::of(&state.config);
     respond(
         &state,

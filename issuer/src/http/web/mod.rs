@@ -12,11 +12,14 @@
 
 pub mod account;
 pub mod account_page;
+pub mod cli_login;
 pub mod cookies;
 pub mod csrf;
+pub mod device;
 pub mod html;
 pub mod landing;
 pub mod offers;
+pub mod providers;
 pub mod signin;
 pub mod signup;
 pub mod signup_form;
@@ -112,6 +115,9 @@ fn is_page_path(path: &str) -> bool {
         || path == "/signout"
         || path == "/account"
         || path.starts_with("/account/")
+        || path.starts_with("/auth/")
+        || path == "/cli/login"
+        || path == "/device"
 }
 
 /// Paths of the API and the machine-facing endpoints (always JSON).

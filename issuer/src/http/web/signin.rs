@@ -18,7 +18,7 @@ use crate::domain::account::AccountError;
 use crate::domain::input;
 use crate::http::client;
 
-fn signin_form(token: &FormToken, email: &str, error: Option<&str>) -> String {
+fn signin_form(state: &AppState, token: &FormToken, email: &str, error: Option<&str>) -> String {
     let banner = error
         .map(|e| format!("<p class=\"banner\" role=\"alert\" id=\"signin-error\">{e}</p>\n"))
         .unwrap_or_default();
@@ -29,7 +29,7 @@ fn signin_form(token: &FormToken, email: &str, error: Option<&str>) -> String {
     };
     format!(
         "<h1>Sign in</h1>\n<p>Your account shows your licenses and machines, and opens billing.</p>\n\
-         {banner}<form class=\"signup\" method=\"post\" action=\"/signin\">\n{csrf}\n\
+         {banner}{providers}<form class=\"signup\" method=\"post\" action=\"/signin\">\n{csrf}\n\
          <div class=\"field\">\n<label for=\"email\">Email</label>\n\
          <input id=\"email\" name=\"email\" type=\"email\" value=\"{email}\" autocomplete=\"username\" required{described}>\n</div>\n\
          <div class=\"field\">\n<label for=\"password\">Password</label>\n\
@@ -38,6 +38,7 @@ fn signin_form(token: &FormToken, email: &str, error: Option<&str>) -> String {
          <p><a href=\"/signup/reset\">Forgot your password?</a> · <a href=\"/signup\">No account yet? Start your pilot</a></p>",
         csrf = token.field(),
         email = escape(email),
+        providers = super::providers::buttons(state, "Sign in", None),
     )
 }
 
@@ -55,7 +56,7 @@ pub async fn signin_page(req: &Request, state: Data<&AppState>, done: Query<Done
     if done.done == "signed_out" {
         body.push_str("<p class=\"notice\" role=\"status\">You are signed out.</p>\n");
     }
-    body.push_str(&signin_form(&token, "", None));
+    body.push_str(&signin_form(&state, &token, "", None));
     respond(&state, &token, Page::new("Sign in", body))
 }
 
@@ -79,7 +80,7 @@ pub async fn signin_submit(
         respond(
             &state,
             &token,
-            Page::new("Sign in", signin_form(&token, &email, Some(error))).status(status),
+            Page::new("Sign in", signin_form(&state, &token, &email, Some(error))).status(status),
         )
     };
     let Ok(valid_email) = input::email("email", &email) else {

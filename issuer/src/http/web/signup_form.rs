@@ -169,7 +169,7 @@ pub(super) fn form_page(
          <p>Create your account and choose a plan. We mail you a link to confirm your address, \
          then you pay on Stripe's secure page; \
          your license key is shown right after payment and sent by email.</p>\n\
-         {banner}{summary}\
+         {banner}{summary}{providers}\
          <form class=\"signup\" method=\"post\" action=\"/signup\">\n{csrf}\n\
          {email}{password}{company}\
          <fieldset class=\"{plan_invalid}\" id=\"plan\"><legend>Plan</legend>\n{plans}{plan_error}</fieldset>\n\
@@ -178,6 +178,8 @@ pub(super) fn form_page(
          <p class=\"hint\">Nothing is charged until you confirm the payment on Stripe's page.</p>\n\
          <p class=\"hint\">Forgot your password? <a href=\"/signup/reset\">Reset it by mail</a>.</p>",
         csrf = token.field(),
+        providers =
+            super::providers::buttons(state, "Continue", Some((&values.plan, &values.interval))),
         email = text_field(
             "email",
             "Email",

@@ -23,7 +23,7 @@ use crate::store::Accounts;
 const SIGNUP_LOCK: i64 = 0x7369_676e_7570;
 
 /// The user columns, 5 of them, read by [`user_from_row`].
-const USER_COLUMNS: &str = "u.id, u.email, u.organization_id, o.name, u.role";
+pub(super) const USER_COLUMNS: &str = "u.id, u.email, u.organization_id, o.name, u.role";
 
 /// Organizations with a completed checkout: the pilot's places taken.
 /// `$1`: an organization not to count ('' for none).
@@ -94,13 +94,73 @@ async fn user_by_id(
 }
 
 /// The user in the row's columns from `at`.
-fn user_from_row(r: &Row, at: usize) -> Result<User, StorageError> {
+pub(super) fn user_from_row(r: &Row, at: usize) -> Result<User, StorageError> {
     Ok(User {
         id: column(r, at)?,
         email: column(r, at + 1)?,
         organization_id: column(r, at + 2)?,
         organization_name: column(r, at + 3)?,
         role: column(r, at + 4)?,
+    })
+}
+
+/// `signup` inside the caller's transaction (which takes the signup lock).
+pub(super) async fn signup_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    email: &str,
+    password_hash: &str,
+    company_name: &str,
+    pilot_limit: Option<u32>,
+    now: i64,
+) -> Result<User, AccountError> {
+    // Signups from every process take turns until commit: the count
+    // below stays true until this one's user is in.
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+        .await?;
+    tx.execute(&lock, &[&SIGNUP_LOCK]).await?;
+    if let Some(limit) = pilot_limit {
+        let stmt = tx.prepare_cached(PAID_ORGANIZATIONS).await?;
+        let paid = to_u32(column(&tx.query_one(&stmt, &[&""]).await?, 0)?)?;
+        if paid >= limit {
+            return Err(AccountError::SignupFull);
+        }
+    }
+    let stmt = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))")
+        .await?;
+    let taken: bool = column(&tx.query_one(&stmt, &[&email]).await?, 0)?;
+    if taken {
+        return Err(AccountError::EmailTaken);
+    }
+    let org_id = uuid::Uuid::new_v4().to_string();
+    let user_id = uuid::Uuid::new_v4().to_string();
+    let stmt = tx
+        .prepare_cached("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)")
+        .await?;
+    tx.execute(&stmt, &[&org_id, &company_name, &now]).await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO users (id, email, password_hash, organization_id, role, created_at)
+             VALUES ($1, $2, $3, $4, 'owner', $5)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&user_id, &email, &password_hash, &org_id, &now])
+        .await
+        .map_err(|e| {
+            // A writer that does not take the lock got there first.
+            if is_unique_violation(&e) {
+                AccountError::EmailTaken
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(User {
+        id: user_id,
+        email: email.to_owned(),
+        organization_id: org_id,
+        organization_name: company_name.to_owned(),
+        role: "owner".into(),
     })
 }
 
@@ -116,56 +176,9 @@ impl Accounts for PgStore {
     ) -> Result<User, AccountError> {
         let mut conn = self.db.conn().await?;
         let tx = conn.transaction().await?;
-        // Signups from every process take turns until commit: the count
-        // below stays true until this one's user is in.
-        let lock = tx
-            .prepare_cached("SELECT pg_advisory_xact_lock($1)")
-            .await?;
-        tx.execute(&lock, &[&SIGNUP_LOCK]).await?;
-        if let Some(limit) = pilot_limit {
-            let stmt = tx.prepare_cached(PAID_ORGANIZATIONS).await?;
-            let paid = to_u32(column(&tx.query_one(&stmt, &[&""]).await?, 0)?)?;
-            if paid >= limit {
-                return Err(AccountError::SignupFull);
-            }
-        }
-        let stmt = tx
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))")
-            .await?;
-        let taken: bool = column(&tx.query_one(&stmt, &[&email]).await?, 0)?;
-        if taken {
-            return Err(AccountError::EmailTaken);
-        }
-        let org_id = uuid::Uuid::new_v4().to_string();
-        let user_id = uuid::Uuid::new_v4().to_string();
-        let stmt = tx
-            .prepare_cached("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)")
-            .await?;
-        tx.execute(&stmt, &[&org_id, &company_name, &now]).await?;
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO users (id, email, password_hash, organization_id, role, created_at)
-                 VALUES ($1, $2, $3, $4, 'owner', $5)",
-            )
-            .await?;
-        tx.execute(&stmt, &[&user_id, &email, &password_hash, &org_id, &now])
-            .await
-            .map_err(|e| {
-                // A writer that does not take the lock got there first.
-                if is_unique_violation(&e) {
-                    AccountError::EmailTaken
-                } else {
-                    e.into()
-                }
-            })?;
+        let user = signup_in(&tx, email, password_hash, company_name, pilot_limit, now).await?;
         tx.commit().await?;
-        Ok(User {
-            id: user_id,
-            email: email.to_owned(),
-            organization_id: org_id,
-            organization_name: company_name.to_owned(),
-            role: "owner".into(),
-        })
+        Ok(user)
     }
 
     async fn create_organization(&self, name: &str, now: i64) -> Result<String, StorageError> {

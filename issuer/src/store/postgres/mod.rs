@@ -14,6 +14,7 @@
 mod accounts;
 mod audit;
 mod billing;
+mod identities;
 mod licenses;
 mod outbox;
 mod rate_limits;
@@ -67,6 +68,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         6,
         "0006_pilot_figures.sql",
         include_str!("../../../../migrations/postgres/0006_pilot_figures.sql"),
+    ),
+    (
+        7,
+        "0007_provider_sign_in.sql",
+        include_str!("../../../../migrations/postgres/0007_provider_sign_in.sql"),
     ),
 ];
 

@@ -245,8 +245,22 @@ pub fn signup(
     now: i64,
 ) -> Result<User, AccountError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let user = signup_in(&tx, email, password_hash, company_name, pilot_limit, now)?;
+    tx.commit()?;
+    Ok(user)
+}
+
+/// [`signup`] inside the caller's (immediate) transaction.
+pub fn signup_in(
+    tx: &rusqlite::Transaction<'_>,
+    email: &str,
+    password_hash: &str,
+    company_name: &str,
+    pilot_limit: Option<u32>,
+    now: i64,
+) -> Result<User, AccountError> {
     if let Some(limit) = pilot_limit
-        && paid_organizations(&tx, "")? >= limit
+        && paid_organizations(tx, "")? >= limit
     {
         return Err(AccountError::SignupFull);
     }
@@ -269,7 +283,6 @@ pub fn signup(
          VALUES (?1, ?2, ?3, ?4, 'owner', ?5)",
         params![user_id, email, password_hash, org_id, now],
     )?;
-    tx.commit()?;
     Ok(User {
         id: user_id,
         email: email.to_owned(),
@@ -289,9 +302,9 @@ pub fn create_organization(conn: &Connection, name: &str, now: i64) -> rusqlite:
     Ok(id)
 }
 
-const USER_COLUMNS: &str = "u.id, u.email, u.organization_id, o.name, u.role";
+pub(super) const USER_COLUMNS: &str = "u.id, u.email, u.organization_id, o.name, u.role";
 
-fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
         email: r.get(1)?,

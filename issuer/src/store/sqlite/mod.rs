@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 mod billing;
 mod checkouts;
+mod identities;
 mod licenses;
 mod outbox;
 mod rate_limits;
@@ -73,6 +74,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         8,
         "0008_pilot_figures.sql",
         include_str!("../../../../migrations/sqlite/0008_pilot_figures.sql"),
+    ),
+    (
+        9,
+        "0009_provider_sign_in.sql",
+        include_str!("../../../../migrations/sqlite/0009_provider_sign_in.sql"),
     ),
 ];
 
