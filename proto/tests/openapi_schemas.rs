@@ -9,9 +9,10 @@ use poem_openapi::registry::Registry;
 use poem_openapi::types::Type;
 use serde_json::Value;
 
-/// The published schemas, less the `pattern`s of request fields: the issuer
-/// adds those to its document itself (its `FIELD_PATTERNS`), and checks
-/// them with its own validators rather than the framework's.
+/// The published schemas, less what the issuer adds to its document itself:
+/// the `pattern`s of request fields (its `FIELD_PATTERNS`, checked with its
+/// own validators rather than the framework's) and `nullable` on optional
+/// fields (`http::spec`, which finishes the document for generators).
 fn published() -> Value {
     let doc: Value = serde_json::from_str(include_str!("../../schemas/openapi.json")).unwrap();
     let mut schemas = doc["components"]["schemas"].clone();
@@ -20,6 +21,7 @@ fn published() -> Value {
             for prop in props.values_mut() {
                 if let Some(prop) = prop.as_object_mut() {
                     prop.remove("pattern");
+                    prop.remove("nullable");
                 }
             }
         }
@@ -53,12 +55,37 @@ fn every_schema_is_the_published_one() {
 
     let published = published();
     for (name, schema) in &registry.schemas {
-        let ours = serde_json::to_value(schema).unwrap();
+        let mut ours = serde_json::to_value(schema).unwrap();
+        plain_refs(&mut ours);
         assert_eq!(
             ours,
             published[name.as_str()],
             "{name}: ours\n{ours:#}\npublished\n{:#}",
             published[name.as_str()]
         );
+    }
+}
+
+/// The issuer publishes a field that is another schema as a plain `$ref`,
+/// where the framework writes `allOf` of the reference and the field's
+/// description (which generators reject): the same here.
+fn plain_refs(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let reference = map
+                .get("allOf")
+                .and_then(Value::as_array)
+                .filter(|parts| parts.len() == 2)
+                .and_then(|parts| parts[0].get("$ref"))
+                .cloned();
+            if let Some(reference) = reference {
+                map.clear();
+                map.insert("$ref".to_owned(), reference);
+                return;
+            }
+            map.values_mut().for_each(plain_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_refs),
+        _ => {}
     }
 }
