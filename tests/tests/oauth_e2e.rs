@@ -9,12 +9,18 @@
 //! provider email of an account the browser does not hold is refused; an
 //! unverified email is refused; a forged, replayed or other browser's
 //! `state`, a replayed code and an ID token with another nonce are refused;
+//! ID tokens changed on the way (audience, issuer, expiry, nonce,
+//! signature: [`IdTokenProxy`]) are refused; a CLI code works only with its
+//! own loopback redirect URI;
 //! the audit log records sign-ins, links and refusals; a provider without
-//! configuration is not offered.
+//! configuration is not offered. All but the last run on SQLite and on
+//! PostgreSQL.
 
 use coditect_tests::billing::stripe_env;
+use coditect_tests::database::{Backend, TestDatabase};
 use coditect_tests::fake_github::{FakeGitHub, GitHubUser};
 use coditect_tests::fake_stripe::{self, FakeStripe};
+use coditect_tests::id_token_proxy::{IdTokenProxy, Tamper};
 use coditect_tests::issuer::{IssuerServer, TEST_RATE_LIMITS, admin};
 use coditect_tests::oidc::OidcProvider;
 use coditect_tests::web_browser::{Answer, WebBrowser};
@@ -23,12 +29,24 @@ use serde_json::{Value, json};
 struct Bed {
     dir: tempfile::TempDir,
     oidc: OidcProvider,
+    /// Between the issuer and the provider, for the tampered ID tokens.
+    proxy: Option<IdTokenProxy>,
     github: FakeGitHub,
     stripe: FakeStripe,
     issuer: IssuerServer,
+    /// Dropped last: the issuer works on it until then.
+    db: TestDatabase,
 }
 
-fn bed(test: &str) -> Option<Bed> {
+fn bed(test: &str, backend: Backend) -> Option<Bed> {
+    bed_with(test, backend, false)
+}
+
+/// The test bed; with `proxy`, the issuer's Google issuer URL is an
+/// [`IdTokenProxy`] in front of the provider.
+fn bed_with(test: &str, backend: Backend, proxy: bool) -> Option<Bed> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = TestDatabase::create(backend, dir.path())?;
     let oidc = OidcProvider::start(test)?;
     let github = FakeGitHub::start(vec![
         GitHubUser {
@@ -45,8 +63,12 @@ fn bed(test: &str) -> Option<Bed> {
             emails: vec![("dan@example.com".into(), true, false)],
         },
     ]);
-    let dir = tempfile::tempdir().expect("temp dir");
     let mut env: Vec<(String, String)> = oidc.issuer_env();
+    let proxy = proxy.then(|| IdTokenProxy::start(oidc.issuer()));
+    if let Some(p) = &proxy {
+        env.retain(|(k, _)| k != "GOOGLE_ISSUER_URL");
+        env.push(("GOOGLE_ISSUER_URL".into(), p.issuer_url()));
+    }
     env.extend(github.issuer_env());
     let stripe = FakeStripe::start(fake_stripe::Config::default());
     env.extend(stripe_env(&stripe));
@@ -57,9 +79,11 @@ fn bed(test: &str) -> Option<Bed> {
     Some(Bed {
         dir,
         oidc,
+        proxy,
         github,
         stripe,
         issuer,
+        db,
     })
 }
 
@@ -148,9 +172,19 @@ fn hint(email: &str) -> String {
     format!("&login_hint={}", email.replace('+', "%2B"))
 }
 
-#[test]
-fn a_new_person_signs_up_and_in_with_google() {
-    let Some(bed) = bed("a_new_person_signs_up_and_in_with_google") else {
+coditect_tests::on_both_backends!(
+    a_new_person_signs_up_and_in_with_google,
+    github_signs_in_with_the_verified_primary_email_only,
+    an_existing_account_is_linked_only_by_its_signed_in_owner,
+    forged_replayed_and_mixed_up_answers_are_refused,
+    coditect_login_signs_in_through_the_browser,
+    coditect_login_device_is_approved_in_a_browser,
+    tampered_id_tokens_are_refused,
+    a_cli_code_is_bound_to_its_redirect_uri,
+);
+
+fn a_new_person_signs_up_and_in_with_google(backend: Backend) {
+    let Some(bed) = bed("a_new_person_signs_up_and_in_with_google", backend) else {
         return;
     };
     // Both providers are offered next to the password form.
@@ -227,9 +261,11 @@ fn a_new_person_signs_up_and_in_with_google() {
     assert_eq!(login.status, 401);
 }
 
-#[test]
-fn github_signs_in_with_the_verified_primary_email_only() {
-    let Some(bed) = bed("github_signs_in_with_the_verified_primary_email_only") else {
+fn github_signs_in_with_the_verified_primary_email_only(backend: Backend) {
+    let Some(bed) = bed(
+        "github_signs_in_with_the_verified_primary_email_only",
+        backend,
+    ) else {
         return;
     };
     let mut browser = WebBrowser::new();
@@ -255,9 +291,11 @@ fn github_signs_in_with_the_verified_primary_email_only() {
     assert_eq!(bed.github.refused_exchanges(), 0);
 }
 
-#[test]
-fn an_existing_account_is_linked_only_by_its_signed_in_owner() {
-    let Some(bed) = bed("an_existing_account_is_linked_only_by_its_signed_in_owner") else {
+fn an_existing_account_is_linked_only_by_its_signed_in_owner(backend: Backend) {
+    let Some(bed) = bed(
+        "an_existing_account_is_linked_only_by_its_signed_in_owner",
+        backend,
+    ) else {
         return;
     };
     let api = bed.issuer.client();
@@ -312,9 +350,8 @@ fn an_existing_account_is_linked_only_by_its_signed_in_owner() {
     assert_eq!(refused.status, 403, "{}", refused.body);
 }
 
-#[test]
-fn forged_replayed_and_mixed_up_answers_are_refused() {
-    let Some(bed) = bed("forged_replayed_and_mixed_up_answers_are_refused") else {
+fn forged_replayed_and_mixed_up_answers_are_refused(backend: Backend) {
+    let Some(bed) = bed("forged_replayed_and_mixed_up_answers_are_refused", backend) else {
         return;
     };
     // An unverified Google email.
@@ -439,14 +476,13 @@ fn unconfigured_providers_are_not_offered() {
 /// (GitHub through the fake), the CLI gets its session from the loopback
 /// redirect, and `coditect license machines` works with it. The code works
 /// once; a redirect that is not loopback is refused.
-#[test]
-fn coditect_login_signs_in_through_the_browser() {
+fn coditect_login_signs_in_through_the_browser(backend: Backend) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
     use coditect_tests::cli::Cli;
 
-    let Some(bed) = bed("coditect_login_signs_in_through_the_browser") else {
+    let Some(bed) = bed("coditect_login_signs_in_through_the_browser", backend) else {
         return;
     };
     let cli = Cli::new();
@@ -545,14 +581,13 @@ fn coditect_login_signs_in_through_the_browser() {
 /// page, approves the code, and the CLI gets its session. Polling sooner
 /// than the interval is answered `slow_down`; an unknown device code
 /// `code_invalid`.
-#[test]
-fn coditect_login_device_is_approved_in_a_browser() {
+fn coditect_login_device_is_approved_in_a_browser(backend: Backend) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
     use coditect_tests::cli::Cli;
 
-    let Some(bed) = bed("coditect_login_device_is_approved_in_a_browser") else {
+    let Some(bed) = bed("coditect_login_device_is_approved_in_a_browser", backend) else {
         return;
     };
     // The polling rules, through the API.
@@ -647,4 +682,149 @@ fn coditect_login_device_is_approved_in_a_browser() {
     assert_eq!(doc["email"], "octo@example.com", "{doc}");
     cli.run(&["--json", "license", "machines"]).assert_success();
     bed.wait_for_audit("device_login", "approved");
+}
+
+/// ID tokens changed on the way from the provider (by the
+/// [`IdTokenProxy`] between the issuer and the provider's token endpoint):
+/// another audience, another issuer, expired, another sign-in's nonce, a
+/// broken signature. Each is refused with the "Sign-in refused" page, an
+/// audited refusal naming the ID token, no session and no account; the
+/// same sign-in through the proxy with nothing changed succeeds, so the
+/// refusals are the checks' doing.
+fn tampered_id_tokens_are_refused(backend: Backend) {
+    let Some(bed) = bed_with("tampered_id_tokens_are_refused", backend, true) else {
+        return;
+    };
+    let proxy = bed.proxy.as_ref().expect("the bed has the proxy");
+    let accounts = |email: &str| {
+        bed.db.count(&format!(
+            "SELECT COUNT(*) FROM users WHERE email = '{email}'"
+        ))
+    };
+
+    // Untouched (re-signed by the proxy's key, which its JWKS serves).
+    let mut browser = WebBrowser::new();
+    let done = bed.sign_in(&mut browser, "google", "", &hint("gina@example.com"));
+    assert_eq!(done.status, 303, "{}", done.body);
+    signed_in_as(&bed, &mut browser, "gina@example.com");
+    assert_eq!(proxy.rewritten(), 1);
+
+    for (tamper, email, what) in [
+        (Tamper::Audience, "aud@example.com", "audience"),
+        (Tamper::Issuer, "iss@example.com", "issuer"),
+        (Tamper::Expired, "exp@example.com", "expired"),
+        (Tamper::Nonce, "nonce@example.com", "nonce"),
+        (Tamper::Signature, "sig@example.com", "signature"),
+    ] {
+        proxy.set(tamper);
+        let before = proxy.rewritten();
+        let refusals = bed
+            .audit()
+            .iter()
+            .filter(|r| r["event"] == "provider_login" && r["outcome"] == "provider_refused")
+            .count();
+        let mut browser = WebBrowser::new();
+        let a = bed.sign_in(&mut browser, "google", "", &hint(email));
+        assert_eq!(
+            proxy.rewritten(),
+            before + 1,
+            "{tamper:?}: went through the proxy"
+        );
+        assert_eq!(a.status, 400, "{tamper:?}: {}", a.body);
+        assert!(a.body.contains("Sign-in refused"), "{tamper:?}: {}", a.body);
+        assert_eq!(
+            bed.account_page(&mut browser).status,
+            303,
+            "{tamper:?}: not signed in"
+        );
+        assert_eq!(accounts(email), 0, "{tamper:?}: no account");
+        // The refusal is audited, saying what was wrong with the token.
+        let mut row = None;
+        for _ in 0..200 {
+            let rows: Vec<Value> = bed
+                .audit()
+                .into_iter()
+                .filter(|r| r["event"] == "provider_login" && r["outcome"] == "provider_refused")
+                .collect();
+            if rows.len() > refusals {
+                row = rows.into_iter().find(|r| {
+                    r["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.to_lowercase().contains(what))
+                });
+                if row.is_some() {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(row.is_some(), "{tamper:?}: {:#?}", bed.audit());
+    }
+    // The person who signed in untouched still has one account, and no
+    // identity was added by the refused ones.
+    assert_eq!(accounts("gina@example.com"), 1);
+    assert_eq!(bed.db.count("SELECT COUNT(*) FROM provider_identities"), 1);
+}
+
+/// The loopback exchange of `coditect login` (RFC 8252): a code asked for
+/// with one redirect URI is refused with another, even with the right
+/// PKCE verifier; the failed exchange uses the code up, so the right
+/// redirect URI afterwards is refused too.
+fn a_cli_code_is_bound_to_its_redirect_uri(backend: Backend) {
+    let Some(bed) = bed("a_cli_code_is_bound_to_its_redirect_uri", backend) else {
+        return;
+    };
+    // RFC 7636's example verifier and its S256 challenge.
+    let verifier = "dBjftJeZ4CVP-mJ0wTdCJ8ka2h-xMyS-_pq9NdDBFHg";
+    let redirect_uri = "http://127.0.0.1:45678/callback";
+    let mut browser = WebBrowser::new();
+    let page = browser.get(&bed.url(
+        "/cli/login?redirect_uri=http%3A%2F%2F127.0.0.1%3A45678%2Fcallback&state=abcdefgh&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+    ));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let href = page
+        .body
+        .split("id=\"with-github\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the GitHub button")
+        .replace("&amp;", "&");
+    let a = browser.get(&bed.url(&href));
+    assert_eq!(a.status, 303, "{}", a.body);
+    let callback = bed.through_provider(&mut browser, &a.location.unwrap(), "&login=octo");
+    let back = browser.get(&callback);
+    assert_eq!(back.status, 303, "{}", back.body);
+    let loopback = back.location.expect("to the CLI's loopback");
+    assert!(loopback.starts_with(redirect_uri), "{loopback}");
+    assert!(loopback.contains("state=abcdefgh"), "{loopback}");
+    let code = loopback
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+
+    // Another port of the loopback: refused, and the code is gone.
+    bed.issuer
+        .post_json(
+            "/api/v1/auth/cli/token",
+            &json!({
+                "code": code,
+                "code_verifier": verifier,
+                "redirect_uri": "http://127.0.0.1:45679/callback",
+            }),
+        )
+        .expect_problem(404, "code_invalid");
+    bed.issuer
+        .post_json(
+            "/api/v1/auth/cli/token",
+            &json!({
+                "code": code,
+                "code_verifier": verifier,
+                "redirect_uri": redirect_uri,
+            }),
+        )
+        .expect_problem(404, "code_invalid");
+    bed.wait_for_audit("cli_login", "code_invalid");
 }
