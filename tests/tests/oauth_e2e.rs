@@ -13,7 +13,8 @@
 //! signature: [`IdTokenProxy`]) are refused; a CLI code works only with its
 //! own loopback redirect URI;
 //! the audit log records sign-ins, links and refusals; a provider without
-//! configuration is not offered. All but the last run on SQLite and on
+//! configuration is not offered; and the sign-in, link and refusal in
+//! headless Chromium. The flows without Chromium run on SQLite and on
 //! PostgreSQL.
 
 use coditect_tests::billing::stripe_env;
@@ -827,4 +828,197 @@ fn a_cli_code_is_bound_to_its_redirect_uri(backend: Backend) {
         )
         .expect_problem(404, "code_invalid");
     bed.wait_for_audit("cli_login", "code_invalid");
+}
+
+/// The web sign-in in a real browser, headless Chromium: "Sign in with
+/// Google" on the sign-in page (the real OpenID provider signs its default
+/// account in and consents) lands on the account page of a new account;
+/// an owner signed in with the password clicks "Link GitHub", after which
+/// "Sign in with GitHub" (the fake GitHub's first user) signs in to that
+/// account; a Google sign-in of an unverified email shows "Email not
+/// verified" and signs nobody in.
+/// Without Chromium and chromedriver this says so and passes; with
+/// `CI=true` it fails.
+#[test]
+fn signing_in_with_google_and_github_in_chromium() {
+    use std::time::{Duration, Instant};
+
+    use coditect_tests::browser::{ChromeDriver, chromium_capabilities, tools_or_skip};
+    use fantoccini::{Client, ClientBuilder, Locator};
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    const PATIENCE: Duration = Duration::from_secs(90);
+
+    async fn where_we_are(c: &Client) -> String {
+        let url = c
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        let source = c.source().await.unwrap_or_default();
+        format!("at {url}:\n{source}")
+    }
+
+    async fn wait_for_url(c: &Client, what: &str, ok: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(url) = c.current_url().await
+                && ok(url.as_str())
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the browser did not get to {what}, {}",
+                    where_we_are(c).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn text_of(c: &Client, css: &str) -> String {
+        match c
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(e) => panic!("no `{css}` ({e}), {}", where_we_are(c).await),
+        }
+    }
+
+    async fn click(c: &Client, css: &str) {
+        match c
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e.click().await.expect("click"),
+            Err(e) => panic!("no `{css}` ({e}), {}", where_we_are(c).await),
+        }
+    }
+
+    let test = "signing_in_with_google_and_github_in_chromium";
+    let Some(tools) = tools_or_skip(test) else {
+        return;
+    };
+    let Some(bed) = bed(test, Backend::Sqlite) else {
+        return;
+    };
+    let driver = ChromeDriver::start(&tools);
+    let profile = tempfile::Builder::new()
+        .prefix("coditect-chromium-")
+        .tempdir()
+        .expect("a temporary Chromium profile");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let client = runtime.block_on(async {
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(chromium_capabilities(&tools, profile.path()))
+            .connect(&driver.url())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "chromedriver could not start Chromium: {e}\n{}",
+                    driver.log()
+                )
+            })
+    });
+    let base = bed.issuer.base_url().to_owned();
+    // An account with a password whose email GitHub's first user has.
+    bed.issuer
+        .client()
+        .post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": "octo@example.com", "password": "a long password 1", "company_name": "Octo Co"}),
+        )
+        .expect_status(202);
+    // The start of a Google sign-in of an unverified email: the state
+    // cookie and the provider's URL, for Chromium to go on with (the test
+    // names the provider's account in the URL, which no button does).
+    let mut http = WebBrowser::new();
+    let unverified_url = format!(
+        "{}{}",
+        bed.start(&mut http, "google", ""),
+        hint("unverified+carl@example.com")
+    );
+    let state_cookie = http.cookie("coditect_oauth").expect("the state cookie");
+    let c = client.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            // Sign up with Google: the provider's default account.
+            c.goto(&format!("{base}/signin"))
+                .await
+                .expect("open /signin");
+            click(&c, "#with-google").await;
+            wait_for_url(&c, "the account page", |u| u.ends_with("/account")).await;
+            assert_eq!(text_of(&c, "#account-email").await, "alice@example.com");
+            c.delete_all_cookies().await.expect("clear the cookies");
+
+            // Signed in with the password, the owner links GitHub.
+            c.goto(&format!("{base}/signin"))
+                .await
+                .expect("open /signin");
+            let email = c
+                .wait()
+                .at_most(PATIENCE)
+                .for_element(Locator::Css("#email"))
+                .await
+                .expect("the email field");
+            email.send_keys("octo@example.com").await.expect("type");
+            let password = c
+                .find(Locator::Css("#password"))
+                .await
+                .expect("the password field");
+            password.send_keys("a long password 1").await.expect("type");
+            password.send_keys("\u{E007}").await.expect("Enter");
+            wait_for_url(&c, "the account page", |u| u.ends_with("/account")).await;
+            click(&c, "#link-github").await;
+            wait_for_url(&c, "the linked account page", |u| {
+                u.ends_with("/account?done=linked")
+            })
+            .await;
+            c.delete_all_cookies().await.expect("clear the cookies");
+
+            // From now on GitHub signs in to it.
+            c.goto(&format!("{base}/signin"))
+                .await
+                .expect("open /signin");
+            click(&c, "#with-github").await;
+            wait_for_url(&c, "the account page", |u| u.ends_with("/account")).await;
+            assert_eq!(text_of(&c, "#account-email").await, "octo@example.com");
+            c.delete_all_cookies().await.expect("clear the cookies");
+
+            // An unverified email is refused, and nobody is signed in.
+            c.goto(&format!("{base}/signin"))
+                .await
+                .expect("open /signin");
+            // (Through the page's script: chromedriver's cookie command
+            // refuses an IP address as the domain.)
+            c.execute(
+                "document.cookie = arguments[0] + '; path=/auth'",
+                vec![json!(format!("coditect_oauth={state_cookie}"))],
+            )
+            .await
+            .expect("the state cookie");
+            c.goto(&unverified_url).await.expect("open the provider");
+            assert_eq!(text_of(&c, "h1").await, "Email not verified");
+            c.goto(&format!("{base}/account"))
+                .await
+                .expect("open /account");
+            wait_for_url(&c, "the sign-in page", |u| u.ends_with("/signin")).await;
+        })
+    }));
+    let _ = runtime.block_on(client.close());
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    bed.wait_for_audit("provider_link", "ok");
+    bed.wait_for_audit("provider_login", "email_unverified");
 }
