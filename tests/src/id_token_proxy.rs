@@ -61,6 +61,8 @@ struct Shared {
     key: RsaPrivateKey,
     /// ID tokens rewritten so far.
     rewritten: u32,
+    /// The last ID token the proxy answered with.
+    last: Option<String>,
 }
 
 /// The running proxy; dropping it stops it.
@@ -201,6 +203,7 @@ fn token(shared: &Arc<Mutex<Shared>>, headers: Vec<(String, String)>, body: Vec<
             Some(t) => {
                 doc["id_token"] = json!(t);
                 s.rewritten += 1;
+                s.last = Some(t);
             }
             None => return json_answer(502, &json!({"error": "unreadable ID token"})),
         }
@@ -244,6 +247,7 @@ impl IdTokenProxy {
             tamper: Tamper::None,
             key,
             rewritten: 0,
+            last: None,
         }));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -312,6 +316,11 @@ impl IdTokenProxy {
     /// What to change in the ID tokens from now on.
     pub fn set(&self, tamper: Tamper) {
         self.shared.lock().expect("not poisoned").tamper = tamper;
+    }
+
+    /// The last ID token the proxy answered with.
+    pub fn last_id_token(&self) -> Option<String> {
+        self.shared.lock().expect("not poisoned").last.clone()
     }
 
     /// ID tokens the proxy has re-signed so far.

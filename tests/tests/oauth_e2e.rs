@@ -739,6 +739,14 @@ fn tampered_id_tokens_are_refused(backend: Backend) {
             "{tamper:?}: not signed in"
         );
         assert_eq!(accounts(email), 0, "{tamper:?}: no account");
+        // The refused token is in no log.
+        let token = proxy.last_id_token().expect("the proxy's token");
+        assert!(
+            !bed.issuer.log().contains(&token),
+            "{tamper:?}: token logged"
+        );
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        assert!(!bed.issuer.log().contains(signature), "{tamper:?}");
         // The refusal is audited, saying what was wrong with the token.
         let mut row = None;
         for _ in 0..200 {
