@@ -10,7 +10,8 @@
 //! `tests/oidc/TEST-ONLY-id-token-signing-key.pem`, RS256), with `iss` set
 //! to the proxy, so an untouched sign-in through the proxy succeeds; a
 //! [`Tamper`] changes one thing on the way: the audience, the issuer, the
-//! expiry, the nonce, or one byte of the signature.
+//! expiry, the nonce, one byte of the signature, or the algorithm (none,
+//! or HS256 keyed with the client secret).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,11 @@ pub enum Tamper {
     Nonce,
     /// One byte of the signature flipped.
     Signature,
+    /// No signature at all: `"alg": "none"`.
+    Unsigned,
+    /// HS256 with the client secret as the key (a token anyone holding
+    /// the secret could make, not the provider's signature).
+    Hs256WithClientSecret,
 }
 
 struct Shared {
@@ -119,7 +125,7 @@ fn rewrite(shared: &Shared, id_token: &str) -> Option<String> {
     let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
     claims["iss"] = json!(shared.base);
     match shared.tamper {
-        Tamper::None | Tamper::Signature => {}
+        Tamper::None | Tamper::Signature | Tamper::Unsigned | Tamper::Hs256WithClientSecret => {}
         Tamper::Audience => claims["aud"] = json!(crate::oidc::OTHER_CLIENT_ID),
         Tamper::Issuer => claims["iss"] = json!(shared.provider),
         Tamper::Expired => {
@@ -128,11 +134,34 @@ fn rewrite(shared: &Shared, id_token: &str) -> Option<String> {
         }
         Tamper::Nonce => claims["nonce"] = json!("a-nonce-of-another-sign-in"),
     }
-    Some(sign(
-        &shared.key,
-        &claims,
-        shared.tamper == Tamper::Signature,
-    ))
+    match shared.tamper {
+        Tamper::Unsigned => Some(format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )),
+        Tamper::Hs256WithClientSecret => {
+            use hmac::{Hmac, KeyInit, Mac};
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let mut mac =
+                Hmac::<sha2::Sha256>::new_from_slice(crate::oidc::CLIENT_SECRET.as_bytes())
+                    .expect("HMAC takes keys of any length");
+            mac.update(input.as_bytes());
+            Some(format!(
+                "{input}.{}",
+                URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            ))
+        }
+        _ => Some(sign(
+            &shared.key,
+            &claims,
+            shared.tamper == Tamper::Signature,
+        )),
+    }
 }
 
 fn discovery(shared: &Arc<Mutex<Shared>>) -> Response {

@@ -10,7 +10,7 @@
 //! unverified email is refused; a forged, replayed or other browser's
 //! `state`, a replayed code and an ID token with another nonce are refused;
 //! ID tokens changed on the way (audience, issuer, expiry, nonce,
-//! signature: [`IdTokenProxy`]) are refused; a CLI code works only with its
+//! signature, algorithm: [`IdTokenProxy`]) are refused; a CLI code works only with its
 //! own loopback redirect URI;
 //! the audit log records sign-ins, links and refusals; a provider without
 //! configuration is not offered; and the sign-in, link and refusal in
@@ -688,7 +688,8 @@ fn coditect_login_device_is_approved_in_a_browser(backend: Backend) {
 /// ID tokens changed on the way from the provider (by the
 /// [`IdTokenProxy`] between the issuer and the provider's token endpoint):
 /// another audience, another issuer, expired, another sign-in's nonce, a
-/// broken signature. Each is refused with the "Sign-in refused" page, an
+/// broken signature, no signature (`"alg": "none"`), HS256 with the client
+/// secret as the key. Each is refused with the "Sign-in refused" page, an
 /// audited refusal naming the ID token, no session and no account; the
 /// same sign-in through the proxy with nothing changed succeeds, so the
 /// refusals are the checks' doing.
@@ -716,14 +717,29 @@ fn tampered_id_tokens_are_refused(backend: Backend) {
         (Tamper::Expired, "exp@example.com", "expired"),
         (Tamper::Nonce, "nonce@example.com", "nonce"),
         (Tamper::Signature, "sig@example.com", "signature"),
+        (Tamper::Unsigned, "none@example.com", "signature"),
+        (
+            Tamper::Hs256WithClientSecret,
+            "hs256@example.com",
+            "signature",
+        ),
     ] {
         proxy.set(tamper);
         let before = proxy.rewritten();
-        let refusals = bed
-            .audit()
-            .iter()
-            .filter(|r| r["event"] == "provider_login" && r["outcome"] == "provider_refused")
-            .count();
+        // Refusals naming `what` so far.
+        let refusals = || {
+            bed.audit()
+                .iter()
+                .filter(|r| {
+                    r["event"] == "provider_login"
+                        && r["outcome"] == "provider_refused"
+                        && r["detail"]
+                            .as_str()
+                            .is_some_and(|d| d.to_lowercase().contains(what))
+                })
+                .count()
+        };
+        let refused_before = refusals();
         let mut browser = WebBrowser::new();
         let a = bed.sign_in(&mut browser, "google", "", &hint(email));
         assert_eq!(
@@ -746,28 +762,20 @@ fn tampered_id_tokens_are_refused(backend: Backend) {
             "{tamper:?}: token logged"
         );
         let signature = token.rsplit('.').next().unwrap_or_default();
-        assert!(!bed.issuer.log().contains(signature), "{tamper:?}");
+        assert!(
+            signature.is_empty() || !bed.issuer.log().contains(signature),
+            "{tamper:?}"
+        );
         // The refusal is audited, saying what was wrong with the token.
-        let mut row = None;
+        let mut audited = false;
         for _ in 0..200 {
-            let rows: Vec<Value> = bed
-                .audit()
-                .into_iter()
-                .filter(|r| r["event"] == "provider_login" && r["outcome"] == "provider_refused")
-                .collect();
-            if rows.len() > refusals {
-                row = rows.into_iter().find(|r| {
-                    r["detail"]
-                        .as_str()
-                        .is_some_and(|d| d.to_lowercase().contains(what))
-                });
-                if row.is_some() {
-                    break;
-                }
+            if refusals() > refused_before {
+                audited = true;
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        assert!(row.is_some(), "{tamper:?}: {:#?}", bed.audit());
+        assert!(audited, "{tamper:?}: {:#?}", bed.audit());
     }
     // The person who signed in untouched still has one account, and no
     // identity was added by the refused ones.
