@@ -11,6 +11,7 @@ pub mod cli;
 pub mod database;
 pub mod fake_github;
 pub mod fake_stripe;
+pub mod id_token_proxy;
 pub mod issuer;
 pub mod oidc;
 pub mod smtp;

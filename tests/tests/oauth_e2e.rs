@@ -9,12 +9,19 @@
 //! provider email of an account the browser does not hold is refused; an
 //! unverified email is refused; a forged, replayed or other browser's
 //! `state`, a replayed code and an ID token with another nonce are refused;
+//! ID tokens changed on the way (audience, issuer, expiry, nonce,
+//! signature, algorithm: [`IdTokenProxy`]) are refused; a CLI code works only with its
+//! own loopback redirect URI;
 //! the audit log records sign-ins, links and refusals; a provider without
-//! configuration is not offered.
+//! configuration is not offered; and the sign-in, link and refusal in
+//! headless Chromium. The flows without Chromium run on SQLite and on
+//! PostgreSQL.
 
 use coditect_tests::billing::stripe_env;
+use coditect_tests::database::{Backend, TestDatabase};
 use coditect_tests::fake_github::{FakeGitHub, GitHubUser};
 use coditect_tests::fake_stripe::{self, FakeStripe};
+use coditect_tests::id_token_proxy::{IdTokenProxy, Tamper};
 use coditect_tests::issuer::{IssuerServer, TEST_RATE_LIMITS, admin};
 use coditect_tests::oidc::OidcProvider;
 use coditect_tests::web_browser::{Answer, WebBrowser};
@@ -23,12 +30,24 @@ use serde_json::{Value, json};
 struct Bed {
     dir: tempfile::TempDir,
     oidc: OidcProvider,
+    /// Between the issuer and the provider, for the tampered ID tokens.
+    proxy: Option<IdTokenProxy>,
     github: FakeGitHub,
     stripe: FakeStripe,
     issuer: IssuerServer,
+    /// Dropped last: the issuer works on it until then.
+    db: TestDatabase,
 }
 
-fn bed(test: &str) -> Option<Bed> {
+fn bed(test: &str, backend: Backend) -> Option<Bed> {
+    bed_with(test, backend, false)
+}
+
+/// The test bed; with `proxy`, the issuer's Google issuer URL is an
+/// [`IdTokenProxy`] in front of the provider.
+fn bed_with(test: &str, backend: Backend, proxy: bool) -> Option<Bed> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = TestDatabase::create(backend, dir.path())?;
     let oidc = OidcProvider::start(test)?;
     let github = FakeGitHub::start(vec![
         GitHubUser {
@@ -45,8 +64,12 @@ fn bed(test: &str) -> Option<Bed> {
             emails: vec![("dan@example.com".into(), true, false)],
         },
     ]);
-    let dir = tempfile::tempdir().expect("temp dir");
     let mut env: Vec<(String, String)> = oidc.issuer_env();
+    let proxy = proxy.then(|| IdTokenProxy::start(oidc.issuer()));
+    if let Some(p) = &proxy {
+        env.retain(|(k, _)| k != "GOOGLE_ISSUER_URL");
+        env.push(("GOOGLE_ISSUER_URL".into(), p.issuer_url()));
+    }
     env.extend(github.issuer_env());
     let stripe = FakeStripe::start(fake_stripe::Config::default());
     env.extend(stripe_env(&stripe));
@@ -57,9 +80,11 @@ fn bed(test: &str) -> Option<Bed> {
     Some(Bed {
         dir,
         oidc,
+        proxy,
         github,
         stripe,
         issuer,
+        db,
     })
 }
 
@@ -148,9 +173,19 @@ fn hint(email: &str) -> String {
     format!("&login_hint={}", email.replace('+', "%2B"))
 }
 
-#[test]
-fn a_new_person_signs_up_and_in_with_google() {
-    let Some(bed) = bed("a_new_person_signs_up_and_in_with_google") else {
+coditect_tests::on_both_backends!(
+    a_new_person_signs_up_and_in_with_google,
+    github_signs_in_with_the_verified_primary_email_only,
+    an_existing_account_is_linked_only_by_its_signed_in_owner,
+    forged_replayed_and_mixed_up_answers_are_refused,
+    coditect_login_signs_in_through_the_browser,
+    coditect_login_device_is_approved_in_a_browser,
+    tampered_id_tokens_are_refused,
+    a_cli_code_is_bound_to_its_redirect_uri,
+);
+
+fn a_new_person_signs_up_and_in_with_google(backend: Backend) {
+    let Some(bed) = bed("a_new_person_signs_up_and_in_with_google", backend) else {
         return;
     };
     // Both providers are offered next to the password form.
@@ -227,9 +262,11 @@ fn a_new_person_signs_up_and_in_with_google() {
     assert_eq!(login.status, 401);
 }
 
-#[test]
-fn github_signs_in_with_the_verified_primary_email_only() {
-    let Some(bed) = bed("github_signs_in_with_the_verified_primary_email_only") else {
+fn github_signs_in_with_the_verified_primary_email_only(backend: Backend) {
+    let Some(bed) = bed(
+        "github_signs_in_with_the_verified_primary_email_only",
+        backend,
+    ) else {
         return;
     };
     let mut browser = WebBrowser::new();
@@ -255,9 +292,11 @@ fn github_signs_in_with_the_verified_primary_email_only() {
     assert_eq!(bed.github.refused_exchanges(), 0);
 }
 
-#[test]
-fn an_existing_account_is_linked_only_by_its_signed_in_owner() {
-    let Some(bed) = bed("an_existing_account_is_linked_only_by_its_signed_in_owner") else {
+fn an_existing_account_is_linked_only_by_its_signed_in_owner(backend: Backend) {
+    let Some(bed) = bed(
+        "an_existing_account_is_linked_only_by_its_signed_in_owner",
+        backend,
+    ) else {
         return;
     };
     let api = bed.issuer.client();
@@ -312,9 +351,8 @@ fn an_existing_account_is_linked_only_by_its_signed_in_owner() {
     assert_eq!(refused.status, 403, "{}", refused.body);
 }
 
-#[test]
-fn forged_replayed_and_mixed_up_answers_are_refused() {
-    let Some(bed) = bed("forged_replayed_and_mixed_up_answers_are_refused") else {
+fn forged_replayed_and_mixed_up_answers_are_refused(backend: Backend) {
+    let Some(bed) = bed("forged_replayed_and_mixed_up_answers_are_refused", backend) else {
         return;
     };
     // An unverified Google email.
@@ -439,14 +477,13 @@ fn unconfigured_providers_are_not_offered() {
 /// (GitHub through the fake), the CLI gets its session from the loopback
 /// redirect, and `coditect license machines` works with it. The code works
 /// once; a redirect that is not loopback is refused.
-#[test]
-fn coditect_login_signs_in_through_the_browser() {
+fn coditect_login_signs_in_through_the_browser(backend: Backend) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
     use coditect_tests::cli::Cli;
 
-    let Some(bed) = bed("coditect_login_signs_in_through_the_browser") else {
+    let Some(bed) = bed("coditect_login_signs_in_through_the_browser", backend) else {
         return;
     };
     let cli = Cli::new();
@@ -545,14 +582,13 @@ fn coditect_login_signs_in_through_the_browser() {
 /// page, approves the code, and the CLI gets its session. Polling sooner
 /// than the interval is answered `slow_down`; an unknown device code
 /// `code_invalid`.
-#[test]
-fn coditect_login_device_is_approved_in_a_browser() {
+fn coditect_login_device_is_approved_in_a_browser(backend: Backend) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
     use coditect_tests::cli::Cli;
 
-    let Some(bed) = bed("coditect_login_device_is_approved_in_a_browser") else {
+    let Some(bed) = bed("coditect_login_device_is_approved_in_a_browser", backend) else {
         return;
     };
     // The polling rules, through the API.
@@ -647,4 +683,358 @@ fn coditect_login_device_is_approved_in_a_browser() {
     assert_eq!(doc["email"], "octo@example.com", "{doc}");
     cli.run(&["--json", "license", "machines"]).assert_success();
     bed.wait_for_audit("device_login", "approved");
+}
+
+/// ID tokens changed on the way from the provider (by the
+/// [`IdTokenProxy`] between the issuer and the provider's token endpoint):
+/// another audience, another issuer, expired, another sign-in's nonce, a
+/// broken signature, no signature (`"alg": "none"`), HS256 with the client
+/// secret as the key. Each is refused with the "Sign-in refused" page, an
+/// audited refusal naming the ID token, no session and no account; the
+/// same sign-in through the proxy with nothing changed succeeds, so the
+/// refusals are the checks' doing.
+fn tampered_id_tokens_are_refused(backend: Backend) {
+    let Some(bed) = bed_with("tampered_id_tokens_are_refused", backend, true) else {
+        return;
+    };
+    let proxy = bed.proxy.as_ref().expect("the bed has the proxy");
+    let accounts = |email: &str| {
+        bed.db.count(&format!(
+            "SELECT COUNT(*) FROM users WHERE email = '{email}'"
+        ))
+    };
+
+    // Untouched (re-signed by the proxy's key, which its JWKS serves).
+    let mut browser = WebBrowser::new();
+    let done = bed.sign_in(&mut browser, "google", "", &hint("gina@example.com"));
+    assert_eq!(done.status, 303, "{}", done.body);
+    signed_in_as(&bed, &mut browser, "gina@example.com");
+    assert_eq!(proxy.rewritten(), 1);
+
+    for (tamper, email, what) in [
+        (Tamper::Audience, "aud@example.com", "audience"),
+        (Tamper::Issuer, "iss@example.com", "issuer"),
+        (Tamper::Expired, "exp@example.com", "expired"),
+        (Tamper::Nonce, "nonce@example.com", "nonce"),
+        (Tamper::Signature, "sig@example.com", "signature"),
+        (Tamper::Unsigned, "none@example.com", "signature"),
+        (
+            Tamper::Hs256WithClientSecret,
+            "hs256@example.com",
+            "signature",
+        ),
+    ] {
+        proxy.set(tamper);
+        let before = proxy.rewritten();
+        // Refusals naming `what` so far.
+        let refusals = || {
+            bed.audit()
+                .iter()
+                .filter(|r| {
+                    r["event"] == "provider_login"
+                        && r["outcome"] == "provider_refused"
+                        && r["detail"]
+                            .as_str()
+                            .is_some_and(|d| d.to_lowercase().contains(what))
+                })
+                .count()
+        };
+        let refused_before = refusals();
+        let mut browser = WebBrowser::new();
+        let a = bed.sign_in(&mut browser, "google", "", &hint(email));
+        assert_eq!(
+            proxy.rewritten(),
+            before + 1,
+            "{tamper:?}: went through the proxy"
+        );
+        assert_eq!(a.status, 400, "{tamper:?}: {}", a.body);
+        assert!(a.body.contains("Sign-in refused"), "{tamper:?}: {}", a.body);
+        assert_eq!(
+            bed.account_page(&mut browser).status,
+            303,
+            "{tamper:?}: not signed in"
+        );
+        assert_eq!(accounts(email), 0, "{tamper:?}: no account");
+        // The refused token is in no log.
+        let token = proxy.last_id_token().expect("the proxy's token");
+        assert!(
+            !bed.issuer.log().contains(&token),
+            "{tamper:?}: token logged"
+        );
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        assert!(
+            signature.is_empty() || !bed.issuer.log().contains(signature),
+            "{tamper:?}"
+        );
+        // The refusal is audited, saying what was wrong with the token.
+        let mut audited = false;
+        for _ in 0..200 {
+            if refusals() > refused_before {
+                audited = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(audited, "{tamper:?}: {:#?}", bed.audit());
+    }
+    // The person who signed in untouched still has one account, and no
+    // identity was added by the refused ones.
+    assert_eq!(accounts("gina@example.com"), 1);
+    assert_eq!(bed.db.count("SELECT COUNT(*) FROM provider_identities"), 1);
+}
+
+/// The loopback exchange of `coditect login` (RFC 8252): a code asked for
+/// with one redirect URI is refused with another, even with the right
+/// PKCE verifier; the failed exchange uses the code up, so the right
+/// redirect URI afterwards is refused too.
+fn a_cli_code_is_bound_to_its_redirect_uri(backend: Backend) {
+    let Some(bed) = bed("a_cli_code_is_bound_to_its_redirect_uri", backend) else {
+        return;
+    };
+    // RFC 7636's example verifier and its S256 challenge.
+    let verifier = "dBjftJeZ4CVP-mJ0wTdCJ8ka2h-xMyS-_pq9NdDBFHg";
+    let redirect_uri = "http://127.0.0.1:45678/callback";
+    let mut browser = WebBrowser::new();
+    let page = browser.get(&bed.url(
+        "/cli/login?redirect_uri=http%3A%2F%2F127.0.0.1%3A45678%2Fcallback&state=abcdefgh&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+    ));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let href = page
+        .body
+        .split("id=\"with-github\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the GitHub button")
+        .replace("&amp;", "&");
+    let a = browser.get(&bed.url(&href));
+    assert_eq!(a.status, 303, "{}", a.body);
+    let callback = bed.through_provider(&mut browser, &a.location.unwrap(), "&login=octo");
+    let back = browser.get(&callback);
+    assert_eq!(back.status, 303, "{}", back.body);
+    let loopback = back.location.expect("to the CLI's loopback");
+    assert!(loopback.starts_with(redirect_uri), "{loopback}");
+    assert!(loopback.contains("state=abcdefgh"), "{loopback}");
+    let code = loopback
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+
+    // Another port of the loopback: refused, and the code is gone.
+    bed.issuer
+        .post_json(
+            "/api/v1/auth/cli/token",
+            &json!({
+                "code": code,
+                "code_verifier": verifier,
+                "redirect_uri": "http://127.0.0.1:45679/callback",
+            }),
+        )
+        .expect_problem(404, "code_invalid");
+    bed.issuer
+        .post_json(
+            "/api/v1/auth/cli/token",
+            &json!({
+                "code": code,
+                "code_verifier": verifier,
+                "redirect_uri": redirect_uri,
+            }),
+        )
+        .expect_problem(404, "code_invalid");
+    bed.wait_for_audit("cli_login", "code_invalid");
+}
+
+/// The web sign-in in a real browser, headless Chromium: "Sign in with
+/// Google" on the sign-in page (the real OpenID provider signs its default
+/// account in and consents) lands on the account page of a new account;
+/// an owner signed in with the password clicks "Link GitHub", after which
+/// "Sign in with GitHub" (the fake GitHub's first user) signs in to that
+/// account; a Google sign-in of an unverified email shows "Email not
+/// verified" and signs nobody in.
+/// Without Chromium and chromedriver this says so and passes; with
+/// `CI=true` it fails.
+#[test]
+fn signing_in_with_google_and_github_in_chromium() {
+    use std::time::{Duration, Instant};
+
+    use coditect_tests::browser::{ChromeDriver, chromium_capabilities, tools_or_skip};
+    use fantoccini::{Client, ClientBuilder, Locator};
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    const PATIENCE: Duration = Duration::from_secs(90);
+
+    async fn where_we_are(c: &Client) -> String {
+        let url = c
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        let source = c.source().await.unwrap_or_default();
+        format!("at {url}:\n{source}")
+    }
+
+    async fn wait_for_url(c: &Client, what: &str, ok: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(url) = c.current_url().await
+                && ok(url.as_str())
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the browser did not get to {what}, {}",
+                    where_we_are(c).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn text_of(c: &Client, css: &str) -> String {
+        match c
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(e) => panic!("no `{css}` ({e}), {}", where_we_are(c).await),
+        }
+    }
+
+    async fn click(c: &Client, css: &str) {
+        match c
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e.click().await.expect("click"),
+            Err(e) => panic!("no `{css}` ({e}), {}", where_we_are(c).await),
+        }
+    }
+
+    let test = "signing_in_with_google_and_github_in_chromium";
+    let Some(tools) = tools_or_skip(test) else {
+        return;
+    };
+    let Some(bed) = bed(test, Backend::Sqlite) else {
+        return;
+    };
+    let driver = ChromeDriver::start(&tools);
+    let profile = tempfile::Builder::new()
+        .prefix("coditect-chromium-")
+        .tempdir()
+        .expect("a temporary Chromium profile");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let client = runtime.block_on(async {
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(chromium_capabilities(&tools, profile.path()))
+            .connect(&driver.url())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "chromedriver could not start Chromium: {e}\n{}",
+                    driver.log()
+                )
+            })
+    });
+    let base = bed.issuer.base_url().to_owned();
+    // An account with a password whose email GitHub's first user has.
+    bed.issuer
+        .client()
+        .post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": "octo@example.com", "password": "a long password 1", "company_name": "Octo Co"}),
+        )
+        .expect_status(202);
+    // The start of a Google sign-in of an unverified email: the state
+    // cookie and the provider's URL, for Chromium to go on with (the test
+    // names the provider's account in the URL, which no button does).
+    let mut http = WebBrowser::new();
+    let unverified_url = format!(
+        "{}{}",
+        bed.start(&mut http, "google", ""),
+        hint("unverified+carl@example.com")
+    );
+    let state_cookie = http.cookie("coditect_oauth").expect("the state cookie");
+    let c = client.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            // Sign up with Google: the provider's default account.
+            c.goto(&format!("{base}/signin"))
+                .await
+                .expect("open /signin");
+            click(&c, "#with-google").await;
+            wait_for_url(&c, "the account page", |u| u.ends_with("/account")).await;
+            assert_eq!(text_of(&c, "#account-email").await, "alice@example.com");
+            c.delete_all_cookies().await.expect("clear the cookies");
+
+            // Signed in with the password, the owner links GitHub.
+            c.goto(&format!("{base}/signin"))
+                .await
+                .expect("open /signin");
+            let email = c
+                .wait()
+                .at_most(PATIENCE)
+                .for_element(Locator::Css("#email"))
+                .await
+                .expect("the email field");
+            email.send_keys("octo@example.com").await.expect("type");
+            let password = c
+                .find(Locator::Css("#password"))
+                .await
+                .expect("the password field");
+            password.send_keys("a long password 1").await.expect("type");
+            password.send_keys("\u{E007}").await.expect("Enter");
+            wait_for_url(&c, "the account page", |u| u.ends_with("/account")).await;
+            click(&c, "#link-github").await;
+            wait_for_url(&c, "the linked account page", |u| {
+                u.ends_with("/account?done=linked")
+            })
+            .await;
+            c.delete_all_cookies().await.expect("clear the cookies");
+
+            // From now on GitHub signs in to it.
+            c.goto(&format!("{base}/signin"))
+                .await
+                .expect("open /signin");
+            click(&c, "#with-github").await;
+            wait_for_url(&c, "the account page", |u| u.ends_with("/account")).await;
+            assert_eq!(text_of(&c, "#account-email").await, "octo@example.com");
+            c.delete_all_cookies().await.expect("clear the cookies");
+
+            // An unverified email is refused, and nobody is signed in.
+            c.goto(&format!("{base}/signin"))
+                .await
+                .expect("open /signin");
+            // (Through the page's script: chromedriver's cookie command
+            // refuses an IP address as the domain.)
+            c.execute(
+                "document.cookie = arguments[0] + '; path=/auth'",
+                vec![json!(format!("coditect_oauth={state_cookie}"))],
+            )
+            .await
+            .expect("the state cookie");
+            c.goto(&unverified_url).await.expect("open the provider");
+            assert_eq!(text_of(&c, "h1").await, "Email not verified");
+            c.goto(&format!("{base}/account"))
+                .await
+                .expect("open /account");
+            wait_for_url(&c, "the sign-in page", |u| u.ends_with("/signin")).await;
+        })
+    }));
+    let _ = runtime.block_on(client.close());
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    bed.wait_for_audit("provider_link", "ok");
+    bed.wait_for_audit("provider_login", "email_unverified");
 }
