@@ -151,6 +151,42 @@ fn github(state: &AppState) -> Result<&GitHubConfig, ProviderError> {
         .ok_or(ProviderError::NotConfigured)
 }
 
+/// How long a provider's discovery document and keys are reused: a
+/// sign-in then costs no extra round trips to the provider, and keys the
+/// provider publishes ahead of a rotation are picked up within this time.
+const DISCOVERY_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The discovery document (with its key set) of `issuer_url`, fetched at
+/// most once per [`DISCOVERY_TTL`] by this process.
+async fn google_metadata(issuer_url: &str) -> Result<CoreProviderMetadata, ProviderError> {
+    type Cached = Option<(String, std::time::Instant, CoreProviderMetadata)>;
+    static CACHE: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    let cached = |cache: &Cached| {
+        cache.as_ref().and_then(|(url, at, metadata)| {
+            (url == issuer_url && at.elapsed() < DISCOVERY_TTL).then(|| metadata.clone())
+        })
+    };
+    if let Some(metadata) = cached(
+        &CACHE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    ) {
+        return Ok(metadata);
+    }
+    let issuer = IssuerUrl::new(issuer_url.to_owned()).map_err(refused)?;
+    let metadata = CoreProviderMetadata::discover_async(issuer, http()?)
+        .await
+        .map_err(|e| refused(format!("discovery: {e}")))?;
+    *CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((
+        issuer_url.to_owned(),
+        std::time::Instant::now(),
+        metadata.clone(),
+    ));
+    Ok(metadata)
+}
+
 /// Google's client, from its discovery document (and its keys).
 async fn google_client(
     state: &AppState,
@@ -166,10 +202,7 @@ async fn google_client(
     >,
     ProviderError,
 > {
-    let issuer = IssuerUrl::new(config.issuer_url.clone()).map_err(refused)?;
-    let metadata = CoreProviderMetadata::discover_async(issuer, http()?)
-        .await
-        .map_err(|e| refused(format!("discovery: {e}")))?;
+    let metadata = google_metadata(&config.issuer_url).await?;
     Ok(CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(config.client.client_id.clone()),
