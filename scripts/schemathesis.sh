@@ -45,7 +45,7 @@ if [ "$BACKEND" = postgres ]; then
     . scripts/postgres.sh
     postgres_for_tests
     DBNAME=coditect_schemathesis_$$
-    psql "$CODITECT_TEST_POSTGRES" -XAtqc "CREATE DATABASE $DBNAME"
+    psql "$CODITECT_TEST_POSTGRES" -XAtqc "CREATE DATABASE $DBNAME TEMPLATE template0"
     export DATABASE_URL=${CODITECT_TEST_POSTGRES%/*}/$DBNAME
     drop_db() {
         psql "$CODITECT_TEST_POSTGRES" -XAtqc "DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)" || true

@@ -89,16 +89,22 @@ impl TestDatabase {
                 return None;
             }
         };
+        // Unique per process and per call: two tests of one binary can read
+        // the same clock value (seen in CI), so a counter comes with it.
+        static CREATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = format!(
-            "coditect_e2e_{}_{}",
+            "coditect_e2e_{}_{}_{}",
             std::process::id(),
+            CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         );
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+            // From template0, which nobody connects to (a copy of template1
+            // fails while another session is connected to it).
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}: {:?}", e.as_db_error()));
         let url = with_database(&server, &name);
         std::fs::write(data_dir.join(DATABASE_URL_FILE), &url).expect("write .database-url");
         db.postgres = Some((url, name));

@@ -47,9 +47,11 @@ impl TestDatabase {
         };
         let name = format!("coditect_test_{}", uuid::Uuid::new_v4().simple());
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            // From template0, which nobody connects to (a copy of template1
+            // fails while another session is connected to it).
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
             .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}: {:?}", e.as_db_error()));
         Some(TestDatabase {
             url: server.with_dbname(&name),
         })
