@@ -122,6 +122,27 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
     }
 }
 
+/// Waits until the page's heading (`main h1`) reads `expected`: after a
+/// form is sent, the old page's heading may still be there for a moment,
+/// or be gone between finding and reading it.
+async fn wait_for_heading(c: &Client, expected: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(h1) = c.find(Locator::Css("main h1")).await
+            && h1.text().await.is_ok_and(|t| t == expected)
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no heading \"{expected}\" within {PATIENCE:?}, {}",
+                where_we_are(c).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn click(c: &Client, css: &str) {
     let element = wait_for(c, css).await;
     if let Err(e) = element.click().await {
@@ -164,12 +185,7 @@ async fn sign_up_in_browser(
     click(c, "input[name=plan][value=pilot-professional]").await;
     click(c, "input[name=interval][value=year]").await;
     click(c, "form.signup button[type=submit]").await;
-    let heading = wait_for(c, "main h1")
-        .await
-        .text()
-        .await
-        .unwrap_or_default();
-    assert_eq!(heading, "Check your inbox", "{}", where_we_are(c).await);
+    wait_for_heading(c, "Check your inbox").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let link = loop {
         if let Some(link) = mailed_links(&log(), email, "/signup/verify").pop() {
@@ -254,12 +270,7 @@ fn a_pilot_bought_in_the_browser_gives_a_key_that_activates() {
             let key = shown_key(&c).await;
             // Shown once: a reload no longer has it.
             c.refresh().await.expect("reload");
-            let again = wait_for(&c, "main h1")
-                .await
-                .text()
-                .await
-                .unwrap_or_default();
-            assert_eq!(again, "Your license key was already shown");
+            wait_for_heading(&c, "Your license key was already shown").await;
             assert!(!where_we_are(&c).await.contains(&key));
             key
         },
@@ -286,17 +297,7 @@ fn the_success_page_waits_for_a_late_confirmation() {
             click(&c, "#submit").await;
             let success_prefix = format!("{base}/signup/success?session_id=");
             wait_for_url(&c, "the success page", |u| u.starts_with(&success_prefix)).await;
-            let waiting = wait_for(&c, "main h1")
-                .await
-                .text()
-                .await
-                .unwrap_or_default();
-            assert_eq!(
-                waiting,
-                "Finishing your order…",
-                "{}",
-                where_we_are(&c).await
-            );
+            wait_for_heading(&c, "Finishing your order…").await;
             assert!(!stripe.queued_events().is_empty(), "events are held back");
             let deliveries = stripe.resume_deliveries();
             assert!(deliveries.iter().all(|d| d.succeeded()), "{deliveries:#?}");
