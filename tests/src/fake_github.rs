@@ -5,16 +5,13 @@
 //! once), and the user API (`GET /user`, `GET /user/emails`). Real HTTP on
 //! a loopback port, its own thread and runtime, like the fake Stripe.
 
+use crate::loopback_server::LoopbackServer;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use poem::http::StatusCode;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Request, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -51,9 +48,7 @@ struct State {
 
 pub struct FakeGitHub {
     state: Arc<Mutex<State>>,
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: LoopbackServer,
 }
 
 fn query_map(q: &str) -> HashMap<String, String> {
@@ -222,67 +217,16 @@ impl FakeGitHub {
             users,
             ..State::default()
         }));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server_state = Arc::clone(&state);
-        let thread = std::thread::Builder::new()
-            .name("fake-github".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = addr_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let acceptor = match TcpListener::bind("127.0.0.1:0").into_acceptor().await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            let _ = addr_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let addr = acceptor
-                        .local_addr()
-                        .first()
-                        .and_then(|a| a.as_socket_addr().copied())
-                        .expect("a TCP listener has a socket address");
-                    let _ = addr_tx.send(Ok(addr));
-                    let endpoint = poem::endpoint::make(move |req: Request| {
-                        let state = Arc::clone(&server_state);
-                        async move { Ok::<Response, poem::Error>(handle(state, req).await) }
-                    });
-                    let _ = poem::Server::new_with_acceptor(acceptor)
-                        .run_with_graceful_shutdown(
-                            endpoint,
-                            async move {
-                                let _ = shutdown_rx.await;
-                            },
-                            Some(Duration::from_secs(2)),
-                        )
-                        .await;
-                });
-            })
-            .expect("spawn the fake GitHub thread");
-        let addr = addr_rx
-            .recv()
-            .expect("the fake GitHub thread reports its address")
-            .unwrap_or_else(|e| panic!("cannot start the fake GitHub: {e}"));
-        FakeGitHub {
-            state,
-            addr,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        }
+        let server = LoopbackServer::start("fake GitHub", 1, move |req: Request| {
+            handle(Arc::clone(&server_state), req)
+        });
+        FakeGitHub { state, server }
     }
 
     /// `http://127.0.0.1:PORT`: both `GITHUB_BASE_URL` and `GITHUB_API_URL`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// The issuer's environment for this fake.
@@ -298,16 +242,5 @@ impl FakeGitHub {
     /// Token requests refused so far (bad client, code, verifier or URI).
     pub fn refused_exchanges(&self) -> u32 {
         self.state.lock().expect("not poisoned").refused_exchanges
-    }
-}
-
-impl Drop for FakeGitHub {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

@@ -13,15 +13,13 @@
 //! expiry, the nonce, one byte of the signature, or the algorithm (none,
 //! or HS256 keyed with the client secret).
 
-use std::net::SocketAddr;
+use crate::loopback_server::LoopbackServer;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use poem::http::StatusCode;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Request, Response};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
@@ -74,9 +72,7 @@ struct Shared {
 /// The running proxy; dropping it stops it.
 pub struct IdTokenProxy {
     shared: Arc<Mutex<Shared>>,
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: LoopbackServer,
 }
 
 fn json_answer(status: u16, body: &Value) -> Response {
@@ -278,68 +274,17 @@ impl IdTokenProxy {
             rewritten: 0,
             last: None,
         }));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("id-token-proxy".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = addr_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let acceptor = match TcpListener::bind("127.0.0.1:0").into_acceptor().await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            let _ = addr_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let addr = acceptor
-                        .local_addr()
-                        .first()
-                        .and_then(|a| a.as_socket_addr().copied())
-                        .expect("a TCP listener has a socket address");
-                    let _ = addr_tx.send(Ok(addr));
-                    let endpoint = poem::endpoint::make(move |req: Request| {
-                        let shared = Arc::clone(&server_shared);
-                        async move { Ok::<Response, poem::Error>(handle(shared, req).await) }
-                    });
-                    let _ = poem::Server::new_with_acceptor(acceptor)
-                        .run_with_graceful_shutdown(
-                            endpoint,
-                            async move {
-                                let _ = shutdown_rx.await;
-                            },
-                            Some(Duration::from_secs(2)),
-                        )
-                        .await;
-                });
-            })
-            .expect("spawn the ID token proxy thread");
-        let addr = addr_rx
-            .recv()
-            .expect("the proxy thread reports its address")
-            .unwrap_or_else(|e| panic!("cannot start the ID token proxy: {e}"));
-        shared.lock().expect("not poisoned").base = format!("http://{addr}");
-        IdTokenProxy {
-            shared,
-            addr,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        }
+        let server = LoopbackServer::start("ID token proxy", 1, move |req: Request| {
+            handle(Arc::clone(&server_shared), req)
+        });
+        shared.lock().expect("not poisoned").base = format!("http://{}", server.addr());
+        IdTokenProxy { shared, server }
     }
 
     /// `http://127.0.0.1:PORT`: the issuer's `GOOGLE_ISSUER_URL`.
     pub fn issuer_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// What to change in the ID tokens from now on.
@@ -355,16 +300,5 @@ impl IdTokenProxy {
     /// ID tokens the proxy has re-signed so far.
     pub fn rewritten(&self) -> u32 {
         self.shared.lock().expect("not poisoned").rewritten
-    }
-}
-
-impl Drop for IdTokenProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

@@ -13,6 +13,7 @@ pub mod fake_github;
 pub mod fake_stripe;
 pub mod id_token_proxy;
 pub mod issuer;
+pub mod loopback_server;
 pub mod oidc;
 pub mod smtp;
 pub mod tcp_proxy;

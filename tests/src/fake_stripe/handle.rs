@@ -1,12 +1,10 @@
 //! The running fake (`FakeStripe`): starting it, and what tests do with it and read from it.
 
+use crate::loopback_server::LoopbackServer;
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::{Request, Response};
+use poem::Request;
 use serde_json::Value;
 
 use super::config::{Config, Price};
@@ -20,90 +18,32 @@ use super::unix_now;
 /// A running fake Stripe; dropping it stops the server.
 pub struct FakeStripe {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: LoopbackServer,
 }
 
 impl FakeStripe {
     /// Starts a fake on `127.0.0.1:<free port>` (its own thread and tokio
     /// runtime). Panics if it cannot.
     pub fn start(config: Config) -> FakeStripe {
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let shared = Arc::new(Shared::new(config));
         let server_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("fake-stripe".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = addr_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let acceptor = match TcpListener::bind("127.0.0.1:0").into_acceptor().await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            let _ = addr_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let addr = acceptor
-                        .local_addr()
-                        .first()
-                        .and_then(|a| a.as_socket_addr().copied())
-                        .expect("a TCP listener has a socket address");
-                    *server_shared.base_url.lock().expect("not poisoned") =
-                        format!("http://{addr}");
-                    let _ = addr_tx.send(Ok(addr));
-                    let endpoint = poem::endpoint::make(move |req: Request| {
-                        let shared = Arc::clone(&server_shared);
-                        async move { Ok::<Response, poem::Error>(handle(shared, req).await) }
-                    });
-                    let _ = poem::Server::new_with_acceptor(acceptor)
-                        .run_with_graceful_shutdown(
-                            endpoint,
-                            async move {
-                                let _ = shutdown_rx.await;
-                            },
-                            Some(Duration::from_secs(2)),
-                        )
-                        .await;
-                });
-                // A delivery still waiting on a slow receiver must not hold
-                // up the test that dropped the fake.
-                runtime.shutdown_timeout(Duration::from_secs(5));
-            })
-            .expect("spawn the fake Stripe thread");
-        let addr = addr_rx
-            .recv()
-            .expect("the fake Stripe thread reports its address")
-            .unwrap_or_else(|e| panic!("cannot start the fake Stripe: {e}"));
-        FakeStripe {
-            shared,
-            addr,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        }
+        let server = LoopbackServer::start("fake Stripe", 2, move |req: Request| {
+            handle(Arc::clone(&server_shared), req)
+        });
+        *shared.base_url.lock().expect("not poisoned") = format!("http://{}", server.addr());
+        FakeStripe { shared, server }
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash). Give it to async-stripe
     /// as `ClientBuilder::new(key).url(base_url)`: the client sends
     /// `{base}/v1/...`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The secret key the fake accepts.
@@ -469,16 +409,5 @@ impl FakeStripe {
         };
         self.shared.dispatch(&events);
         invoice
-    }
-}
-
-impl Drop for FakeStripe {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

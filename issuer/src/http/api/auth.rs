@@ -161,13 +161,7 @@ impl AuthApi {
             now(),
         )
         .await?;
-        Ok(Json(CliTokenResponse {
-            access_token: session.access_token,
-            token_type: "Bearer".into(),
-            expires_in: u64::try_from(session.lifetime).unwrap_or(0),
-            expires_at: rfc3339(session.expires_at),
-            email: user.email,
-        }))
+        Ok(Json(cli_session(session, user)))
     }
 
     /// Start a device authorization (RFC 8628) for a CLI without a browser
@@ -210,13 +204,7 @@ impl AuthApi {
         let client = client(req, &state);
         let (session, user) =
             cli_login::poll_device(&state, &body.device_code, &client, now()).await?;
-        Ok(Json(CliTokenResponse {
-            access_token: session.access_token,
-            token_type: "Bearer".into(),
-            expires_in: u64::try_from(session.lifetime).unwrap_or(0),
-            expires_at: rfc3339(session.expires_at),
-            email: user.email,
-        }))
+        Ok(Json(cli_session(session, user)))
     }
 
     /// Confirm an email address with the token of the link mailed at
@@ -296,5 +284,16 @@ impl AuthApi {
         let (user, sid) = auth.user(&state).await?;
         accounts::sign_out(&state, &user, &sid, &client(req, &state), now()).await?;
         Ok(LogoutResult::Ended)
+    }
+}
+
+/// A session for the CLI (`auth/cli/token`, `auth/device/token`).
+fn cli_session(session: accounts::SignedIn, user: User) -> CliTokenResponse {
+    CliTokenResponse {
+        access_token: session.access_token,
+        token_type: "Bearer".into(),
+        expires_in: u64::try_from(session.lifetime).unwrap_or(0),
+        expires_at: rfc3339(session.expires_at),
+        email: user.email,
     }
 }
