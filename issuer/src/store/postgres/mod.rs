@@ -291,26 +291,25 @@ impl Db {
             location: self.location.clone(),
             reason: e.to_string(),
         })?;
-        conn.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version    BIGINT PRIMARY KEY,
-                 name       TEXT NOT NULL,
-                 applied_at BIGINT NOT NULL
-             )",
-        )
-        .await
-        .or_else(|e| {
-            // Two processes creating the table at once: one wins.
-            if is_unique_violation(&e) {
-                Ok(())
-            } else {
-                Err(failed(opening, &e))
-            }
-        })?;
+        // The lock first: two processes creating the table at once could
+        // each fail on the other's (a duplicate table or type), whatever
+        // `IF NOT EXISTS` says.
         conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(|e| failed(opening, &e))?;
-        let result = self.migrate_locked(&mut conn).await;
+        let result = match conn
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version    BIGINT PRIMARY KEY,
+                     name       TEXT NOT NULL,
+                     applied_at BIGINT NOT NULL
+                 )",
+            )
+            .await
+        {
+            Ok(()) => self.migrate_locked(&mut conn).await,
+            Err(e) => Err(failed(opening, &e)),
+        };
         let unlocked = conn
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await;
